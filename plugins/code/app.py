@@ -1,0 +1,167 @@
+"""`code`: the agent's built-in plugin that runs Python code in the sandbox.
+
+Tool: `run_python(code)` (its name is part of the public interface; keep it).
+
+Built with componentize-py (pinned in the host's build.rs), which compiles
+CPython to a WASI component; this file implements the `tools` interface of
+`plugins/wit/agent-plugin.wit`. The sandbox is the point: the host preopens
+only the workspace (as `/workspace`, our working directory), grants no
+network (there is no `socket` module), and stops the code at its deadline and
+memory cap. So this file does not try to restrict the code itself; it only
+makes the result useful to a model: stdout and stderr captured in order and
+capped (head and tail kept), the value of a final expression shown as a
+REPL would, and an exception reported as its traceback without our frames.
+"""
+
+import ast
+import builtins
+import json
+import linecache
+import os
+import sys
+import traceback
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports.types import ToolInfo
+
+WORKSPACE = "/workspace"
+# Characters of output kept from the start and from the end of a long run.
+HEAD_CHARS = 48 * 1024
+TAIL_CHARS = 16 * 1024
+
+SCHEMA = json.dumps(
+    {
+        "type": "object",
+        "properties": {
+            "code": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Python 3 source to run; print what you want to see. "
+                "The working directory is the workspace.",
+            }
+        },
+        "required": ["code"],
+        "additionalProperties": False,
+    }
+)
+
+
+class CappedOutput:
+    """A text stream that keeps the first HEAD_CHARS and the last TAIL_CHARS."""
+
+    def __init__(self):
+        self.head = []
+        self.head_len = 0
+        self.tail = ""
+        self.dropped = 0
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        n = len(text)
+        room = HEAD_CHARS - self.head_len
+        if room > 0:
+            self.head.append(text[:room])
+            self.head_len += min(room, n)
+            text = text[room:]
+        if text:
+            self.tail += text
+            if len(self.tail) > TAIL_CHARS:
+                cut = len(self.tail) - TAIL_CHARS
+                self.dropped += cut
+                self.tail = self.tail[cut:]
+        return n
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    def getvalue(self):
+        text = "".join(self.head)
+        if self.dropped:
+            text += f"\n[... {self.dropped} characters of output cut ...]\n"
+        return text + self.tail
+
+
+def run(code):
+    """Runs `code`; returns (output, error text or None)."""
+    if os.path.isdir(WORKSPACE):
+        os.chdir(WORKSPACE)
+    out = CappedOutput()
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = out
+    error = None
+    # Lets tracebacks quote the lines of the model's code, not just their numbers.
+    linecache.cache["<code>"] = (len(code), None, code.splitlines(True), "<code>")
+    try:
+        tree = ast.parse(code, filename="<code>", mode="exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        scope = {"__name__": "__main__", "__builtins__": builtins}
+        exec(compile(tree, "<code>", "exec"), scope)
+        if last is not None:
+            value = eval(compile(last, "<code>", "eval"), scope)
+            if value is not None:
+                print(repr(value))
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            error = f"exited with status {e.code}"
+    except BaseException as e:  # noqa: BLE001 - everything the code raises is reported
+        error = format_exception(e)
+    finally:
+        sys.stdout, sys.stderr = saved
+    return out.getvalue(), error
+
+
+def format_exception(e):
+    """The traceback of `e`, starting at the user's code (our own frames dropped)."""
+    if isinstance(e, SyntaxError):
+        return "".join(traceback.format_exception_only(type(e), e)).rstrip()
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != "<code>":
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(e), e, tb)).rstrip()
+    if len(text) > TAIL_CHARS:
+        text = text[: TAIL_CHARS // 4] + "\n[... traceback cut ...]\n" + text[-TAIL_CHARS // 2 :]
+    return text
+
+
+class Tools(exports.Tools):
+    def describe(self):
+        return [
+            ToolInfo(
+                name="run_python",
+                description="Run Python 3 code in a sandbox (no network; the workspace is the "
+                "working directory). Returns what it prints, the value of a final expression, "
+                "or the traceback of an error.",
+                args_schema=SCHEMA,
+            )
+        ]
+
+    def invoke(self, tool, args_json):
+        if tool != "run_python":
+            raise Err(f"unknown tool `{tool}`; this plugin offers run_python")
+        try:
+            args = json.loads(args_json or "{}")
+        except ValueError as e:
+            raise Err(f"invalid arguments for run_python: {e}")
+        if not isinstance(args, dict) or set(args) - {"code"}:
+            raise Err("invalid arguments for run_python: expected {\"code\": \"...\"}")
+        code = args.get("code")
+        if not isinstance(code, str) or not code.strip():
+            raise Err("run_python needs `code`: the Python source to run")
+        output, error = run(code)
+        if error is not None:
+            raise Err(f"{output}{'' if not output or output.endswith(chr(10)) else chr(10)}{error}")
+        return output if output else "(no output)"
