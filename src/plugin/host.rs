@@ -1,0 +1,654 @@
+//! The wasmtime side of the plugin host: one engine per process, the linker,
+//! compilation with the cache, and one sandboxed call.
+//!
+//! Decisions:
+//! - One `Engine` per process (built on first use), with epoch interruption
+//!   and the pooling allocator (falling back to on-demand allocation where the
+//!   address space for the pool cannot be reserved). A ticker thread advances
+//!   the epoch every [`TICK`] while at least one call runs, and sleeps otherwise.
+//! - Calls are async (`instantiate_async`, `call_async`): the epoch callback
+//!   checks the call's deadline and the user's cancellation every tick and
+//!   yields to tokio in between, and the call future sits in a `select!` with a
+//!   timer and the cancellation token. Dropping the future unwinds the guest, so
+//!   a guest blocked in a host call (a WASI sleep, a slow fetch) is stopped too,
+//!   which a blocking thread could not do. A busy guest holds a runtime worker
+//!   for at most one tick at a time.
+//! - Every call gets a fresh `Store` from the plugin's `InstancePre`: nothing
+//!   survives between calls, and a trapped instance is never entered again.
+//! - The deadline is set before instantiation (with epochs on, the default
+//!   deadline of zero would trap the instantiation itself).
+//! - Memory: a `ResourceLimiter` of our own refuses growth past the cap with a
+//!   typed error, so "ran out of memory" is told apart from other traps.
+//! - WASI p2 is linked (its sockets with TCP, UDP and name lookup all denied,
+//!   no `wasi:http`): the only network is our `http-fetch`. Files: the workspace
+//!   is preopened at `/workspace` with the granted mode (read-only file and
+//!   directory rights for `read`), or not at all for `none`.
+
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline,
+};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::cache::CompiledCache;
+use super::http::{Egress, FetchRequest, Resolver};
+use super::manifest::{MAX_MEMORY_MB, WorkspaceAccess};
+use super::output::CapturedOutput;
+use super::policy::Grant;
+use super::text::neutralize_controls;
+
+/// Generated bindings of `plugins/wit` (world `plugin`).
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "plugins/wit",
+        world: "plugin",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+pub(crate) use bindings::PluginPre;
+use bindings::agent::plugin::host::LogLevel;
+pub(crate) use bindings::agent::plugin::types::ToolInfo;
+use bindings::agent::plugin::types::{HttpRequest, HttpResponse};
+
+/// How often the epoch advances while calls run (deadline granularity).
+pub const TICK: Duration = Duration::from_millis(10);
+/// How much of stdout and of stderr is kept per call.
+const STDIO_CAP: usize = 64 * 1024;
+/// Log lines a plugin may emit per call.
+const MAX_LOGS: u32 = 200;
+/// Where the workspace appears inside the guest.
+pub const GUEST_WORKSPACE: &str = "/workspace";
+
+/// The process-wide engine and linker.
+pub(crate) struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<CallState>,
+    /// Hex sha256 of wasmtime's compatibility hash: part of every cache key.
+    pub engine_hash: String,
+    active: AtomicUsize,
+    ticker: OnceLock<std::thread::Thread>,
+}
+
+static RUNTIME: OnceLock<Result<Arc<Runtime>, String>> = OnceLock::new();
+
+/// The process's runtime, started on first use.
+pub(crate) fn runtime() -> Result<Arc<Runtime>, String> {
+    RUNTIME
+        .get_or_init(|| Runtime::start().map(Arc::new))
+        .clone()
+}
+
+fn engine_config(pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    c.wasm_component_model(true);
+    if pooling {
+        let mut p = PoolingAllocationConfig::new();
+        // Sized for a few dozen concurrent calls of components built by
+        // wit-bindgen (a handful of core instances) and componentize-py (a
+        // dozen core instances and a large function table).
+        p.total_component_instances(100)
+            .total_core_instances(2000)
+            .total_memories(200)
+            .total_tables(1000)
+            .total_stacks(100)
+            .max_memory_size(MAX_MEMORY_MB as usize * 1024 * 1024)
+            .max_tables_per_module(4)
+            .table_elements(65_536)
+            .max_component_instance_size(4 << 20)
+            .max_core_instance_size(4 << 20);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    c
+}
+
+/// A `Hasher` feeding sha256, so the engine hash is stable across runs.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl Runtime {
+    fn start() -> Result<Self, String> {
+        let (engine, pooled) = match Engine::new(&engine_config(true)) {
+            Ok(e) => (e, true),
+            Err(pool_err) => {
+                tracing::warn!(
+                    "pooling allocator unavailable ({pool_err}); using on-demand allocation"
+                );
+                let e = Engine::new(&engine_config(false))
+                    .map_err(|e| format!("could not start the WebAssembly engine: {e:#}"))?;
+                (e, false)
+            }
+        };
+        let mut linker: Linker<CallState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| format!("could not link WASI: {e:#}"))?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| format!("could not link the host interface: {e:#}"))?;
+        let mut h = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        let engine_hash = hex::encode(h.0.finalize());
+        tracing::debug!(pooled, "plugin engine started");
+        Ok(Self {
+            engine,
+            linker,
+            engine_hash,
+            active: AtomicUsize::new(0),
+            ticker: OnceLock::new(),
+        })
+    }
+
+    /// Mark a call as running; the ticker runs while any guard lives.
+    fn enter(self: &Arc<Self>) -> ActiveCall {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let ticker = self.ticker.get_or_init(|| {
+            let weak = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("plugin-epoch".into())
+                .spawn(move || {
+                    loop {
+                        let Some(rt) = weak.upgrade() else { return };
+                        if rt.active.load(Ordering::SeqCst) == 0 {
+                            drop(rt);
+                            std::thread::park_timeout(Duration::from_secs(1));
+                            continue;
+                        }
+                        drop(rt);
+                        std::thread::sleep(TICK);
+                        if let Some(rt) = weak.upgrade() {
+                            rt.engine.increment_epoch();
+                        }
+                    }
+                });
+            match spawned {
+                Ok(handle) => handle.thread().clone(),
+                // Without a ticker, deadlines are still enforced by the call's timer.
+                Err(_) => std::thread::current(),
+            }
+        });
+        ticker.unpark();
+        ActiveCall(self.clone())
+    }
+}
+
+struct ActiveCall(Arc<Runtime>);
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Why a compiled component could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CompileError {
+    #[error("{0}")]
+    NotWasm(String),
+    #[error("it is not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("it needs something the host does not provide: {0}")]
+    Link(String),
+}
+
+/// Check the header: a component, not a core module or something else.
+fn check_header(wasm: &[u8]) -> Result<(), CompileError> {
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(CompileError::NotWasm(
+            "it is not a WebAssembly file (no `\\0asm` header)".into(),
+        ));
+    }
+    match &wasm[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => Err(CompileError::NotWasm(
+            "it is a core WebAssembly module, not a component; build for `wasm32-wasip2` \
+             (or wrap it with `wasm-tools component new`)"
+                .into(),
+        )),
+        _ => Err(CompileError::NotWasm(
+            "it has an unknown WebAssembly version or layer".into(),
+        )),
+    }
+}
+
+/// Compile (or load from the cache) and pre-link a component.
+pub(crate) fn prepare(
+    rt: &Runtime,
+    cache: &CompiledCache,
+    wasm: &[u8],
+    wasm_sha: &str,
+) -> Result<(PluginPre<CallState>, bool), CompileError> {
+    let mut from_cache = false;
+    let mut component = None;
+    if let Some(bytes) = cache.load_compiled(wasm_sha, &rt.engine_hash) {
+        // SAFETY: these bytes were produced by `Component::serialize` of this
+        // engine configuration and carry an HMAC under this cache's key, which
+        // `load_compiled` verified on this very buffer.
+        match unsafe { Component::deserialize(&rt.engine, &bytes) } {
+            Ok(c) => {
+                component = Some(c);
+                from_cache = true;
+            }
+            Err(e) => tracing::warn!("recompiling a plugin whose cached code did not load: {e:#}"),
+        }
+    }
+    let component = match component {
+        Some(c) => c,
+        None => {
+            check_header(wasm)?;
+            let c = Component::new(&rt.engine, wasm)
+                .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+            match c.serialize() {
+                Ok(bytes) => {
+                    if let Err(e) = cache.store_compiled(wasm_sha, &rt.engine_hash, &bytes) {
+                        tracing::warn!(
+                            "could not cache a compiled plugin in {}: {e}",
+                            cache.dir().display()
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("could not serialise a compiled plugin: {e:#}"),
+            }
+            c
+        }
+    };
+    let pre = rt
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| CompileError::Link(format!("{e:#}")))?;
+    let pre = PluginPre::new(pre).map_err(|e| CompileError::Link(format!("{e:#}")))?;
+    Ok((pre, from_cache))
+}
+
+/// Memory and table limits of one call; remembers when the memory cap was hit.
+pub(crate) struct CallLimits {
+    memory_bytes: usize,
+    hit: bool,
+}
+
+/// The typed error our limiter raises at the memory cap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory cap reached")]
+struct MemoryCapReached;
+
+/// Why the epoch callback stopped a guest.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("deadline reached")]
+    Timeout,
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl ResourceLimiter for CallLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit = true;
+            return Err(MemoryCapReached.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Per-call state inside the `Store`.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: CallLimits,
+    plugin: Arc<str>,
+    egress: Option<Arc<Egress>>,
+    deadline: Instant,
+    logs: u32,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::agent::plugin::types::Host for CallState {}
+
+impl bindings::agent::plugin::host::Host for CallState {
+    async fn log(&mut self, level: LogLevel, message: String) {
+        self.logs += 1;
+        if self.logs > MAX_LOGS {
+            return;
+        }
+        let mut message = neutralize_controls(&message);
+        if message.len() > 2048 {
+            let cut = (0..=2048)
+                .rev()
+                .find(|i| message.is_char_boundary(*i))
+                .unwrap_or(0);
+            message.truncate(cut);
+            message.push('…');
+        }
+        let plugin = &*self.plugin;
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    async fn http_fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, String> {
+        let Some(egress) = self.egress.clone() else {
+            return Err(format!(
+                "refused: the `{}` plugin has no network access",
+                self.plugin
+            ));
+        };
+        let req = FetchRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        tracing::debug!(plugin = &*self.plugin, url = %req.url, "http-fetch");
+        let r = egress.fetch(req, Some(self.deadline)).await;
+        if let Err(e) = &r {
+            tracing::info!(plugin = &*self.plugin, "http-fetch refused or failed: {e}");
+        }
+        r.map(|r| HttpResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+            truncated: r.truncated,
+            final_url: r.final_url,
+        })
+    }
+}
+
+/// What one call may touch.
+pub(crate) struct CallEnv<'a> {
+    pub plugin: &'a str,
+    pub grant: &'a Grant,
+    /// The host directory behind `/workspace`.
+    pub workspace: &'a Path,
+    /// False for `describe()`: no workspace, no network.
+    pub full_access: bool,
+    pub resolver: Arc<dyn Resolver>,
+    pub cancel: CancellationToken,
+}
+
+/// How a call failed.
+#[derive(Debug)]
+pub(crate) enum CallFailure {
+    /// The plugin's own `err` string.
+    Plugin(String),
+    /// Stopped at the time limit.
+    Timeout(Duration),
+    /// Stopped at the memory cap.
+    OutOfMemory(u32),
+    /// A trap or another runtime error, with the stderr tail.
+    Crashed { reason: String, stderr: String },
+    /// The user cancelled.
+    Cancelled,
+    /// The sandbox could not be set up (workspace missing, ...).
+    Setup(String),
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plugin(e) => f.write_str(e),
+            Self::Timeout(d) => write!(
+                f,
+                "timed out after {} ms (the plugin's time limit)",
+                d.as_millis()
+            ),
+            Self::OutOfMemory(mb) => write!(f, "ran out of memory (cap {mb} MB)"),
+            Self::Crashed { reason, stderr } if stderr.is_empty() => {
+                write!(f, "plugin crashed: {reason}")
+            }
+            Self::Crashed { reason, stderr } => {
+                write!(f, "plugin crashed: {reason} (stderr tail: {stderr})")
+            }
+            Self::Cancelled => f.write_str("cancelled"),
+            Self::Setup(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Output of a finished call besides its result.
+#[derive(Debug, Default)]
+pub(crate) struct CallIo {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn new_store(
+    rt: &Arc<Runtime>,
+    env: &CallEnv<'_>,
+) -> Result<(Store<CallState>, CapturedOutput, CapturedOutput), String> {
+    let stdout = CapturedOutput::new(STDIO_CAP);
+    let stderr = CapturedOutput::new(STDIO_CAP);
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        // File operations run on this thread instead of bouncing to a pool.
+        .allow_blocking_current_thread(true);
+    for (k, v) in &env.grant.env {
+        b.env(k, v);
+    }
+    let access = if env.full_access {
+        env.grant.workspace
+    } else {
+        WorkspaceAccess::None
+    };
+    if access != WorkspaceAccess::None {
+        let perms = if access == WorkspaceAccess::Write {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        b.preopened_dir(env.workspace, GUEST_WORKSPACE, perms)
+            .map_err(|e| {
+                format!(
+                    "the workspace {} cannot be opened for the plugin: {e:#}",
+                    env.workspace.display()
+                )
+            })?;
+        b.env("PWD", GUEST_WORKSPACE);
+        b.initial_cwd(GUEST_WORKSPACE);
+    }
+    let egress = (env.full_access && env.grant.http.enabled()).then(|| {
+        Arc::new(Egress::new(
+            env.plugin,
+            env.grant.http.clone(),
+            env.resolver.clone(),
+        ))
+    });
+    let deadline = Instant::now() + env.grant.timeout;
+    let state = CallState {
+        wasi: b.build(),
+        table: ResourceTable::new(),
+        limits: CallLimits {
+            memory_bytes: env.grant.memory_mb as usize * 1024 * 1024,
+            hit: false,
+        },
+        plugin: Arc::from(env.plugin),
+        egress,
+        deadline,
+        logs: 0,
+    };
+    let mut store = Store::new(&rt.engine, state);
+    store.limiter(|s| &mut s.limits);
+    let cancel = env.cancel.clone();
+    store.epoch_deadline_callback(move |_| {
+        if cancel.is_cancelled() {
+            return Err(Stop::Cancelled.into());
+        }
+        if Instant::now() >= deadline {
+            return Err(Stop::Timeout.into());
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    // Before instantiating: with epochs on, the default deadline (0) traps at once.
+    store.set_epoch_deadline(1);
+    Ok((store, stdout, stderr))
+}
+
+fn classify(
+    e: &wasmtime::Error,
+    store: &Store<CallState>,
+    env: &CallEnv<'_>,
+    stderr: &CapturedOutput,
+) -> CallFailure {
+    if let Some(stop) = e.downcast_ref::<Stop>() {
+        return match stop {
+            Stop::Timeout => CallFailure::Timeout(env.grant.timeout),
+            Stop::Cancelled => CallFailure::Cancelled,
+        };
+    }
+    if store.data().limits.hit || e.downcast_ref::<MemoryCapReached>().is_some() {
+        return CallFailure::OutOfMemory(env.grant.memory_mb);
+    }
+    let reason = match e.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => "call stack exhausted (too deep recursion)".to_string(),
+        Some(Trap::UnreachableCodeReached) => {
+            "it aborted (wasm `unreachable`, e.g. a Rust panic)".to_string()
+        }
+        Some(trap) => trap.to_string(),
+        None => {
+            let text = format!("{e:#}");
+            if text.contains("concurrent") || text.contains("maximum") {
+                format!("too many plugin calls at once ({text})")
+            } else {
+                text
+            }
+        }
+    };
+    CallFailure::Crashed {
+        reason: neutralize_controls(&reason),
+        stderr: neutralize_controls(&stderr.tail_text(1024)),
+    }
+}
+
+/// Run `describe()` in a fresh, locked-down store (no workspace, no network).
+pub(crate) async fn describe(
+    rt: &Arc<Runtime>,
+    pre: &PluginPre<CallState>,
+    env: &CallEnv<'_>,
+) -> Result<Vec<ToolInfo>, CallFailure> {
+    let (mut store, _stdout, stderr) = new_store(rt, env).map_err(CallFailure::Setup)?;
+    let _active = rt.enter();
+    let timer = tokio::time::sleep(env.grant.timeout + 5 * TICK);
+    let result = tokio::select! {
+        r = async {
+            let plugin = pre.instantiate_async(&mut store).await?;
+            plugin.agent_plugin_tools().call_describe(&mut store).await
+        } => r,
+        () = timer => return Err(CallFailure::Timeout(env.grant.timeout)),
+        () = env.cancel.cancelled() => return Err(CallFailure::Cancelled),
+    };
+    result.map_err(|e| classify(&e, &store, env, &stderr))
+}
+
+/// Run `invoke(tool, args)` in a fresh store with the grant's access.
+pub(crate) async fn invoke(
+    rt: &Arc<Runtime>,
+    pre: &PluginPre<CallState>,
+    env: &CallEnv<'_>,
+    tool: &str,
+    args_json: &str,
+) -> (Result<String, CallFailure>, CallIo) {
+    let (mut store, stdout, stderr) = match new_store(rt, env) {
+        Ok(s) => s,
+        Err(e) => return (Err(CallFailure::Setup(e)), CallIo::default()),
+    };
+    let _active = rt.enter();
+    // The epoch callback stops busy guests at the deadline; this timer stops
+    // guests blocked in a host call (a WASI sleep, a slow fetch).
+    let timer = tokio::time::sleep(env.grant.timeout + 5 * TICK);
+    let outcome = tokio::select! {
+        r = async {
+            let plugin = pre.instantiate_async(&mut store).await?;
+            plugin.agent_plugin_tools().call_invoke(&mut store, tool, args_json).await
+        } => Some(r),
+        () = timer => None,
+        () = env.cancel.cancelled() => {
+            return (Err(CallFailure::Cancelled), CallIo { stdout: stdout.text(), stderr: stderr.text() });
+        }
+    };
+    let result = match outcome {
+        None => Err(CallFailure::Timeout(env.grant.timeout)),
+        Some(Ok(Ok(text))) => Ok(text),
+        Some(Ok(Err(plugin_error))) => Err(CallFailure::Plugin(plugin_error)),
+        Some(Err(e)) => Err(classify(&e, &store, env, &stderr)),
+    };
+    (
+        result,
+        CallIo {
+            stdout: stdout.text(),
+            stderr: stderr.text(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_tell_components_from_modules_and_junk() {
+        assert!(check_header(b"\0asm\x0d\x00\x01\x00rest").is_ok());
+        let e = check_header(b"\0asm\x01\x00\x00\x00")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("core WebAssembly module"), "{e}");
+        let e = check_header(b"#!/bin/sh\nrm -rf /")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a WebAssembly file"), "{e}");
+        assert!(check_header(b"\0as").is_err());
+    }
+
+    #[test]
+    fn the_runtime_starts_once_with_a_stable_engine_hash() {
+        let a = runtime().unwrap();
+        let b = runtime().unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.engine_hash.len(), 64);
+    }
+}

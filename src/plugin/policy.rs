@@ -1,0 +1,495 @@
+//! The user's side of plugin permissions: the `plugins:` section of
+//! `config.yaml`, and the grant computed from it and a plugin's manifest.
+//!
+//! ```yaml
+//! plugins:
+//!   max_workspace: write        # the most any plugin gets: none | read | write
+//!   max_memory_mb: 1024         # caps every plugin's memory_mb
+//!   max_timeout_ms: 120000      # caps every plugin's timeout_ms
+//!   max_output_kb: 1024         # caps every plugin's output_kb
+//!   network: true               # false: no plugin reaches the network at all
+//!   allow_local: ["127.0.0.1:8888"]   # local endpoints (host:port) plugins with network may reach
+//!   http_max_response_kb: 4096  # body cap per HTTP response
+//!   http_timeout_ms: 20000      # time cap per http-fetch (all redirect hops)
+//!   http_max_requests: 20       # http-fetch calls per tool call (no crawling without bound)
+//!   disabled: [code]            # plugins not loaded at all
+//!   overrides:
+//!     web:
+//!       workspace: none         # lowers (never raises) what the manifest asks
+//!       network: true
+//!       allow_hosts: [searx.example.org]  # hosts added for this plugin (your choice)
+//!       any_public_host: false  # true: any public address (never private ones)
+//!       memory_mb: 128          # replaces the manifest's limit, still under max_*
+//!       timeout_ms: 30000
+//!       output_kb: 256
+//!       env: {AGENT_WEB_ENGINE: searxng, AGENT_WEB_SEARCH_URL: "http://127.0.0.1:8888"}
+//! ```
+//!
+//! Decisions:
+//! - The grant is the intersection of what the manifest asks and what the user
+//!   allows: workspace access is the least of the manifest's, `max_workspace`
+//!   and the override's; limits are the manifest's (or the override's) capped by
+//!   `max_*`. What the user adds on purpose is granted too: `allow_hosts`,
+//!   `any_public_host` and `allow_local` are the user's explicit choice.
+//! - `any_public_host` never reaches private, loopback or link-local addresses;
+//!   only `allow_local` does, and only for the exact `host:port` listed, and only
+//!   for plugins that have network at all (a plugin whose manifest lists no hosts
+//!   and that the user gave no hosts has no network, whatever `allow_local` says).
+//! - `Default` is safe: workspace write is allowed only to plugins that ask for
+//!   it, no extra hosts, no local endpoints, nothing public beyond the manifests'
+//!   own lists.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{
+    HostPattern, MAX_MEMORY_MB, MAX_OUTPUT_KB, MAX_TIMEOUT_MS, Manifest, WorkspaceAccess,
+    normalize_host,
+};
+
+/// The `plugins:` section of the user's config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginPolicy {
+    /// The most workspace access any plugin gets.
+    pub max_workspace: WorkspaceAccess,
+    /// Upper bound on any plugin's memory cap, MiB.
+    pub max_memory_mb: u32,
+    /// Upper bound on any plugin's time limit, ms.
+    pub max_timeout_ms: u64,
+    /// Upper bound on any plugin's result cap, KiB.
+    pub max_output_kb: u32,
+    /// `false` turns all plugin network access off.
+    pub network: bool,
+    /// Local endpoints (`host:port`) plugins with network may reach.
+    pub allow_local: Vec<String>,
+    /// Body cap per HTTP response, KiB.
+    pub http_max_response_kb: u32,
+    /// Time cap per `http-fetch` call, all hops together, ms.
+    pub http_timeout_ms: u64,
+    /// Most `http-fetch` calls one tool call may make.
+    pub http_max_requests: u32,
+    /// Plugins not loaded.
+    pub disabled: Vec<String>,
+    /// Per-plugin settings, by plugin name.
+    pub overrides: BTreeMap<String, PluginOverride>,
+}
+
+impl Default for PluginPolicy {
+    fn default() -> Self {
+        Self {
+            max_workspace: WorkspaceAccess::Write,
+            max_memory_mb: 1024,
+            max_timeout_ms: 120_000,
+            max_output_kb: 1024,
+            network: true,
+            allow_local: Vec::new(),
+            http_max_response_kb: 4096,
+            http_timeout_ms: 20_000,
+            http_max_requests: 20,
+            disabled: Vec::new(),
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// The user's settings for one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginOverride {
+    /// Lowers the plugin's workspace access.
+    pub workspace: Option<WorkspaceAccess>,
+    /// `false` turns this plugin's network off.
+    pub network: Option<bool>,
+    /// Hosts this plugin may reach besides its manifest's.
+    pub allow_hosts: Vec<String>,
+    /// Let this plugin reach any public address.
+    pub any_public_host: bool,
+    /// Replaces the manifest's memory cap (still under `max_memory_mb`).
+    pub memory_mb: Option<u32>,
+    /// Replaces the manifest's time limit (still under `max_timeout_ms`).
+    pub timeout_ms: Option<u64>,
+    /// Replaces the manifest's result cap (still under `max_output_kb`).
+    pub output_kb: Option<u32>,
+    /// Environment variables the plugin sees.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A local endpoint the user allowed, normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    /// Normalised host (as [`normalize_host`] writes it).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for LocalEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl LocalEndpoint {
+    /// Parse `host:port` (`[::1]:8080` for IPv6).
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let entry = entry.trim();
+        if entry.contains("://") || entry.contains('/') {
+            return Err(format!(
+                "`{entry}`: write `host:port`, e.g. `127.0.0.1:8888`, without scheme or path"
+            ));
+        }
+        let (host, port) = entry.rsplit_once(':').ok_or_else(|| {
+            format!("`{entry}` has no port; write `host:port`, e.g. `127.0.0.1:8888`")
+        })?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{entry}`: `{port}` is not a port number"))?;
+        if host.is_empty() || (host.contains(':') && !host.starts_with('[')) {
+            return Err(format!(
+                "`{entry}`: write `host:port`, with IPv6 addresses in brackets (`[::1]:8080`)"
+            ));
+        }
+        let host = normalize_host(host).map_err(|e| format!("`{entry}`: {e}"))?;
+        Ok(Self { host, port })
+    }
+}
+
+/// Limits and rules for the HTTP capability, part of a [`Grant`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpGrant {
+    /// Hosts the plugin may name in a URL.
+    pub hosts: Vec<HostPattern>,
+    /// Any host name, as long as it resolves to public addresses.
+    pub any_public_host: bool,
+    /// Local endpoints reachable despite being private.
+    pub allow_local: Vec<LocalEndpoint>,
+    /// Body cap per response.
+    pub max_response_bytes: usize,
+    /// Time cap per `http-fetch`.
+    pub timeout: Duration,
+    /// Calls per tool call.
+    pub max_requests: u32,
+}
+
+impl HttpGrant {
+    /// True when the plugin can reach anything at all.
+    pub fn enabled(&self) -> bool {
+        self.any_public_host || !self.hosts.is_empty()
+    }
+}
+
+/// What one plugin is allowed, after manifest and policy are combined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    /// Workspace access.
+    pub workspace: WorkspaceAccess,
+    /// Network.
+    pub http: HttpGrant,
+    /// Memory cap, MiB.
+    pub memory_mb: u32,
+    /// Time limit per call.
+    pub timeout: Duration,
+    /// Result cap, bytes.
+    pub output_bytes: usize,
+    /// Environment for the guest.
+    pub env: Vec<(String, String)>,
+}
+
+/// A `plugins:` setting the host refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("config `plugins.{key}`: {reason}")]
+pub struct PolicyError {
+    /// Dotted key under `plugins:`.
+    pub key: String,
+    /// What is wrong and what is accepted.
+    pub reason: String,
+}
+
+impl PluginPolicy {
+    /// Check every value; the error names the key.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let bad = |key: String, reason: String| PolicyError { key, reason };
+        if self.max_memory_mb == 0 || self.max_memory_mb > MAX_MEMORY_MB {
+            return Err(bad(
+                "max_memory_mb".into(),
+                format!("use 1..={MAX_MEMORY_MB}"),
+            ));
+        }
+        if self.max_timeout_ms == 0 || self.max_timeout_ms > MAX_TIMEOUT_MS {
+            return Err(bad(
+                "max_timeout_ms".into(),
+                format!("use 1..={MAX_TIMEOUT_MS}"),
+            ));
+        }
+        if self.max_output_kb == 0 || self.max_output_kb > MAX_OUTPUT_KB {
+            return Err(bad(
+                "max_output_kb".into(),
+                format!("use 1..={MAX_OUTPUT_KB}"),
+            ));
+        }
+        if self.http_max_response_kb == 0 || self.http_max_response_kb > 256 * 1024 {
+            return Err(bad("http_max_response_kb".into(), "use 1..=262144".into()));
+        }
+        if self.http_timeout_ms == 0 || self.http_timeout_ms > MAX_TIMEOUT_MS {
+            return Err(bad(
+                "http_timeout_ms".into(),
+                format!("use 1..={MAX_TIMEOUT_MS}"),
+            ));
+        }
+        if self.http_max_requests == 0 || self.http_max_requests > 10_000 {
+            return Err(bad("http_max_requests".into(), "use 1..=10000".into()));
+        }
+        for (i, e) in self.allow_local.iter().enumerate() {
+            LocalEndpoint::parse(e).map_err(|r| bad(format!("allow_local[{i}]"), r))?;
+        }
+        for (name, o) in &self.overrides {
+            for (i, h) in o.allow_hosts.iter().enumerate() {
+                HostPattern::parse(h)
+                    .map_err(|r| bad(format!("overrides.{name}.allow_hosts[{i}]"), r))?;
+            }
+            let limits = [
+                (
+                    "memory_mb",
+                    o.memory_mb.map(u64::from),
+                    u64::from(MAX_MEMORY_MB),
+                ),
+                ("timeout_ms", o.timeout_ms, MAX_TIMEOUT_MS),
+                (
+                    "output_kb",
+                    o.output_kb.map(u64::from),
+                    u64::from(MAX_OUTPUT_KB),
+                ),
+            ];
+            for (key, value, max) in limits {
+                if let Some(v) = value
+                    && (v == 0 || v > max)
+                {
+                    return Err(bad(
+                        format!("overrides.{name}.{key}"),
+                        format!("use 1..={max}"),
+                    ));
+                }
+            }
+            for key in o.env.keys() {
+                if key.is_empty() || key.contains('=') || key.contains('\0') {
+                    return Err(bad(
+                        format!("overrides.{name}.env"),
+                        format!("`{key}` is not a variable name"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the user disabled `name`.
+    pub fn is_disabled(&self, name: &str) -> bool {
+        self.disabled.iter().any(|d| d == name)
+    }
+
+    /// Combine a (validated) manifest with this (validated) policy.
+    pub fn grant(&self, manifest: &Manifest) -> Grant {
+        let o = self
+            .overrides
+            .get(&manifest.name)
+            .cloned()
+            .unwrap_or_default();
+        let asked = &manifest.permissions;
+        let workspace = asked
+            .workspace
+            .min(self.max_workspace)
+            .min(o.workspace.unwrap_or(WorkspaceAccess::Write));
+        let network = self.network && o.network.unwrap_or(true);
+        let mut hosts = Vec::new();
+        if network {
+            hosts = manifest.host_patterns();
+            for h in o
+                .allow_hosts
+                .iter()
+                .filter_map(|h| HostPattern::parse(h).ok())
+            {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+            }
+        }
+        let any_public_host = network && o.any_public_host;
+        let has_network = any_public_host || !hosts.is_empty();
+        let allow_local = if has_network {
+            self.allow_local
+                .iter()
+                .filter_map(|e| LocalEndpoint::parse(e).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let memory_mb = o
+            .memory_mb
+            .unwrap_or(asked.memory_mb)
+            .min(self.max_memory_mb);
+        let timeout_ms = o
+            .timeout_ms
+            .unwrap_or(asked.timeout_ms)
+            .min(self.max_timeout_ms);
+        let output_kb = o
+            .output_kb
+            .unwrap_or(asked.output_kb)
+            .min(self.max_output_kb);
+        Grant {
+            workspace,
+            http: HttpGrant {
+                hosts,
+                any_public_host,
+                allow_local,
+                max_response_bytes: self.http_max_response_kb as usize * 1024,
+                timeout: Duration::from_millis(self.http_timeout_ms),
+                max_requests: self.http_max_requests,
+            },
+            memory_mb,
+            timeout: Duration::from_millis(timeout_ms),
+            output_bytes: output_kb as usize * 1024,
+            env: o.env.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(workspace: &str, hosts: &str) -> Manifest {
+        let text = format!(
+            "name: web\nversion: 0.1.0\ninterface: agent:plugin@0.1.0\nsha256: \
+             0000000000000000000000000000000000000000000000000000000000000000\ntools: [t]\n\
+             permissions:\n  workspace: {workspace}\n  http:\n    hosts: {hosts}\n  memory_mb: 128\n  timeout_ms: 30000\n"
+        );
+        Manifest::from_yaml(&text, "t").unwrap()
+    }
+
+    fn policy(yaml: &str) -> PluginPolicy {
+        let p: PluginPolicy = serde_yaml::from_str(yaml).unwrap();
+        p.validate().unwrap();
+        p
+    }
+
+    #[test]
+    fn default_policy_grants_only_what_manifests_ask() {
+        let p = PluginPolicy::default();
+        p.validate().unwrap();
+        let g = p.grant(&manifest("write", "[duckduckgo.com]"));
+        assert_eq!(g.workspace, WorkspaceAccess::Write);
+        assert_eq!(
+            g.http.hosts,
+            vec![HostPattern::Exact("duckduckgo.com".into())]
+        );
+        assert!(!g.http.any_public_host && g.http.allow_local.is_empty());
+        assert_eq!(
+            (g.memory_mb, g.timeout),
+            (128, Duration::from_millis(30_000))
+        );
+        let g = p.grant(&manifest("none", "[]"));
+        assert_eq!(g.workspace, WorkspaceAccess::None);
+        assert!(!g.http.enabled());
+    }
+
+    #[test]
+    fn user_lowers_workspace_and_limits_but_never_raises_workspace() {
+        let p =
+            policy("max_workspace: read\nmax_memory_mb: 64\noverrides: {web: {timeout_ms: 500}}");
+        let g = p.grant(&manifest("write", "[]"));
+        assert_eq!(g.workspace, WorkspaceAccess::Read);
+        assert_eq!((g.memory_mb, g.timeout), (64, Duration::from_millis(500)));
+        let p = policy("overrides: {web: {workspace: write}}");
+        assert_eq!(
+            p.grant(&manifest("read", "[]")).workspace,
+            WorkspaceAccess::Read
+        );
+        let p = policy("overrides: {web: {workspace: none}}");
+        assert_eq!(
+            p.grant(&manifest("write", "[]")).workspace,
+            WorkspaceAccess::None
+        );
+    }
+
+    #[test]
+    fn user_added_hosts_and_local_endpoints_are_granted_to_networked_plugins_only() {
+        let p = policy(
+            "allow_local: ['127.0.0.1:8888']\noverrides: {web: {allow_hosts: [searx.example.org], env: {A: b}}}",
+        );
+        let g = p.grant(&manifest("none", "[duckduckgo.com]"));
+        assert_eq!(g.http.hosts.len(), 2);
+        assert_eq!(
+            g.http.allow_local,
+            vec![LocalEndpoint {
+                host: "127.0.0.1".into(),
+                port: 8888
+            }]
+        );
+        assert_eq!(g.env, vec![("A".to_string(), "b".to_string())]);
+        // A plugin without network does not get local endpoints either.
+        let mut m = manifest("write", "[]");
+        m.name = "code".into();
+        let g = p.grant(&m);
+        assert!(!g.http.enabled() && g.http.allow_local.is_empty());
+    }
+
+    #[test]
+    fn network_switches_turn_everything_off() {
+        let p = policy(
+            "network: false\nallow_local: ['127.0.0.1:1']\noverrides: {web: {any_public_host: true}}",
+        );
+        let g = p.grant(&manifest("none", "[duckduckgo.com]"));
+        assert!(!g.http.enabled() && g.http.allow_local.is_empty());
+        let p = policy("overrides: {web: {network: false}}");
+        assert!(
+            !p.grant(&manifest("none", "[duckduckgo.com]"))
+                .http
+                .enabled()
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_key() {
+        let cases = [
+            ("allow_local: ['127.0.0.1']", "allow_local[0]"),
+            ("allow_local: ['http://127.0.0.1:80/']", "allow_local[0]"),
+            (
+                "overrides: {web: {allow_hosts: ['*']}}",
+                "overrides.web.allow_hosts[0]",
+            ),
+            (
+                "overrides: {web: {memory_mb: 0}}",
+                "overrides.web.memory_mb",
+            ),
+            ("max_timeout_ms: 0", "max_timeout_ms"),
+        ];
+        for (yaml, key) in cases {
+            let p: PluginPolicy = serde_yaml::from_str(yaml).unwrap();
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+        let e = serde_yaml::from_str::<PluginPolicy>("allow_everything: true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow_everything"), "{e}");
+    }
+
+    #[test]
+    fn local_endpoints_parse_and_normalise() {
+        assert_eq!(
+            LocalEndpoint::parse("LocalHost:80").unwrap().to_string(),
+            "localhost:80"
+        );
+        assert_eq!(
+            LocalEndpoint::parse("[::1]:8080").unwrap().to_string(),
+            "[::1]:8080"
+        );
+        assert!(LocalEndpoint::parse("::1:8080").is_err());
+        assert!(LocalEndpoint::parse("host:0").is_err());
+    }
+}
