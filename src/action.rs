@@ -1,0 +1,293 @@
+//! Actions: the JSON schema of "one valid action" built from the live tool
+//! registry, and parsing of what the model wrote.
+//!
+//! Every step the model must answer with exactly one
+//! `{"thought": "...", "tool": "NAME", "args": {...}}`. The schema is a
+//! `oneOf` with one branch per registered tool (its `tool` a `const`, its
+//! `args` that tool's own schema), so a backend that constrains decoding
+//! (mistral.rs with llguidance, servers honouring `response_format`) can only
+//! produce a valid action. `thought` comes first so the model reasons before
+//! it picks, and is length-capped so a small model cannot ramble away its
+//! token budget.
+//!
+//! Parsing is strict first; for unconstrained backends it then tolerates the
+//! usual wrappers (code fences, prose around the object, `action`/`arguments`
+//! spellings, arguments given as a JSON string). Whatever it cannot read
+//! becomes a message the model can act on, never a crash.
+
+use serde_json::{Map, Value, json};
+
+use crate::tools::ToolSpec;
+
+/// Longest model output considered as an action at all; anything longer is
+/// refused before parsing (a 10 MB "argument" never reaches a tool).
+pub const MAX_ACTION_BYTES: usize = 256 * 1024;
+
+/// Longest `thought` the schema allows, in characters.
+pub const MAX_THOUGHT_CHARS: u64 = 600;
+
+/// One action chosen by the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub thought: String,
+    pub tool: String,
+    pub args: Value,
+}
+
+/// Build the schema of one valid action over `tools`.
+pub fn action_schema(tools: &[&ToolSpec]) -> Value {
+    let branches: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            json!({
+                "type": "object",
+                "properties": {
+                    "thought": {"type": "string", "maxLength": MAX_THOUGHT_CHARS},
+                    "tool": {"const": t.name},
+                    "args": t.args_schema,
+                },
+                "required": ["thought", "tool", "args"],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    json!({"type": "object", "oneOf": branches})
+}
+
+/// Why the output is not an action; the text is shown to the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error(
+        "your output was empty; answer with one JSON object {{\"thought\", \"tool\", \"args\"}}"
+    )]
+    Empty,
+    #[error(
+        "your output was {0} bytes, over the {MAX_ACTION_BYTES}-byte limit for one action; keep arguments short (write large content in several steps)"
+    )]
+    TooLarge(usize),
+    #[error(
+        "your output is not valid JSON ({0}); answer with exactly one JSON object {{\"thought\", \"tool\", \"args\"}}"
+    )]
+    NotJson(String),
+    #[error(
+        "your output is JSON but {0}; answer with {{\"thought\": string, \"tool\": string, \"args\": object}}"
+    )]
+    WrongShape(String),
+}
+
+/// Parse strictly: the whole output must be exactly the action object.
+pub fn parse_strict(text: &str) -> Result<Action, ParseError> {
+    precheck(text)?;
+    let value: Value =
+        serde_json::from_str(text.trim()).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let Value::Object(map) = value else {
+        return Err(ParseError::WrongShape("not an object".into()));
+    };
+    let allowed = ["thought", "tool", "args"];
+    if let Some(extra) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ParseError::WrongShape(format!(
+            "has an unexpected field `{extra}`"
+        )));
+    }
+    shape(map, false)
+}
+
+/// Parse strictly, then tolerantly (for backends that do not constrain).
+pub fn parse(text: &str) -> Result<Action, ParseError> {
+    let strict = match parse_strict(text) {
+        Ok(a) => return Ok(a),
+        Err(e @ (ParseError::Empty | ParseError::TooLarge(_))) => return Err(e),
+        Err(e) => e,
+    };
+    // Try each top-level-looking object in the text, first that fits wins.
+    for candidate in json_objects(text) {
+        if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(candidate)
+            && let Ok(action) = shape(map, true)
+        {
+            return Ok(action);
+        }
+    }
+    Err(strict)
+}
+
+fn precheck(text: &str) -> Result<(), ParseError> {
+    if text.len() > MAX_ACTION_BYTES {
+        return Err(ParseError::TooLarge(text.len()));
+    }
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    Ok(())
+}
+
+fn shape(mut map: Map<String, Value>, tolerant: bool) -> Result<Action, ParseError> {
+    let take =
+        |map: &mut Map<String, Value>, names: &[&str]| names.iter().find_map(|n| map.remove(*n));
+    let tool_names: &[&str] = if tolerant {
+        &["tool", "action", "name", "tool_name"]
+    } else {
+        &["tool"]
+    };
+    let args_names: &[&str] = if tolerant {
+        &["args", "arguments", "action_input", "input", "parameters"]
+    } else {
+        &["args"]
+    };
+    let tool = match take(&mut map, tool_names) {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        Some(_) => {
+            return Err(ParseError::WrongShape(
+                "`tool` is not a tool name string".into(),
+            ));
+        }
+        None => return Err(ParseError::WrongShape("has no `tool` field".into())),
+    };
+    let thought = match take(&mut map, &["thought", "thoughts", "reasoning"]) {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(ParseError::WrongShape("`thought` is not a string".into())),
+        None if tolerant => String::new(),
+        None => return Err(ParseError::WrongShape("has no `thought` field".into())),
+    };
+    let args = match take(&mut map, args_names) {
+        Some(Value::Object(o)) => Value::Object(o),
+        Some(Value::String(s)) if tolerant => match serde_json::from_str::<Value>(&s) {
+            Ok(Value::Object(o)) => Value::Object(o),
+            _ => return Err(ParseError::WrongShape("`args` is not an object".into())),
+        },
+        Some(Value::Null) | None if tolerant => Value::Object(Map::new()),
+        Some(_) => return Err(ParseError::WrongShape("`args` is not an object".into())),
+        None => return Err(ParseError::WrongShape("has no `args` field".into())),
+    };
+    Ok(Action {
+        thought,
+        tool,
+        args,
+    })
+}
+
+/// Balanced `{...}` spans of `text` (outside JSON strings), outermost first.
+fn json_objects(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while let Some(offset) = text[start..].find('{') {
+        let open = start + offset;
+        let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+        let mut end = None;
+        for (i, &b) in bytes.iter().enumerate().skip(open) {
+            if in_str {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_str = true,
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        match end {
+            Some(e) => {
+                out.push(&text[open..=e]);
+                start = e + 1;
+            }
+            None => start = open + 1,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::ToolClass;
+
+    fn spec(name: &str, args: Value) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: "d".into(),
+            args_schema: args,
+            class: ToolClass::Internal,
+            source: "builtin".into(),
+        }
+    }
+
+    #[test]
+    fn schema_has_one_branch_per_tool_with_const_names() {
+        let a = spec(
+            "finish",
+            json!({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}),
+        );
+        let b = spec(
+            "read_file",
+            json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+        );
+        let s = action_schema(&[&a, &b]);
+        let branches = s["oneOf"].as_array().unwrap();
+        assert_eq!(branches.len(), 2);
+        assert_eq!(branches[1]["properties"]["tool"]["const"], "read_file");
+        assert_eq!(branches[0]["properties"]["args"]["required"][0], "answer");
+        // The schema accepts a valid action and rejects a wrong tool.
+        let v = jsonschema::validator_for(&s).unwrap();
+        assert!(v.is_valid(&json!({"thought": "t", "tool": "finish", "args": {"answer": "x"}})));
+        assert!(!v.is_valid(&json!({"thought": "t", "tool": "rm_rf", "args": {}})));
+        assert!(!v.is_valid(&json!({"thought": "t", "tool": "finish", "args": {}})));
+    }
+
+    #[test]
+    fn strict_parse_accepts_exactly_the_object() {
+        let a =
+            parse_strict(r#" {"thought":"t","tool":"finish","args":{"answer":"42"}} "#).unwrap();
+        assert_eq!(
+            (a.tool.as_str(), a.args["answer"].as_str()),
+            ("finish", Some("42"))
+        );
+        assert!(matches!(
+            parse_strict(r#"{"thought":"t","tool":"x","args":{},"extra":1}"#),
+            Err(ParseError::WrongShape(_))
+        ));
+        assert!(matches!(
+            parse_strict(r#"{"thought":"t","tool":"x","args":"#),
+            Err(ParseError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn tolerant_parse_reads_fences_prose_and_aliases() {
+        let text = "Sure! Here is my action:\n```json\n{\"thought\": \"look {here}\", \"action\": \"read_file\", \"arguments\": \"{\\\"path\\\": \\\"a.txt\\\"}\"}\n```";
+        let a = parse(text).unwrap();
+        assert_eq!(a.tool, "read_file");
+        assert_eq!(a.args, json!({"path": "a.txt"}));
+        assert_eq!(a.thought, "look {here}");
+    }
+
+    #[test]
+    fn truncated_empty_and_huge_outputs_are_errors_not_panics() {
+        assert!(matches!(
+            parse(r#"{"thought": "I will", "tool": "fin"#),
+            Err(ParseError::NotJson(_))
+        ));
+        assert_eq!(parse("   "), Err(ParseError::Empty));
+        let huge = format!(
+            r#"{{"thought":"t","tool":"write_file","args":{{"content":"{}"}}}}"#,
+            "x".repeat(10 * 1024 * 1024)
+        );
+        assert!(matches!(parse(&huge), Err(ParseError::TooLarge(_))));
+        assert!(matches!(parse("[1, 2]"), Err(ParseError::WrongShape(_))));
+        assert!(matches!(
+            parse(r#"{"thought":"t","tool":7,"args":{}}"#),
+            Err(ParseError::WrongShape(_))
+        ));
+    }
+}

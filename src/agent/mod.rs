@@ -1,0 +1,10 @@
+//! Agent strategies. ReAct (think → act → observe, repeated) drives every
+//! run today; the pieces it is made of (events, loop guards, budgets) are
+//! shared so other strategies can reuse them.
+
+pub mod events;
+pub mod guard;
+pub mod react;
+
+pub use events::Event;
+pub use react::{AgentError, AgentSettings, ReactAgent};

@@ -1,0 +1,547 @@
+//! The ReAct loop: render the prompt, ask the model for exactly one action
+//! (constrained to the live tool schema), check it, dispatch it, record the
+//! observation, and repeat until `finish`, a budget, a guard, an error or the
+//! user ends the run.
+//!
+//! Every step is committed to the [`RunJournal`] (and flushed) before its
+//! observation event is sent and before the next step starts, so the journal
+//! is always a prefix of what happened and a run can resume from it. The
+//! chat history is append-only (system, goal, then assistant/observation
+//! pairs), which lets engines with a prefix cache reuse earlier work; when the
+//! history outgrows the context budget the oldest steps are left out and the
+//! goal message says how many.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::events::Event;
+use super::guard::{LoopGuard, Verdict, action_key};
+use crate::action::{self, Action};
+use crate::memory::journal::{StepOutcome, now_rfc3339};
+use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, StoreError};
+use crate::model::{self, ChatMessage, CompletionRequest, ModelBackend, ModelError};
+use crate::prompt::{Prompt, PromptError};
+use crate::sanitize;
+use crate::tools::builtin::FINISH;
+use crate::tools::{ToolContext, ToolError, ToolRegistry};
+
+/// Limits of one run (taken from its journal record, so a resumed run keeps them).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub max_steps: u32,
+    pub max_tokens: u64,
+    pub step_tokens: u32,
+    pub timeout: Duration,
+    pub model_timeout: Duration,
+    pub temperature: f32,
+    pub observation_chars: usize,
+    /// Context window used when the model does not report one.
+    pub context_tokens: usize,
+}
+
+/// Failures that stop the agent from even recording a run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+}
+
+/// Runs goals with the ReAct strategy.
+pub struct ReactAgent {
+    pub model: Arc<dyn ModelBackend>,
+    pub tools: Arc<ToolRegistry>,
+    pub prompt: Prompt,
+    pub journal: RunJournal,
+    pub events: UnboundedSender<Event>,
+    pub settings: AgentSettings,
+}
+
+/// How a run ended (before it is written down).
+struct Ending {
+    status: RunStatus,
+    reason: String,
+    answer: Option<String>,
+}
+
+impl Ending {
+    fn new(status: RunStatus, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            answer: None,
+        }
+    }
+}
+
+/// Messages of one step's history entry, with their token count cached.
+struct HistoryEntry {
+    assistant: String,
+    observation: String,
+    tokens: usize,
+}
+
+/// Most characters of a raw model output kept in the history.
+const RAW_IN_HISTORY: usize = 2000;
+/// Per-message allowance for chat-template tokens.
+const MESSAGE_OVERHEAD: usize = 8;
+
+impl ReactAgent {
+    fn emit(&self, event: Event) {
+        // A closed channel means no one is watching; the run goes on.
+        let _ = self.events.send(event);
+    }
+
+    /// The system message and the action schema, as the model will get them.
+    pub fn render_system(&self) -> Result<(String, serde_json::Value), AgentError> {
+        let specs = self.tools.specs();
+        let tools: Vec<_> = specs
+            .iter()
+            .map(|s| json!({"name": s.name, "description": s.description, "args_schema": s.args_schema}))
+            .collect();
+        let system = self.prompt.render("system", &json!({"tools": tools}))?;
+        Ok((system, action::action_schema(&specs)))
+    }
+
+    /// Drive `run` (new, or resumed with its committed `steps`) to its end.
+    pub async fn drive(
+        &self,
+        mut run: RunRecord,
+        steps: Vec<StepRecord>,
+        cancel: &CancellationToken,
+    ) -> Result<RunRecord, AgentError> {
+        let started = Instant::now();
+        let elapsed_before = run.elapsed_ms;
+        let resumed_after = (!steps.is_empty() || run.steps > 0).then_some(steps.len() as u32);
+        run.status = RunStatus::Running;
+        run.stop_reason = None;
+        run.steps = steps.len() as u32;
+        run.updated_at = now_rfc3339();
+        self.journal.put_run(&run)?;
+        self.emit(Event::RunStarted {
+            run_id: run.id.clone(),
+            goal: run.goal.clone(),
+            model: self.model.name().to_string(),
+            tools: self.tools.names().iter().map(|s| s.to_string()).collect(),
+            resumed_after,
+        });
+
+        let ending = match self
+            .steps(&mut run, steps, started, elapsed_before, cancel)
+            .await
+        {
+            Ok(ending) => ending,
+            Err(e) => {
+                // Try to record the failure; the store may be what failed.
+                let ending = Ending::new(RunStatus::Failed, e.to_string());
+                self.finish(&mut run, ending, started, elapsed_before).ok();
+                return Err(e);
+            }
+        };
+        self.finish(&mut run, ending, started, elapsed_before)?;
+        Ok(run)
+    }
+
+    fn finish(
+        &self,
+        run: &mut RunRecord,
+        ending: Ending,
+        started: Instant,
+        elapsed_before: u64,
+    ) -> Result<(), AgentError> {
+        run.status = ending.status;
+        run.stop_reason = Some(ending.reason.clone());
+        run.answer = ending.answer.clone();
+        run.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
+        run.updated_at = now_rfc3339();
+        self.journal.put_run(run)?;
+        let steps = self.journal.steps(&run.id)?;
+        self.emit(Event::RunFinished {
+            run_id: run.id.clone(),
+            status: run.status,
+            answer: run.answer.clone(),
+            reason: ending.reason,
+            steps: run.steps,
+            usage: run.usage,
+            elapsed_ms: run.elapsed_ms,
+            summary: summarize(&steps),
+        });
+        Ok(())
+    }
+
+    async fn steps(
+        &self,
+        run: &mut RunRecord,
+        committed: Vec<StepRecord>,
+        started: Instant,
+        elapsed_before: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Ending, AgentError> {
+        let (system, schema) = self.render_system()?;
+        let context = self
+            .model
+            .context_length()
+            .unwrap_or(self.settings.context_tokens);
+        let fixed_tokens =
+            model::count_tokens(self.model.as_ref(), &system) + 2 * MESSAGE_OVERHEAD + 32;
+        let mut guard = LoopGuard::new();
+        let mut history: Vec<HistoryEntry> = Vec::with_capacity(committed.len());
+        for step in &committed {
+            match (&step.tool, &step.args, step.outcome) {
+                (_, _, StepOutcome::InvalidOutput) | (None, _, _) | (_, None, _) => {
+                    guard.invalid();
+                }
+                (Some(tool), Some(args), _) => {
+                    guard.check(step.index, &action_key(tool, args));
+                }
+            }
+            history.push(self.history_entry(step)?);
+        }
+        let time_budget = self.settings.timeout.as_millis() as u64;
+
+        loop {
+            let index = run.steps + 1;
+            let elapsed = elapsed_before + started.elapsed().as_millis() as u64;
+            if run.steps >= self.settings.max_steps {
+                return Ok(Ending::new(
+                    RunStatus::BudgetExhausted,
+                    format!(
+                        "step budget used: {} of {} steps",
+                        run.steps, self.settings.max_steps
+                    ),
+                ));
+            }
+            if run.usage.total() >= self.settings.max_tokens {
+                return Ok(Ending::new(
+                    RunStatus::BudgetExhausted,
+                    format!(
+                        "token budget used: {} of {} tokens",
+                        run.usage.total(),
+                        self.settings.max_tokens
+                    ),
+                ));
+            }
+            if elapsed >= time_budget {
+                return Ok(Ending::new(
+                    RunStatus::BudgetExhausted,
+                    format!(
+                        "time budget used: {} of {} s",
+                        elapsed / 1000,
+                        time_budget / 1000
+                    ),
+                ));
+            }
+            if cancel.is_cancelled() {
+                return Ok(Ending::new(RunStatus::Cancelled, "interrupted by the user"));
+            }
+            let remaining = Duration::from_millis(time_budget - elapsed);
+
+            // Messages: system, goal, then the newest history that fits.
+            let budget = context.saturating_sub(fixed_tokens + self.settings.step_tokens as usize);
+            let mut used = 0;
+            let mut keep = 0;
+            for entry in history.iter().rev() {
+                if used + entry.tokens > budget {
+                    break;
+                }
+                used += entry.tokens;
+                keep += 1;
+            }
+            let omitted = history.len() - keep;
+            let goal_msg = self
+                .prompt
+                .render("goal", &json!({"goal": run.goal, "omitted": omitted}))?;
+            let mut messages = vec![
+                ChatMessage::system(system.clone()),
+                ChatMessage::user(goal_msg),
+            ];
+            for entry in &history[omitted..] {
+                messages.push(ChatMessage::assistant(entry.assistant.clone()));
+                messages.push(ChatMessage::user(entry.observation.clone()));
+            }
+            if omitted > 0 && keep == 0 && !history.is_empty() {
+                self.emit(Event::Notice {
+                    step: index,
+                    message: format!("history does not fit the context; {omitted} steps left out"),
+                });
+            }
+
+            // Ask the model.
+            self.emit(Event::Thinking { step: index });
+            let request = CompletionRequest {
+                messages,
+                max_tokens: self.settings.step_tokens as usize,
+                temperature: self.settings.temperature,
+                json_schema: Some(schema.clone()),
+            };
+            let events = self.events.clone();
+            let sink = move |text: &str| {
+                let _ = events.send(Event::Token {
+                    step: index,
+                    text: text.to_string(),
+                });
+            };
+            let model_started = Instant::now();
+            let limit = self.settings.model_timeout.min(remaining);
+            let completion = match tokio::time::timeout(
+                limit,
+                self.model.complete(request, &sink, cancel),
+            )
+            .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(ModelError::Cancelled)) => {
+                    return Ok(Ending::new(RunStatus::Cancelled, "interrupted by the user"));
+                }
+                Ok(Err(e)) => {
+                    return Ok(Ending::new(RunStatus::Failed, format!("model error: {e}")));
+                }
+                Err(_) if limit < self.settings.model_timeout => {
+                    return Ok(Ending::new(
+                        RunStatus::BudgetExhausted,
+                        format!("time budget used: {} s", time_budget / 1000),
+                    ));
+                }
+                Err(_) => {
+                    return Ok(Ending::new(
+                        RunStatus::Failed,
+                        format!("model error: {}", ModelError::Timeout(limit.as_secs())),
+                    ));
+                }
+            };
+            let model_ms = model_started.elapsed().as_millis() as u64;
+            run.usage += completion.usage;
+
+            let mut step = StepRecord {
+                index,
+                raw_output: completion.text.clone(),
+                thought: None,
+                tool: None,
+                args: None,
+                observation: String::new(),
+                outcome: StepOutcome::Ok,
+                note: None,
+                usage: completion.usage,
+                model_ms,
+                tool_ms: 0,
+                at: now_rfc3339(),
+            };
+            let mut ending = None;
+
+            match self.check_action(&completion.text) {
+                Err(error) => {
+                    step.outcome = StepOutcome::InvalidOutput;
+                    step.observation =
+                        sanitize::observation(&error, self.settings.observation_chars);
+                    self.emit(Event::InvalidOutput {
+                        step: index,
+                        error: error.clone(),
+                        raw: sanitize::cap_head_tail(
+                            &sanitize::strip_terminal_escapes(&completion.text),
+                            500,
+                        ),
+                    });
+                    if let Some(reason) = guard.invalid() {
+                        ending = Some(Ending::new(
+                            RunStatus::Stopped,
+                            format!("{reason} (last error: {error})"),
+                        ));
+                    }
+                }
+                Ok(action) => {
+                    step.thought = Some(sanitize::strip_terminal_escapes(&action.thought));
+                    step.tool = Some(action.tool.clone());
+                    step.args = Some(action.args.clone());
+                    self.emit(Event::Step {
+                        step: index,
+                        thought: step.thought.clone().unwrap_or_default(),
+                        tool: action.tool.clone(),
+                        args: action.args.clone(),
+                    });
+                    match guard.check(index, &action_key(&action.tool, &action.args)) {
+                        Verdict::Run => {
+                            let tool_started = Instant::now();
+                            let result = self
+                                .call_tool(
+                                    &action,
+                                    cancel,
+                                    remaining.saturating_sub(model_started.elapsed()),
+                                )
+                                .await;
+                            step.tool_ms = tool_started.elapsed().as_millis() as u64;
+                            match result {
+                                Ok(output) if action.tool == FINISH => {
+                                    step.observation = "The run is finished.".into();
+                                    ending = Some(Ending {
+                                        status: RunStatus::Finished,
+                                        reason: "the agent finished the goal".into(),
+                                        answer: Some(output),
+                                    });
+                                }
+                                Ok(output) => {
+                                    step.observation = sanitize::observation(
+                                        &output,
+                                        self.settings.observation_chars,
+                                    )
+                                }
+                                Err(ToolError::Observation(msg)) => {
+                                    step.outcome = StepOutcome::ToolError;
+                                    step.observation = sanitize::observation(
+                                        &msg,
+                                        self.settings.observation_chars,
+                                    );
+                                }
+                                Err(ToolError::Cancelled) => {
+                                    step.outcome = StepOutcome::ToolError;
+                                    step.observation =
+                                        "The action was cancelled by the user.".into();
+                                    ending = Some(Ending::new(
+                                        RunStatus::Cancelled,
+                                        "interrupted by the user",
+                                    ));
+                                }
+                                Err(ToolError::Fatal(msg)) => {
+                                    step.outcome = StepOutcome::ToolError;
+                                    step.observation = sanitize::observation(
+                                        &msg,
+                                        self.settings.observation_chars,
+                                    );
+                                    ending = Some(Ending::new(
+                                        RunStatus::Failed,
+                                        format!("tool `{}` failed: {msg}", action.tool),
+                                    ));
+                                }
+                            }
+                        }
+                        Verdict::Nudge(message) => {
+                            step.outcome = StepOutcome::Repeated;
+                            step.observation =
+                                "Not run again: this repeats an earlier action.".into();
+                            step.note = Some(message.clone());
+                            self.emit(Event::Notice {
+                                step: index,
+                                message,
+                            });
+                        }
+                        Verdict::Stop(reason) => {
+                            step.outcome = StepOutcome::Repeated;
+                            step.observation = "Not run: the agent is repeating itself.".into();
+                            ending = Some(Ending::new(RunStatus::Stopped, reason));
+                        }
+                    }
+                }
+            }
+
+            // Commit before anyone hears of the result.
+            run.steps = index;
+            run.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
+            run.updated_at = now_rfc3339();
+            self.journal.commit_step(run, &step)?;
+            self.emit(Event::Observation {
+                step: index,
+                tool: step.tool.clone(),
+                observation: step.observation.clone(),
+                is_error: step.outcome != StepOutcome::Ok,
+                tool_ms: step.tool_ms,
+            });
+            history.push(self.history_entry(&step)?);
+            if let Some(ending) = ending {
+                return Ok(ending);
+            }
+        }
+    }
+
+    /// Parse the output and check the action against the registry.
+    fn check_action(&self, text: &str) -> Result<Action, String> {
+        let action = action::parse(text).map_err(|e| e.to_string())?;
+        self.tools.check_args(&action.tool, &action.args)?;
+        Ok(action)
+    }
+
+    async fn call_tool(
+        &self,
+        action: &Action,
+        cancel: &CancellationToken,
+        remaining: Duration,
+    ) -> Result<String, ToolError> {
+        let Some(tool) = self.tools.get(&action.tool) else {
+            return Err(ToolError::Observation(format!(
+                "unknown tool `{}`",
+                action.tool
+            )));
+        };
+        let ctx = ToolContext {
+            cancel: cancel.child_token(),
+        };
+        match tokio::time::timeout(
+            remaining.max(Duration::from_millis(1)),
+            tool.call(action.args.clone(), &ctx),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => {
+                ctx.cancel.cancel();
+                Err(ToolError::Observation(
+                    "the run's time budget ran out while the tool was working".into(),
+                ))
+            }
+        }
+    }
+
+    fn history_entry(&self, step: &StepRecord) -> Result<HistoryEntry, AgentError> {
+        let assistant = sanitize::cap_head_tail(step.raw_output.trim(), RAW_IN_HISTORY);
+        let observation = self.prompt.render(
+            "observation",
+            &json!({
+                "tool": step.tool.clone().unwrap_or_else(|| "agent".into()),
+                "observation": step.observation,
+                "is_error": step.outcome != StepOutcome::Ok,
+                "note": step.note,
+            }),
+        )?;
+        let tokens = model::count_tokens(self.model.as_ref(), &assistant)
+            + model::count_tokens(self.model.as_ref(), &observation)
+            + 2 * MESSAGE_OVERHEAD;
+        Ok(HistoryEntry {
+            assistant,
+            observation,
+            tokens,
+        })
+    }
+}
+
+/// A step-by-step account of what a run did, for the end of a run.
+pub fn summarize(steps: &[StepRecord]) -> String {
+    if steps.is_empty() {
+        return "No steps were taken.".into();
+    }
+    let lines: Vec<String> = steps
+        .iter()
+        .map(|s| {
+            let action = match (&s.tool, &s.args) {
+                (Some(t), Some(a)) => {
+                    format!("{t} {}", sanitize::cap_head_tail(&a.to_string(), 120))
+                }
+                _ => "(invalid output)".into(),
+            };
+            let result = match s.outcome {
+                StepOutcome::Ok => "ok".to_string(),
+                StepOutcome::ToolError => format!("error: {}", first_line(&s.observation)),
+                StepOutcome::InvalidOutput => format!("rejected: {}", first_line(&s.observation)),
+                StepOutcome::Repeated => "repeat, not run".to_string(),
+            };
+            format!("{}. {action} → {result}", s.index)
+        })
+        .collect();
+    lines.join("\n")
+}
+
+fn first_line(text: &str) -> String {
+    sanitize::cap_head_tail(text.lines().next().unwrap_or(""), 160)
+}

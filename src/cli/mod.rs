@@ -1,0 +1,128 @@
+//! The command line: one file per subcommand, each turning its flags into
+//! validated settings once and calling into the library. Exit codes are
+//! documented on [`Cli`] and mapped here.
+
+pub mod bench;
+pub mod config;
+pub mod model;
+pub mod plugin;
+pub mod prompts;
+pub mod run;
+pub mod runs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// Exit code: a goal was stopped by a budget, a loop guard or the user.
+pub const EXIT_STOPPED: u8 = 3;
+
+/// An autonomous agent for the terminal: local models, sandboxed WASM tools,
+/// crash-safe resumable runs.
+///
+/// Exit codes: 0 goal finished (or command succeeded), 1 error, 2 usage
+/// error, 3 stopped by a budget, a loop guard or the user.
+#[derive(Debug, Parser)]
+#[command(name = "agent", version, about, long_about = None, after_help = "Exit codes: 0 finished, 1 error, 2 usage error, 3 stopped by a budget, a loop guard or the user.\nEnvironment: AGENT_HOME (config, data, prompts), AGENT_CACHE_DIR (models, compiled plugins), AGENT_<KEY> for any config key.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// More output (-v: whole observations and model text; -vv: debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only the answer and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work toward a goal until it is reached or a budget runs out.
+    Run(run::RunArgs),
+    /// List, pull, inspect and remove models.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Manage and call sandboxed WASM plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Inspect and change the configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// List and show prompt templates.
+    #[command(subcommand)]
+    Prompts(prompts::PromptsCommand),
+    /// List, show and resume runs from the journal.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Measure agent overhead and model speed (results go in the README).
+    #[command(subcommand, hide = true)]
+    Bench(bench::BenchCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Set up `tracing` from `-v`/`-q` and `RUST_LOG`. Logs go to stderr.
+pub fn init_tracing(global: &GlobalArgs) {
+    let default = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (_, 0 | 1) => "warn",
+        (_, 2) => "agent=debug,info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Run the parsed command.
+pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        Command::Run(args) => run::execute(args, &global).await,
+        Command::Model(cmd) => model::execute(cmd, &dirs()?).await,
+        Command::Plugin(cmd) => {
+            let dirs = dirs()?;
+            let config = crate::config::Config::load(
+                &dirs.config_file(),
+                &Default::default(),
+                &Default::default(),
+            )?;
+            let workspace = absolute(&config.workspace)?;
+            plugin::execute(cmd, &dirs, &config.plugins, &workspace).await
+        }
+        Command::Config(cmd) => config::execute(cmd),
+        Command::Prompts(cmd) => prompts::execute(cmd),
+        Command::Runs(cmd) => runs::execute(cmd, &global).await,
+        Command::Bench(cmd) => bench::execute(cmd).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "agent", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The user's directories, with a clear error when none can be found.
+pub fn dirs() -> anyhow::Result<crate::paths::Dirs> {
+    Ok(crate::paths::Dirs::from_env()?)
+}
+
+/// Make `path` absolute against the current directory.
+pub fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    Ok(std::path::absolute(path)?)
+}

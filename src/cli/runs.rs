@@ -1,0 +1,199 @@
+//! `agent runs list|show ID|resume ID`: the run journal for people and
+//! scripts, and continuing an interrupted run from its last committed step.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Subcommand;
+
+use super::GlobalArgs;
+use super::run::{RunOptions, Session, drive_run, interactive};
+use crate::agent::react::summarize;
+use crate::memory::{RunJournal, RunStatus, Store};
+use crate::prompt::PromptLibrary;
+use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
+
+/// Journal commands.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The newest runs, newest first.
+    List {
+        /// How many.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run with every step (ID, a unique prefix, or `last`).
+    Show {
+        id: String,
+        /// As JSON: {"run": {...}, "steps": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue an interrupted or stopped run from its last committed step.
+    Resume {
+        id: String,
+        /// Raise a budget of the original run (e.g. --max-steps 40).
+        #[command(flatten)]
+        options: RunOptions,
+        /// Never ask anything.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// JSON lines instead of the transcript.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open_journal() -> anyhow::Result<(Store, RunJournal)> {
+    let dirs = super::dirs()?;
+    let store = Store::open(&dirs.store())?;
+    let journal = RunJournal::new(&store)?;
+    Ok((store, journal))
+}
+
+/// A run's status as listed: `running` runs found in the journal when no
+/// process holds the store were interrupted.
+fn shown_status(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Running => "interrupted",
+        other => other.as_str(),
+    }
+}
+
+/// Run a journal command.
+pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RunsCommand::List { limit, json } => {
+            let (_store, journal) = open_journal()?;
+            let runs = journal.list(limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else if runs.is_empty() {
+                println!("no runs yet; start one with: agent run \"your goal\"");
+            } else {
+                for r in runs {
+                    let goal =
+                        cap_head_tail(&strip_terminal_escapes(&r.goal).replace('\n', " "), 60);
+                    println!(
+                        "{}  {:16} {:>3} steps  {:>7} tok  {}",
+                        r.id,
+                        shown_status(r.status),
+                        r.steps,
+                        r.usage.total(),
+                        goal
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Show { id, json } => {
+            let (_store, journal) = open_journal()?;
+            let run = journal.find(&id)?;
+            let steps = journal.steps(&run.id)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"run": run, "steps": steps}))?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("run      {}", run.id);
+            println!("goal     {}", strip_terminal_escapes(&run.goal));
+            println!(
+                "status   {}{}",
+                shown_status(run.status),
+                run.stop_reason
+                    .as_deref()
+                    .map(|r| format!(" ({})", strip_terminal_escapes(r)))
+                    .unwrap_or_default()
+            );
+            println!("model    {}", run.settings.model);
+            println!("created  {}   updated {}", run.created_at, run.updated_at);
+            println!(
+                "usage    {} steps, {} prompt + {} completion tokens, {:.1} s",
+                run.steps,
+                run.usage.prompt_tokens,
+                run.usage.completion_tokens,
+                run.elapsed_ms as f64 / 1000.0
+            );
+            if let Some(answer) = &run.answer {
+                println!("answer   {}", strip_terminal_escapes(answer));
+            }
+            for s in &steps {
+                println!(
+                    "\n[{}] {}",
+                    s.index,
+                    s.thought
+                        .as_deref()
+                        .map(strip_terminal_escapes)
+                        .unwrap_or_else(|| "(no valid action)".into())
+                );
+                match (&s.tool, &s.args) {
+                    (Some(t), Some(a)) => println!(
+                        "  → {t} {}",
+                        strip_terminal_escapes(&cap_head_tail(&a.to_string(), 400))
+                    ),
+                    _ => println!(
+                        "  raw: {}",
+                        strip_terminal_escapes(&cap_head_tail(&s.raw_output, 400))
+                    ),
+                }
+                println!(
+                    "  ← {}",
+                    strip_terminal_escapes(&s.observation).replace('\n', "\n    ")
+                );
+                if let Some(note) = &s.note {
+                    println!("  ! {}", strip_terminal_escapes(note));
+                }
+            }
+            if steps.is_empty() {
+                println!("\n{}", summarize(&steps));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Resume {
+            id,
+            options,
+            yes,
+            json,
+        } => {
+            // The original model and workspace are part of the run; only budgets may change.
+            if options.model.is_some() || options.endpoint.is_some() || options.workspace.is_some()
+            {
+                bail!(
+                    "a resumed run keeps its model and workspace; only --max-steps, --max-tokens and --timeout can change"
+                );
+            }
+            let session = Session::open(&options)?;
+            let mut run = session.journal.find(&id)?;
+            if run.status == RunStatus::Finished {
+                bail!(
+                    "run {} already finished; its answer: {}",
+                    run.id,
+                    run.answer.as_deref().unwrap_or("")
+                );
+            }
+            let steps = session.journal.steps(&run.id)?;
+            if let Some(n) = options.max_steps {
+                run.settings.max_steps = n;
+            }
+            if let Some(n) = options.max_tokens {
+                run.settings.max_tokens = n;
+            }
+            if let Some(n) = options.timeout {
+                run.settings.timeout_secs = n;
+            }
+            let workspace = std::path::PathBuf::from(&run.settings.workspace);
+            std::fs::create_dir_all(&workspace)?;
+            super::run::check_workspace(&workspace, &session.dirs)?;
+            let interactive = interactive(yes, json) && run.settings.interactive;
+            let tools = session.tools(interactive).await?;
+            let prompt = PromptLibrary::new(&session.dirs.prompts).load("react")?;
+            let model = session.model(&run.settings, steps.len()).await?;
+            drive_run(&session, run, steps, model, tools, prompt, json, global).await
+        }
+    }
+}

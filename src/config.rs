@@ -1,0 +1,572 @@
+//! Configuration: defaults < `config.yaml` < `AGENT_*` environment < flags.
+//!
+//! Every layer is read into the same all-optional [`ConfigLayer`] with
+//! `deny_unknown_fields`, so an unknown key or a wrong type is an error that
+//! names the file (or variable), the line and the key, before anything runs.
+//! The resolved [`Config`] remembers where each value came from, for
+//! `agent config show`. There is no global config: it is built once at the
+//! binary's edge and passed down.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::policy::PluginPolicy;
+
+/// The default model reference.
+pub const DEFAULT_MODEL: &str = "smollm2-135m";
+
+/// Where a resolved value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "from")]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "env {v}"),
+            Source::Flag(v) => write!(f, "flag {v}"),
+        }
+    }
+}
+
+/// One layer of settings; every field optional. The same keys are valid in
+/// `config.yaml`, as `AGENT_<KEY>` variables and (for most) as flags.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Model reference: a short name, a `.gguf` path, `hf:REPO/FILE.gguf`,
+    /// `scripted:FILE.yaml`, or the server's model id with `endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Base URL of an OpenAI-compatible server (e.g. `http://127.0.0.1:8000/v1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Name of the environment variable that holds the endpoint's API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Most steps a run may take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+    /// Most tokens (prompt + completion, summed over steps) a run may spend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Most tokens the model may generate in one step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_tokens: Option<u32>,
+    /// Wall-clock limit of a run, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Limit of one model call, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_timeout_secs: Option<u64>,
+    /// Sampling temperature (0 = deterministic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// The only directory tools may see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
+    /// Context window to assume when the model does not say (tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u32>,
+    /// Longest observation shown to the model, in characters (head and tail kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observation_chars: Option<u32>,
+    /// Plugin permissions the user grants (intersected with each manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<PluginPolicy>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub model: String,
+    pub endpoint: Option<String>,
+    pub api_key_env: String,
+    pub max_steps: u32,
+    pub max_tokens: u64,
+    pub step_tokens: u32,
+    pub timeout_secs: u64,
+    pub model_timeout_secs: u64,
+    pub temperature: f64,
+    pub workspace: PathBuf,
+    pub context_tokens: u32,
+    pub observation_chars: u32,
+    pub plugins: PluginPolicy,
+    /// Where each key's value came from.
+    #[serde(skip)]
+    pub sources: BTreeMap<&'static str, Source>,
+}
+
+/// A configuration problem; each says where and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid environment variable {var}={value:?}: {message}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
+    #[error("invalid value for {key} ({source_desc}): {message}")]
+    Invalid {
+        key: &'static str,
+        source_desc: String,
+        message: String,
+    },
+    #[error("cannot write config file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {0} already exists; edit it, or move it aside to start over")]
+    Exists(PathBuf),
+}
+
+const KEYS: &[&str] = &[
+    "model",
+    "endpoint",
+    "api_key_env",
+    "max_steps",
+    "max_tokens",
+    "step_tokens",
+    "timeout_secs",
+    "model_timeout_secs",
+    "temperature",
+    "workspace",
+    "context_tokens",
+    "observation_chars",
+    "plugins",
+];
+
+impl ConfigLayer {
+    /// The built-in defaults.
+    pub fn defaults() -> Self {
+        Self {
+            model: Some(DEFAULT_MODEL.into()),
+            endpoint: None,
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            max_steps: Some(20),
+            max_tokens: Some(200_000),
+            step_tokens: Some(512),
+            timeout_secs: Some(900),
+            model_timeout_secs: Some(300),
+            temperature: Some(0.0),
+            workspace: Some(PathBuf::from("workspace")),
+            context_tokens: Some(8192),
+            observation_chars: Some(4000),
+            plugins: Some(PluginPolicy::default()),
+        }
+    }
+
+    /// Parse `config.yaml` text; errors name the file, line and key.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read `path` if it exists (a missing file is an empty layer).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_yaml(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Read `AGENT_<KEY>` variables through `get` (values are YAML scalars).
+    pub fn from_env(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Self, BTreeMap<&'static str, String>), ConfigError> {
+        let mut map = serde_yaml::Mapping::new();
+        let mut vars = BTreeMap::new();
+        for key in KEYS.iter().copied().filter(|k| *k != "plugins") {
+            let var = format!("AGENT_{}", key.to_ascii_uppercase());
+            let Some(value) = get(&var) else { continue };
+            // Strings stay strings even when they look like numbers or bools.
+            let parsed = match key {
+                "model" | "endpoint" | "api_key_env" | "workspace" => {
+                    serde_yaml::Value::String(value.clone())
+                }
+                _ => {
+                    serde_yaml::from_str(&value).unwrap_or(serde_yaml::Value::String(value.clone()))
+                }
+            };
+            let one: serde_yaml::Mapping =
+                [(serde_yaml::Value::String(key.into()), parsed.clone())]
+                    .into_iter()
+                    .collect();
+            serde_yaml::from_value::<ConfigLayer>(serde_yaml::Value::Mapping(one)).map_err(
+                |e| ConfigError::Env {
+                    var: var.clone(),
+                    value: value.clone(),
+                    message: e.to_string(),
+                },
+            )?;
+            map.insert(serde_yaml::Value::String(key.into()), parsed);
+            vars.insert(key, var);
+        }
+        let layer = serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(|e| {
+            ConfigError::Env {
+                var: "AGENT_*".into(),
+                value: String::new(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok((layer, vars))
+    }
+}
+
+/// Fill `target` from `layer` where set, recording `source` for each key set.
+macro_rules! overlay {
+    ($target:ident, $sources:ident, $layer:expr, $src:expr, [$($key:ident),*]) => {
+        $(
+            if let Some(v) = $layer.$key.clone() {
+                $target.$key = Some(v);
+                $sources.insert(stringify!($key), $src(stringify!($key)));
+            }
+        )*
+    };
+}
+
+impl Config {
+    /// Resolve from the layers, lowest precedence first. `env_vars` maps each
+    /// key set by the environment layer to its variable name; `flag_names`
+    /// maps each key set by flags to its flag.
+    pub fn resolve(
+        file: Option<(&ConfigLayer, &Path)>,
+        env: Option<(&ConfigLayer, &BTreeMap<&'static str, String>)>,
+        flags: Option<(&ConfigLayer, &BTreeMap<&'static str, String>)>,
+    ) -> Result<Self, ConfigError> {
+        let mut merged = ConfigLayer::defaults();
+        let mut sources: BTreeMap<&'static str, Source> =
+            KEYS.iter().map(|k| (*k, Source::Default)).collect();
+        if let Some((layer, path)) = file {
+            let src = |_: &str| Source::File(path.to_path_buf());
+            overlay!(
+                merged,
+                sources,
+                layer,
+                src,
+                [
+                    model,
+                    endpoint,
+                    api_key_env,
+                    max_steps,
+                    max_tokens,
+                    step_tokens,
+                    timeout_secs,
+                    model_timeout_secs,
+                    temperature,
+                    workspace,
+                    context_tokens,
+                    observation_chars,
+                    plugins
+                ]
+            );
+        }
+        if let Some((layer, vars)) = env {
+            let src = |k: &str| {
+                Source::Env(
+                    vars.get(k)
+                        .cloned()
+                        .unwrap_or_else(|| format!("AGENT_{}", k.to_ascii_uppercase())),
+                )
+            };
+            overlay!(
+                merged,
+                sources,
+                layer,
+                src,
+                [
+                    model,
+                    endpoint,
+                    api_key_env,
+                    max_steps,
+                    max_tokens,
+                    step_tokens,
+                    timeout_secs,
+                    model_timeout_secs,
+                    temperature,
+                    workspace,
+                    context_tokens,
+                    observation_chars
+                ]
+            );
+        }
+        if let Some((layer, names)) = flags {
+            let src = |k: &str| {
+                Source::Flag(
+                    names
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| format!("--{}", k.replace('_', "-"))),
+                )
+            };
+            overlay!(
+                merged,
+                sources,
+                layer,
+                src,
+                [
+                    model,
+                    endpoint,
+                    api_key_env,
+                    max_steps,
+                    max_tokens,
+                    step_tokens,
+                    timeout_secs,
+                    model_timeout_secs,
+                    temperature,
+                    workspace,
+                    context_tokens,
+                    observation_chars
+                ]
+            );
+        }
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            source_desc: sources
+                .get(key)
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            message: message.to_string(),
+        };
+        // Every field is Some after the defaults layer.
+        let config = Config {
+            model: merged.model.unwrap_or_else(|| DEFAULT_MODEL.into()),
+            endpoint: merged.endpoint.filter(|e| !e.is_empty()),
+            api_key_env: merged.api_key_env.unwrap_or_default(),
+            max_steps: merged.max_steps.unwrap_or(20),
+            max_tokens: merged.max_tokens.unwrap_or(200_000),
+            step_tokens: merged.step_tokens.unwrap_or(512),
+            timeout_secs: merged.timeout_secs.unwrap_or(900),
+            model_timeout_secs: merged.model_timeout_secs.unwrap_or(300),
+            temperature: merged.temperature.unwrap_or(0.0),
+            workspace: merged
+                .workspace
+                .unwrap_or_else(|| PathBuf::from("workspace")),
+            context_tokens: merged.context_tokens.unwrap_or(8192),
+            observation_chars: merged.observation_chars.unwrap_or(4000),
+            plugins: merged.plugins.unwrap_or_default(),
+            sources: BTreeMap::new(),
+        };
+        if config.model.trim().is_empty() {
+            return Err(invalid("model", "must not be empty; e.g. smollm2-135m"));
+        }
+        if config.max_steps == 0 {
+            return Err(invalid("max_steps", "must be at least 1"));
+        }
+        if config.max_tokens == 0 {
+            return Err(invalid("max_tokens", "must be at least 1"));
+        }
+        if !(16..=32768).contains(&config.step_tokens) {
+            return Err(invalid("step_tokens", "must be between 16 and 32768"));
+        }
+        if config.timeout_secs == 0 || config.model_timeout_secs == 0 {
+            return Err(invalid(
+                if config.timeout_secs == 0 {
+                    "timeout_secs"
+                } else {
+                    "model_timeout_secs"
+                },
+                "must be at least 1 second",
+            ));
+        }
+        if !(0.0..=2.0).contains(&config.temperature) {
+            return Err(invalid("temperature", "must be between 0 and 2"));
+        }
+        if config.context_tokens < 512 {
+            return Err(invalid("context_tokens", "must be at least 512"));
+        }
+        if config.observation_chars < 200 {
+            return Err(invalid("observation_chars", "must be at least 200"));
+        }
+        if let Some(endpoint) = &config.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(invalid(
+                "endpoint",
+                "must be an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1",
+            ));
+        }
+        Ok(Config { sources, ..config })
+    }
+
+    /// Load defaults < file < environment < `flags` for the user of `dirs`.
+    pub fn load(
+        config_file: &Path,
+        flags: &ConfigLayer,
+        flag_names: &BTreeMap<&'static str, String>,
+    ) -> Result<Self, ConfigError> {
+        let file = ConfigLayer::from_file(config_file)?;
+        let (env, vars) = ConfigLayer::from_env(|k| std::env::var(k).ok())?;
+        Self::resolve(
+            Some((&file, config_file)),
+            Some((&env, &vars)),
+            Some((flags, flag_names)),
+        )
+    }
+
+    /// `key: value  (source)` lines for `agent config show`.
+    pub fn show(&self) -> Vec<(String, String, String)> {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        KEYS.iter()
+            .map(|k| {
+                let v = value.get(*k).cloned().unwrap_or_default();
+                let shown = match &v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "(none)".into(),
+                    other => other.to_string(),
+                };
+                let src = self
+                    .sources
+                    .get(k)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "default".into());
+                (k.to_string(), shown, src)
+            })
+            .collect()
+    }
+}
+
+/// The commented template written by `agent config init`.
+pub const CONFIG_TEMPLATE: &str = include_str!("config_template.yaml");
+
+/// Write the template to `path`, refusing to overwrite.
+pub fn init_file(path: &Path) -> Result<(), ConfigError> {
+    if path.exists() {
+        return Err(ConfigError::Exists(path.to_path_buf()));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(path, CONFIG_TEMPLATE).map_err(|source| ConfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_file(text: &str) -> Result<Config, ConfigError> {
+        let path = Path::new("/home/u/.config/agent/config.yaml");
+        let layer = ConfigLayer::from_yaml(text, path)?;
+        Config::resolve(Some((&layer, path)), None, None)
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = resolve_file("max_steps: 3\nmodle: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("config.yaml"), "{e}");
+        assert!(e.contains("modle"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_line() {
+        let e = resolve_file("model: x\nmax_steps: many\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_steps"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let path = Path::new("/c.yaml");
+        let file =
+            ConfigLayer::from_yaml("max_steps: 5\nmodel: a\ntemperature: 0.5\n", path).unwrap();
+        let (env, vars) = ConfigLayer::from_env(|k| match k {
+            "AGENT_MAX_STEPS" => Some("7".into()),
+            "AGENT_MODEL" => Some("b".into()),
+            _ => None,
+        })
+        .unwrap();
+        let flags = ConfigLayer {
+            model: Some("c".into()),
+            ..Default::default()
+        };
+        let names = [("model", "--model".to_string())].into_iter().collect();
+        let c = Config::resolve(
+            Some((&file, path)),
+            Some((&env, &vars)),
+            Some((&flags, &names)),
+        )
+        .unwrap();
+        assert_eq!(c.model, "c");
+        assert_eq!(c.sources["model"], Source::Flag("--model".into()));
+        assert_eq!(c.max_steps, 7);
+        assert_eq!(
+            c.sources["max_steps"],
+            Source::Env("AGENT_MAX_STEPS".into())
+        );
+        assert_eq!(c.temperature, 0.5);
+        assert_eq!(c.sources["temperature"], Source::File(path.into()));
+        assert_eq!(c.step_tokens, 512);
+        assert_eq!(c.sources["step_tokens"], Source::Default);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let e = ConfigLayer::from_env(|k| (k == "AGENT_MAX_STEPS").then(|| "lots".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("AGENT_MAX_STEPS"), "{e}");
+    }
+
+    #[test]
+    fn numeric_looking_model_names_stay_strings() {
+        let (env, _) =
+            ConfigLayer::from_env(|k| (k == "AGENT_MODEL").then(|| "123".to_string())).unwrap();
+        assert_eq!(env.model.as_deref(), Some("123"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_their_source() {
+        let e = resolve_file("max_steps: 0\n").unwrap_err().to_string();
+        assert!(e.contains("max_steps") && e.contains("config.yaml"), "{e}");
+        let e = resolve_file("endpoint: localhost:8000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("endpoint"), "{e}");
+    }
+
+    #[test]
+    fn the_template_is_a_valid_config() {
+        resolve_file(CONFIG_TEMPLATE).unwrap();
+    }
+}

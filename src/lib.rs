@@ -1,0 +1,38 @@
+//! agent: an autonomous agent for the terminal.
+//!
+//! A person gives a goal; the agent thinks, picks one action, runs it, reads
+//! the result, and decides again, until the goal is met or a budget runs out.
+//!
+//! ```text
+//!  cli (clap) ── config (defaults < file < AGENT_* < flags), paths
+//!      │ goal, settings
+//!      ▼
+//!  agent::react ── one step: prompt ─► model ─► action ─► tool ─► observation
+//!      │   prompt   templates from prompts/*.yaml (user overrides win)
+//!      │   model    ModelBackend: mistral.rs GGUF | OpenAI-compatible | scripted
+//!      │   action   JSON schema "oneOf the live tools" + strict/tolerant parse
+//!      │   guard    repetition and invalid-output limits; budgets
+//!      │   tools    ToolRegistry: finish, ask_human, WASM plugins (plugin host)
+//!      │   sanitize escapes stripped, observations capped head + tail
+//!      ▼
+//!  memory::journal (sled) ── every step committed and flushed before the next
+//!      │
+//!  agent::events ──► ui::human (transcript, spinner) | ui::jsonl (--json)
+//! ```
+//!
+//! The agent core never prints: it sends [`agent::Event`]s and the UI shows
+//! them. One cancellation token travels from Ctrl-C to the model call and the
+//! tool call.
+
+pub mod action;
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod memory;
+pub mod model;
+pub mod paths;
+pub mod plugin;
+pub mod prompt;
+pub mod sanitize;
+pub mod tools;
+pub mod ui;

@@ -1,0 +1,367 @@
+//! The run journal: every run and every step, committed and flushed before
+//! the next step starts, so `kill -9` at any moment loses no acknowledged step
+//! and `agent runs resume ID` can continue from the last one.
+//!
+//! Layout: tree `runs` maps a run id to its JSON [`RunRecord`]; tree `steps`
+//! maps `run id \0 step index (big-endian u32)` to a JSON [`StepRecord`], so a
+//! prefix scan returns a run's steps in order. A step and its run's counters
+//! are written in one sled transaction.
+//!
+//! Run ids sort by creation time (`20261129-141503-7f3a`), so listing is a
+//! reverse scan, and a unique prefix (or `last`) names a run.
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+
+use super::store::{Store, StoreError};
+use crate::model::Usage;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// In progress (or interrupted, when no process is running it).
+    Running,
+    /// The agent called `finish`.
+    Finished,
+    /// A step, token or time budget ran out.
+    BudgetExhausted,
+    /// A loop guard or repeated invalid output stopped it.
+    Stopped,
+    /// An error stopped it (model unavailable, tool machinery broken).
+    Failed,
+    /// The user interrupted it.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The name used in `--json` and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::BudgetExhausted => "budget_exhausted",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A run's settings, kept so a resumed run behaves like the original.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub model: String,
+    pub endpoint: Option<String>,
+    pub max_steps: u32,
+    pub max_tokens: u64,
+    pub step_tokens: u32,
+    pub timeout_secs: u64,
+    pub temperature: f32,
+    pub workspace: String,
+    pub interactive: bool,
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub goal: String,
+    pub settings: RunSettings,
+    pub status: RunStatus,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Steps committed so far.
+    pub steps: u32,
+    pub usage: Usage,
+    /// Wall time spent, summed over every process that worked on it.
+    pub elapsed_ms: u64,
+    pub answer: Option<String>,
+    /// Why it stopped, in a sentence.
+    pub stop_reason: Option<String>,
+}
+
+/// What became of a step's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// The tool ran and returned.
+    Ok,
+    /// The tool ran and reported an error (told to the model).
+    ToolError,
+    /// The model's output was not a valid action.
+    InvalidOutput,
+    /// The action repeated an earlier one; the tool was not run again.
+    Repeated,
+}
+
+/// One committed step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// 1-based.
+    pub index: u32,
+    /// Exactly what the model wrote.
+    pub raw_output: String,
+    pub thought: Option<String>,
+    pub tool: Option<String>,
+    pub args: Option<serde_json::Value>,
+    /// What the model is shown next (already capped and sanitised).
+    pub observation: String,
+    pub outcome: StepOutcome,
+    /// A guard's message to the model, shown after the observation.
+    pub note: Option<String>,
+    pub usage: Usage,
+    pub model_ms: u64,
+    pub tool_ms: u64,
+    pub at: String,
+}
+
+/// Read and write runs and steps.
+#[derive(Clone)]
+pub struct RunJournal {
+    store_flush: sled::Tree,
+    durable: bool,
+    runs: sled::Tree,
+    steps: sled::Tree,
+}
+
+/// The current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A new, time-sortable run id.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let suffix: u16 = rand::random();
+    format!("{}-{suffix:04x}", now.format("%Y%m%d-%H%M%S"))
+}
+
+fn step_key(run_id: &str, index: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run_id.len() + 5);
+    key.extend_from_slice(run_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::BadRecord {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        detail: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Write(e.to_string()))
+}
+
+/// Errors looking a run up by id.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("no run matches `{0}`; `agent runs list` shows them")]
+    NotFound(String),
+    #[error("`{prefix}` matches several runs ({}); give more of the id", matches.join(", "))]
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RunJournal {
+    /// The journal inside `store`.
+    pub fn new(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self {
+            store_flush: store.tree("meta")?,
+            durable: true,
+            runs: store.tree("runs")?,
+            steps: store.tree("steps")?,
+        })
+    }
+
+    /// A journal that does not wait for the disk (benchmarks only: it shows
+    /// what the flush costs; nothing a user relies on is written this way).
+    pub fn new_unflushed(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self {
+            durable: false,
+            ..Self::new(store)?
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Flushing any tree flushes the whole database.
+        if self.durable {
+            self.store_flush.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Write (create or replace) a run record, durably.
+    pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.runs.insert(run.id.as_bytes(), encode(run)?)?;
+        self.flush()
+    }
+
+    /// Commit a step and the run's new counters together, durably.
+    pub fn commit_step(&self, run: &RunRecord, step: &StepRecord) -> Result<(), StoreError> {
+        let run_bytes = encode(run)?;
+        let step_bytes = encode(step)?;
+        let key = step_key(&run.id, step.index);
+        (&self.runs, &self.steps)
+            .transaction(|(runs, steps)| {
+                steps.insert(key.as_slice(), step_bytes.as_slice())?;
+                runs.insert(run.id.as_bytes(), run_bytes.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Write(format!("{e:?}")))?;
+        self.flush()
+    }
+
+    /// A run by exact id.
+    pub fn get(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        match self.runs.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(id.as_bytes(), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A run by id, unique prefix, or `last`.
+    pub fn find(&self, query: &str) -> Result<RunRecord, LookupError> {
+        if query == "last" {
+            return self
+                .list(1)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| LookupError::NotFound(query.into()));
+        }
+        if let Some(run) = self.get(query)? {
+            return Ok(run);
+        }
+        let mut matches = Vec::new();
+        for item in self.runs.scan_prefix(query.as_bytes()) {
+            let (k, v) = item.map_err(StoreError::from)?;
+            matches.push(decode::<RunRecord>(&k, &v)?);
+            if matches.len() > 5 {
+                break;
+            }
+        }
+        match matches.len() {
+            0 => Err(LookupError::NotFound(query.into())),
+            1 => Ok(matches.remove(0)),
+            _ => Err(LookupError::Ambiguous {
+                prefix: query.into(),
+                matches: matches.into_iter().map(|r| r.id).collect(),
+            }),
+        }
+    }
+
+    /// The newest `limit` runs, newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.runs.iter().rev().take(limit) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// A run's committed steps, in order.
+    pub fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        let mut prefix = run_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.steps.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            goal: "g".into(),
+            settings: RunSettings {
+                model: "m".into(),
+                endpoint: None,
+                max_steps: 5,
+                max_tokens: 100,
+                step_tokens: 50,
+                timeout_secs: 10,
+                temperature: 0.0,
+                workspace: "/w".into(),
+                interactive: false,
+            },
+            status: RunStatus::Running,
+            created_at: now_rfc3339(),
+            updated_at: now_rfc3339(),
+            steps: 0,
+            usage: Usage::default(),
+            elapsed_ms: 0,
+            answer: None,
+            stop_reason: None,
+        }
+    }
+
+    fn step(index: u32) -> StepRecord {
+        StepRecord {
+            index,
+            raw_output: "{}".into(),
+            thought: None,
+            tool: None,
+            args: None,
+            observation: format!("obs {index}"),
+            outcome: StepOutcome::Ok,
+            note: None,
+            usage: Usage::default(),
+            model_ms: 1,
+            tool_ms: 1,
+            at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn steps_come_back_in_order_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let j = RunJournal::new(&store).unwrap();
+            let mut r = run("20260101-000000-aaaa");
+            j.put_run(&r).unwrap();
+            for i in 1..=12 {
+                r.steps = i;
+                j.commit_step(&r, &step(i)).unwrap();
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let j = RunJournal::new(&store).unwrap();
+        let steps = j.steps("20260101-000000-aaaa").unwrap();
+        assert_eq!(
+            steps.iter().map(|s| s.index).collect::<Vec<_>>(),
+            (1..=12).collect::<Vec<_>>()
+        );
+        assert_eq!(j.get("20260101-000000-aaaa").unwrap().unwrap().steps, 12);
+    }
+
+    #[test]
+    fn find_by_prefix_last_and_ambiguity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let j = RunJournal::new(&store).unwrap();
+        j.put_run(&run("20260101-000000-aaaa")).unwrap();
+        j.put_run(&run("20260102-000000-bbbb")).unwrap();
+        assert_eq!(j.find("last").unwrap().id, "20260102-000000-bbbb");
+        assert_eq!(j.find("20260101").unwrap().id, "20260101-000000-aaaa");
+        assert!(matches!(j.find("2026"), Err(LookupError::Ambiguous { .. })));
+        assert!(matches!(j.find("1999"), Err(LookupError::NotFound(_))));
+        // A run id that is a prefix of another run's id does not pick up its steps.
+        assert!(j.steps("20260101-000000-aaa").unwrap().is_empty());
+    }
+}

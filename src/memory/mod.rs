@@ -1,0 +1,9 @@
+//! Everything `agent` remembers, in one embedded sled store per user: the run
+//! journal now; long-term memories and the knowledge base build on the same
+//! [`Store`].
+
+pub mod journal;
+pub mod store;
+
+pub use journal::{RunJournal, RunRecord, RunStatus, StepRecord};
+pub use store::{Store, StoreError};

@@ -1,0 +1,323 @@
+//! The human transcript: thought, action and observation of each step, then
+//! how the run ended and what was done. Colour goes through `anstream`,
+//! which drops it when `NO_COLOR` is set or stdout is not a terminal; the
+//! spinner (step, elapsed time, tokens/s) goes to stderr through `indicatif`,
+//! which hides itself when stderr is not a terminal. All text that came from
+//! a model or a tool is already free of terminal escapes (see
+//! [`crate::sanitize`]); it is stripped again here because this is the last
+//! place before the terminal.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anstyle::{AnsiColor, Style};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{Renderer, Verbosity};
+use crate::agent::Event;
+use crate::memory::RunStatus;
+use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
+
+const DIM: Style = Style::new().dimmed();
+const BOLD: Style = Style::new().bold();
+const THOUGHT: Style = Style::new().italic();
+const TOOL: Style = AnsiColor::Cyan.on_default().bold();
+const ERR: Style = AnsiColor::Red.on_default().bold();
+const OK: Style = AnsiColor::Green.on_default().bold();
+const WARN: Style = AnsiColor::Yellow.on_default().bold();
+
+/// Renders events for a person.
+pub struct Human {
+    out: anstream::AutoStream<std::io::Stdout>,
+    verbosity: Verbosity,
+    spinner: Option<ProgressBar>,
+    step_started: Instant,
+    step_tokens: usize,
+    streamed: String,
+}
+
+impl Human {
+    /// A transcript on stdout.
+    pub fn new(verbosity: Verbosity) -> Self {
+        Self {
+            out: anstream::AutoStream::auto(std::io::stdout()),
+            verbosity,
+            spinner: None,
+            step_started: Instant::now(),
+            step_tokens: 0,
+            streamed: String::new(),
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        if let Some(s) = &self.spinner {
+            s.suspend(|| {
+                let _ = writeln!(self.out, "{text}");
+            });
+        } else {
+            let _ = writeln!(self.out, "{text}");
+        }
+    }
+
+    fn stop_spinner(&mut self) {
+        if let Some(s) = self.spinner.take() {
+            s.finish_and_clear();
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        self.verbosity == Verbosity::Quiet
+    }
+}
+
+/// Indent every line after the first by `indent`.
+fn indented(text: &str, indent: &str) -> String {
+    text.lines()
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"))
+}
+
+/// Shorten an observation for the transcript: a few lines, each capped.
+fn shorten(text: &str, max_lines: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut shown: Vec<String> = lines
+        .iter()
+        .take(max_lines)
+        .map(|l| cap_head_tail(l, 160))
+        .collect();
+    if lines.len() > max_lines {
+        shown.push(format!("… ({} more lines)", lines.len() - max_lines));
+    }
+    shown.join("\n")
+}
+
+impl Renderer for Human {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted {
+                run_id,
+                goal,
+                model,
+                tools,
+                resumed_after,
+            } => {
+                if self.quiet() {
+                    return;
+                }
+                let how = match resumed_after {
+                    Some(n) => format!("resuming run {run_id} after step {n}"),
+                    None => format!("run {run_id}"),
+                };
+                let goal = strip_terminal_escapes(goal);
+                self.line(&format!(
+                    "{BOLD}▶ {how}{BOLD:#} {DIM}· model {model} · tools: {}{DIM:#}",
+                    tools.join(", ")
+                ));
+                self.line(&format!(
+                    "{BOLD}  goal:{BOLD:#} {}",
+                    indented(&goal, "        ")
+                ));
+            }
+            Event::Thinking { step } => {
+                self.step_started = Instant::now();
+                self.step_tokens = 0;
+                self.streamed.clear();
+                if self.quiet() {
+                    return;
+                }
+                let spinner = ProgressBar::new_spinner();
+                spinner.set_style(
+                    ProgressStyle::with_template("{spinner} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                spinner.set_message(format!("step {step} · thinking"));
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                self.spinner = Some(spinner);
+            }
+            Event::Token { step, text } => {
+                self.step_tokens += 1;
+                if self.verbosity == Verbosity::Verbose {
+                    self.streamed.push_str(text);
+                }
+                if let Some(s) = &self.spinner {
+                    let secs = self.step_started.elapsed().as_secs_f64();
+                    let rate = if secs > 0.0 {
+                        self.step_tokens as f64 / secs
+                    } else {
+                        0.0
+                    };
+                    s.set_message(format!(
+                        "step {step} · thinking · {secs:.1} s · {rate:.1} tok/s"
+                    ));
+                }
+            }
+            Event::Step {
+                step,
+                thought,
+                tool,
+                args,
+            } => {
+                self.stop_spinner();
+                if self.quiet() {
+                    return;
+                }
+                let secs = self.step_started.elapsed().as_secs_f64();
+                if !thought.is_empty() {
+                    let thought = strip_terminal_escapes(thought);
+                    self.line(&format!(
+                        "{DIM}[{step}]{DIM:#} {THOUGHT}{}{THOUGHT:#} {DIM}({secs:.1} s){DIM:#}",
+                        indented(&thought, "    ")
+                    ));
+                }
+                let args = strip_terminal_escapes(&cap_head_tail(&args.to_string(), 300));
+                self.line(&format!("    {TOOL}→ {tool}{TOOL:#} {args}"));
+            }
+            Event::InvalidOutput { step, error, raw } => {
+                self.stop_spinner();
+                if self.quiet() {
+                    return;
+                }
+                self.line(&format!(
+                    "{DIM}[{step}]{DIM:#} {WARN}✗ invalid output:{WARN:#} {}",
+                    strip_terminal_escapes(error)
+                ));
+                if self.verbosity == Verbosity::Verbose {
+                    self.line(&format!(
+                        "    {DIM}{}{DIM:#}",
+                        indented(&strip_terminal_escapes(raw), "    ")
+                    ));
+                }
+            }
+            Event::Observation {
+                observation,
+                is_error,
+                tool,
+                ..
+            } => {
+                if self.quiet() || tool.as_deref() == Some("finish") {
+                    return;
+                }
+                let text = strip_terminal_escapes(observation);
+                let body = if self.verbosity == Verbosity::Verbose {
+                    text
+                } else {
+                    shorten(&text, 6)
+                };
+                let (mark, style) = if *is_error {
+                    ("✗", ERR)
+                } else {
+                    ("←", DIM)
+                };
+                self.line(&format!(
+                    "    {style}{mark}{style:#} {}",
+                    indented(&body, "      ")
+                ));
+            }
+            Event::Notice { message, .. } => {
+                if self.quiet() {
+                    return;
+                }
+                self.line(&format!(
+                    "    {WARN}!{WARN:#} {}",
+                    strip_terminal_escapes(message)
+                ));
+            }
+            Event::RunFinished {
+                run_id,
+                status,
+                answer,
+                reason,
+                steps,
+                usage,
+                elapsed_ms,
+                summary,
+            } => {
+                self.stop_spinner();
+                let secs = *elapsed_ms as f64 / 1000.0;
+                if let Some(answer) = answer {
+                    let answer = strip_terminal_escapes(answer);
+                    if self.quiet() {
+                        self.line(&answer);
+                        return;
+                    }
+                    self.line(&format!("{OK}✔ finished{OK:#} {DIM}in {steps} steps, {secs:.1} s, {} tokens · run {run_id}{DIM:#}", usage.total()));
+                    self.line(&answer);
+                    return;
+                }
+                let style = if *status == RunStatus::Failed {
+                    ERR
+                } else {
+                    WARN
+                };
+                let word = match status {
+                    RunStatus::BudgetExhausted => "budget exhausted",
+                    RunStatus::Cancelled => "cancelled",
+                    RunStatus::Failed => "failed",
+                    _ => "stopped",
+                };
+                let reason = strip_terminal_escapes(reason);
+                let mut out = anstream::AutoStream::auto(std::io::stderr());
+                let _ = writeln!(
+                    out,
+                    "{style}■ {word}:{style:#} {reason} {DIM}(after {steps} steps, {secs:.1} s, {} tokens · run {run_id}){DIM:#}",
+                    usage.total()
+                );
+                if !self.quiet() {
+                    let _ = writeln!(
+                        out,
+                        "{BOLD}What was done:{BOLD:#}\n{}",
+                        strip_terminal_escapes(summary)
+                    );
+                    if matches!(
+                        status,
+                        RunStatus::BudgetExhausted | RunStatus::Cancelled | RunStatus::Failed
+                    ) {
+                        let _ = writeln!(
+                            out,
+                            "{DIM}Continue it with: agent runs resume {run_id}{DIM:#}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.stop_spinner();
+        let _ = self.out.flush();
+    }
+}
+
+/// `ask_human` on the terminal: the question on stderr, the answer read with
+/// rustyline (line editing; Ctrl-C or Ctrl-D declines).
+pub struct TerminalHuman;
+
+#[async_trait::async_trait]
+impl crate::tools::builtin::Human for TerminalHuman {
+    async fn ask(&self, question: &str) -> Result<Option<String>, crate::tools::ToolError> {
+        let question = strip_terminal_escapes(question);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut editor = rustyline::DefaultEditor::new().map_err(|e| e.to_string())?;
+            let mut err = anstream::AutoStream::auto(std::io::stderr());
+            let _ = writeln!(err, "{WARN}? the agent asks:{WARN:#} {question}");
+            match editor.readline("answer> ") {
+                Ok(line) => Ok(Some(line)),
+                Err(
+                    rustyline::error::ReadlineError::Interrupted
+                    | rustyline::error::ReadlineError::Eof,
+                ) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        match joined {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(crate::tools::ToolError::Observation(format!(
+                "could not read the user's answer: {e}"
+            ))),
+            Err(e) => Err(crate::tools::ToolError::Fatal(format!(
+                "terminal input task failed: {e}"
+            ))),
+        }
+    }
+}

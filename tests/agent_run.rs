@@ -1,0 +1,597 @@
+//! `agent run` end to end with the scripted model: finishing, recovering from
+//! bad output, loop guards, every budget, the journal, resume after kill -9,
+//! a second process on the store, Ctrl-C, and bad configuration.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, action, events, finished};
+use predicates::prelude::*;
+use serde_json::json;
+
+fn finish(answer: &str) -> String {
+    action("finish", json!({"answer": answer}))
+}
+
+#[test]
+fn a_scripted_run_finishes_and_prints_the_answer() {
+    let env = TestEnv::new();
+    let model = env.script("s", &[&finish("The answer is 42.")]);
+    env.agent()
+        .args([
+            "run",
+            "--yes",
+            "--model",
+            &model,
+            "what is six times seven?",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("The answer is 42."))
+        .stdout(predicate::str::contains("finished"));
+}
+
+#[test]
+fn json_mode_emits_typed_events_ending_with_run_finished() {
+    let env = TestEnv::new();
+    let model = env.script("s", &[&finish("done")]);
+    let out = env
+        .agent()
+        .args(["run", "--json", "--model", &model, "g"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    assert_eq!(ev[0]["type"], "run_started");
+    assert!(ev[0]["run_id"].as_str().is_some_and(|s| !s.is_empty()));
+    let step = ev.iter().find(|e| e["type"] == "step").expect("step event");
+    assert_eq!(step["tool"], "finish");
+    assert_eq!(step["args"]["answer"], "done");
+    assert!(step["thought"].is_string());
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished");
+    assert_eq!(end["answer"], "done");
+    assert_eq!(end["steps"], 1);
+    assert!(end["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn invalid_output_becomes_an_observation_and_the_run_recovers() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            r#"{"thought": "oops", "tool": "fini"#,
+            &action("no_such_tool", json!({})),
+            &action("list_files", json!({})),
+            &action("finish", json!({"answer": 7})),
+            &finish("recovered"),
+        ],
+    );
+    let out = env
+        .agent()
+        .args(["run", "--json", "--model", &model, "g"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let observations: Vec<&serde_json::Value> =
+        ev.iter().filter(|e| e["type"] == "observation").collect();
+    assert!(
+        observations[0]["observation"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    // Unknown tools are named along with the ones that exist.
+    let unknown = observations[1]["observation"].as_str().unwrap();
+    assert!(
+        unknown.contains("no_such_tool") && unknown.contains("finish"),
+        "{unknown}"
+    );
+    // Wrong argument types are rejected by the tool's schema.
+    assert_eq!(observations[2]["is_error"], false, "{:?}", observations[2]);
+    assert!(
+        observations[3]["observation"]
+            .as_str()
+            .unwrap()
+            .contains("invalid arguments for `finish`")
+    );
+    assert_eq!(finished(&ev)["answer"], "recovered");
+}
+
+#[test]
+fn three_invalid_outputs_in_a_row_stop_the_run_with_exit_3() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &["not json", "{\"thought\": 1}", "[]", &finish("never")],
+    );
+    let out = env
+        .agent()
+        .args(["run", "--json", "--model", &model, "g"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let end = events(&out)
+        .into_iter()
+        .rev()
+        .find(|e| e["type"] == "run_finished")
+        .unwrap();
+    assert_eq!(end["status"], "stopped");
+    assert!(end["reason"].as_str().unwrap().contains("3 invalid"));
+}
+
+#[test]
+fn a_ten_megabyte_argument_is_rejected_before_dispatch() {
+    let env = TestEnv::new();
+    let huge = action("finish", json!({"answer": "x".repeat(10 * 1024 * 1024)}));
+    let model = env.script("s", &[&huge, &finish("small")]);
+    // The scripted model bills the 10 MB as output tokens; lift the token budget.
+    let out = env
+        .agent()
+        .args([
+            "run",
+            "--json",
+            "--max-tokens",
+            "100000000",
+            "--model",
+            &model,
+            "g",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let invalid = ev
+        .iter()
+        .find(|e| e["type"] == "invalid_output")
+        .expect("rejected");
+    assert!(invalid["error"].as_str().unwrap().contains("limit"));
+    assert_eq!(finished(&ev)["answer"], "small");
+}
+
+#[test]
+fn a_repeated_action_is_nudged_then_stopped_with_a_summary() {
+    let env = TestEnv::new();
+    let same = action("list_files", json!({}));
+    let model = env.script("s", &[&same, &same, &same, &same, &finish("never")]);
+    let out = env
+        .agent()
+        .args(["run", "--json", "--model", &model, "g"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let notices: Vec<&serde_json::Value> = ev.iter().filter(|e| e["type"] == "notice").collect();
+    assert_eq!(notices.len(), 2, "a nudge, then a last warning: {ev:?}");
+    assert!(
+        notices[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not run again")
+    );
+    let end = finished(&ev);
+    assert_eq!(end["status"], "stopped");
+    assert_eq!(end["steps"], 4);
+    assert!(
+        end["reason"].as_str().unwrap().contains("repeated"),
+        "{end}"
+    );
+    assert!(
+        end["summary"].as_str().unwrap().contains("1. list_files"),
+        "{end}"
+    );
+}
+
+#[test]
+fn the_step_budget_stops_the_run_and_says_so() {
+    let env = TestEnv::new();
+    let model = env.script("s", &["bad", &finish("late")]);
+    let out = env
+        .agent()
+        .args(["run", "--json", "--max-steps", "1", "--model", &model, "g"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let end = finished(&events(&out)).clone();
+    assert_eq!(end["status"], "budget_exhausted");
+    assert!(end["reason"].as_str().unwrap().contains("step budget"));
+    assert_eq!(end["steps"], 1);
+    assert!(end["summary"].as_str().unwrap().contains("1."));
+}
+
+#[test]
+fn the_token_budget_stops_the_run() {
+    let env = TestEnv::new();
+    let model = env.script("s", &["bad", &finish("late")]);
+    let out = env
+        .agent()
+        .args([
+            "run",
+            "--json",
+            "--max-tokens",
+            "10",
+            "--model",
+            &model,
+            "g",
+        ])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let end = finished(&events(&out)).clone();
+    assert_eq!(end["status"], "budget_exhausted");
+    assert!(
+        end["reason"].as_str().unwrap().contains("token budget"),
+        "{end}"
+    );
+}
+
+#[test]
+fn the_time_budget_stops_a_slow_model() {
+    let env = TestEnv::new();
+    let model = env.script_yaml("s", "responses:\n  - text: '{\"thought\":\"t\",\"tool\":\"finish\",\"args\":{\"answer\":\"late\"}}'\n    delay_ms: 30000\n");
+    let started = Instant::now();
+    let out = env
+        .agent()
+        .args(["run", "--json", "--timeout", "1", "--model", &model, "g"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the budget did not interrupt the model call"
+    );
+    let end = finished(&events(&out)).clone();
+    assert_eq!(end["status"], "budget_exhausted");
+    assert!(
+        end["reason"].as_str().unwrap().contains("time budget"),
+        "{end}"
+    );
+}
+
+#[test]
+fn an_exhausted_script_fails_cleanly_with_exit_1() {
+    let env = TestEnv::new();
+    let model = env.script("s", &["bad"]);
+    let out = env
+        .agent()
+        .args(["run", "--json", "--model", &model, "g"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let end = finished(&events(&out)).clone();
+    assert_eq!(end["status"], "failed");
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no more responses"),
+        "{end}"
+    );
+}
+
+#[test]
+fn runs_are_journaled_and_shown() {
+    let env = TestEnv::new();
+    let model = env.script("s", &["bad", &finish("journaled")]);
+    env.agent()
+        .args(["run", "-q", "--model", &model, "remember me"])
+        .assert()
+        .success()
+        .stdout("journaled\n");
+    let list = env
+        .agent()
+        .args(["runs", "list", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&list).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["goal"], "remember me");
+    assert_eq!(runs[0]["status"], "finished");
+    let id = runs[0]["id"].as_str().unwrap();
+    let shown = env
+        .agent()
+        .args(["runs", "show", id, "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+    let steps = shown["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0]["raw_output"], "bad");
+    assert_eq!(steps[0]["outcome"], "invalid_output");
+    assert_eq!(steps[1]["tool"], "finish");
+    env.agent()
+        .args(["runs", "show", "last"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("remember me"));
+    env.agent()
+        .args(["runs", "resume", id])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already finished"));
+}
+
+/// Read `--json` lines from a child until `pred` matches one.
+fn wait_for_event(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for line in lines.by_ref() {
+        let line = line.expect("read child stdout");
+        let ev: serde_json::Value = serde_json::from_str(&line).expect("json event");
+        if pred(&ev) {
+            return ev;
+        }
+    }
+    panic!("the child ended before the expected event");
+}
+
+#[test]
+fn kill_9_mid_run_loses_no_committed_step_and_the_run_resumes() {
+    let env = TestEnv::new();
+    let model = env.script_yaml(
+        "s",
+        "responses:\n  - first bad output\n  - second bad output\n  - text: '{\"thought\":\"t\",\"tool\":\"finish\",\"args\":{\"answer\":\"resumed fine\"}}'\n    delay_ms: 1500\n",
+    );
+    let mut child = env
+        .agent_std()
+        .args(["run", "--json", "--model", &model, "survive a crash"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let run_id = wait_for_event(&mut lines, |e| e["type"] == "run_started")["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for_event(&mut lines, |e| e["type"] == "observation" && e["step"] == 2);
+    wait_for_event(&mut lines, |e| e["type"] == "thinking" && e["step"] == 3);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let shown = env
+        .agent()
+        .args(["runs", "show", &run_id, "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+    assert_eq!(shown["run"]["status"], "running");
+    let steps = shown["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "both committed steps survive");
+    assert_eq!(steps[1]["raw_output"], "second bad output");
+    env.agent()
+        .args(["runs", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("interrupted"));
+
+    let out = env
+        .agent()
+        .args(["runs", "resume", &run_id, "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    assert_eq!(ev[0]["resumed_after"], 2);
+    let end = finished(&ev);
+    assert_eq!(end["answer"], "resumed fine");
+    assert_eq!(end["steps"], 3);
+}
+
+#[test]
+fn a_second_process_on_the_store_is_refused_at_once() {
+    let env = TestEnv::new();
+    let model = env.script_yaml("s", "responses:\n  - text: '{\"thought\":\"t\",\"tool\":\"finish\",\"args\":{\"answer\":\"x\"}}'\n    delay_ms: 20000\n");
+    let mut child = env
+        .agent_std()
+        .args(["run", "--json", "--model", &model, "hold the store"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    wait_for_event(&mut lines, |e| e["type"] == "thinking");
+    let started = Instant::now();
+    env.agent()
+        .args(["runs", "list"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("in use by another agent process"))
+        .stderr(predicate::str::contains(format!("PID {}", child.id())));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the second process waited instead of failing at once"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn ctrl_c_cancels_the_step_and_records_the_run_as_cancelled() {
+    let env = TestEnv::new();
+    let model = env.script_yaml("s", "responses:\n  - text: '{\"thought\":\"t\",\"tool\":\"finish\",\"args\":{\"answer\":\"x\"}}'\n    delay_ms: 30000\n");
+    let mut child = env
+        .agent_std()
+        .args(["run", "--json", "--model", &model, "be interrupted"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    wait_for_event(&mut lines, |e| e["type"] == "thinking");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let end = wait_for_event(&mut lines, |e| e["type"] == "run_finished");
+    assert_eq!(end["status"], "cancelled");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    let list = env
+        .agent()
+        .args(["runs", "list", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&list).unwrap();
+    assert_eq!(runs[0]["status"], "cancelled");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn bad_config_is_refused_naming_file_line_and_key() {
+    let env = TestEnv::new();
+    let path = env.config("max_steps: 3\nmax_stepz: 4\n");
+    env.agent()
+        .args(["run", "--dry-run", "g"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(path.display().to_string()))
+        .stderr(predicate::str::contains("max_stepz"))
+        .stderr(predicate::str::contains("line 2"));
+    env.config("max_steps: lots\n");
+    env.agent()
+        .args(["config", "show"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("max_steps"));
+}
+
+#[test]
+fn config_show_reports_each_value_and_its_source() {
+    let env = TestEnv::new();
+    env.config("max_steps: 9\n");
+    env.agent()
+        .env("AGENT_TEMPERATURE", "0.3")
+        .args(["config", "show"])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"max_steps\s+9\s+\(file .*config.yaml\)").unwrap())
+        .stdout(predicate::str::is_match(r"temperature\s+0.3\s+\(env AGENT_TEMPERATURE\)").unwrap())
+        .stdout(predicate::str::is_match(r"model\s+smollm2-135m\s+\(default\)").unwrap());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = TestEnv::new();
+    env.agent().args(["run"]).assert().code(2);
+    env.agent()
+        .args(["run", "--max-steps", "many", "g"])
+        .assert()
+        .code(2);
+    env.agent().args(["frobnicate"]).assert().code(2);
+}
+
+#[test]
+fn dry_run_prints_prompt_and_schema_without_a_model() {
+    let env = TestEnv::new();
+    env.agent()
+        .args([
+            "run",
+            "--dry-run",
+            "--model",
+            "no-such-model-anywhere",
+            "count the files",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Goal: count the files"))
+        .stdout(predicate::str::contains("\"oneOf\""))
+        .stdout(predicate::str::contains("\"const\": \"finish\""));
+}
+
+#[test]
+fn prompts_are_listed_shown_and_overridden() {
+    let env = TestEnv::new();
+    env.agent()
+        .args(["prompts", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("react"));
+    let text = env
+        .agent()
+        .args(["prompts", "show", "react"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(text)
+        .unwrap()
+        .replace("You are agent,", "You are Zed the agent,");
+    std::fs::create_dir_all(env.home.join("config/prompts")).unwrap();
+    std::fs::write(env.home.join("config/prompts/react.yaml"), text).unwrap();
+    env.agent()
+        .args(["run", "--dry-run", "g"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("You are Zed the agent"));
+    env.agent()
+        .args(["prompts", "show", "nope"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("react"));
+}
+
+#[test]
+fn completions_and_version() {
+    let env = TestEnv::new();
+    env.agent()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("agent"));
+    env.agent()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("agent "));
+}
+
+#[test]
+fn a_workspace_containing_agents_own_files_is_refused() {
+    let env = TestEnv::new();
+    let model = env.script("s", &[&finish("x")]);
+    env.agent()
+        .env("AGENT_WORKSPACE", env.root.path())
+        .args(["run", "--model", &model, "g"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("overlaps"));
+}

@@ -1,0 +1,119 @@
+//! Helpers for integration tests: a temporary home, workspace and store for
+//! each test, a shared cache (models and compiled plugins are expensive), and
+//! a command builder for the real `agent` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+/// One test's private world.
+pub struct TestEnv {
+    pub root: TempDir,
+    pub home: PathBuf,
+    pub workspace: PathBuf,
+}
+
+/// The cache shared by every test of one target dir (models, compiled plugins).
+pub fn shared_cache() -> PathBuf {
+    let dir = std::env::var_os("AGENT_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache"));
+    std::fs::create_dir_all(&dir).expect("create shared cache");
+    dir
+}
+
+impl TestEnv {
+    /// A fresh home and workspace.
+    pub fn new() -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let home = root.path().join("home");
+        let workspace = root.path().join("ws");
+        std::fs::create_dir_all(&workspace).expect("workspace");
+        Self {
+            root,
+            home,
+            workspace,
+        }
+    }
+
+    /// `agent` with this env's home, the shared cache, no colour, run in the root.
+    pub fn agent(&self) -> Command {
+        let mut cmd = Command::cargo_bin("agent").expect("agent binary");
+        self.configure(&mut cmd);
+        cmd
+    }
+
+    /// The same environment on a std command (for spawning and killing).
+    pub fn agent_std(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("agent"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.path())
+            .env("AGENT_HOME", &self.home)
+            .env("AGENT_CACHE_DIR", shared_cache())
+            .env("AGENT_WORKSPACE", &self.workspace)
+            .env("NO_COLOR", "1")
+            .current_dir(self.root.path());
+        cmd
+    }
+
+    fn configure(&self, cmd: &mut Command) {
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.path())
+            .env("AGENT_HOME", &self.home)
+            .env("AGENT_CACHE_DIR", shared_cache())
+            .env("AGENT_WORKSPACE", &self.workspace)
+            .env("NO_COLOR", "1")
+            .current_dir(self.root.path());
+    }
+
+    /// Write a scripted-model file with these raw responses; returns `scripted:PATH`.
+    pub fn script(&self, name: &str, responses: &[&str]) -> String {
+        let yaml =
+            serde_yaml::to_string(&serde_json::json!({ "responses": responses })).expect("yaml");
+        self.script_yaml(name, &yaml)
+    }
+
+    /// Write a scripted-model file from YAML text; returns `scripted:PATH`.
+    pub fn script_yaml(&self, name: &str, yaml: &str) -> String {
+        let path = self.root.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).expect("write script");
+        format!("scripted:{}", path.display())
+    }
+
+    /// Write the user's config file.
+    pub fn config(&self, yaml: &str) -> PathBuf {
+        let dir = self.home.join("config");
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).expect("config");
+        path
+    }
+}
+
+/// A valid action as the model would write it.
+pub fn action(tool: &str, args: serde_json::Value) -> String {
+    serde_json::json!({"thought": format!("use {tool}"), "tool": tool, "args": args}).to_string()
+}
+
+/// Parse `--json` output into events.
+pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The `run_finished` event.
+pub fn finished(events: &[serde_json::Value]) -> &serde_json::Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "run_finished")
+        .expect("a run_finished event")
+}
