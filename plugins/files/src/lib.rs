@@ -198,7 +198,7 @@ fn io_error(action: &str, path: &WsPath, err: &io::Error) -> String {
     match err.kind() {
         io::ErrorKind::NotFound => format!("file not found: {p}"),
         io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => format!(
-            "permission denied: cannot {action} {p} (the workspace may be read-only for this plugin)"
+            "permission denied: cannot {action} {p} (the sandbox refused: the path leads outside the workspace, or the workspace is read-only for this plugin)"
         ),
         io::ErrorKind::IsADirectory => format!("{p} is a directory, not a file"),
         io::ErrorKind::NotADirectory => {

@@ -477,7 +477,7 @@ fn walk(root: scraper::ElementRef<'_>, base: Option<Url>) -> (Vec<String>, Vec<L
                         {
                             let trimmed = w.cur.trim_end().len();
                             w.cur.truncate(trimmed);
-                            w.cur.push_str(&format!(" [{n}] "));
+                            w.cur.push_str(&format!(" [{n}]"));
                         }
                     }
                     "li" => {
@@ -538,7 +538,7 @@ mod tests {
         assert!(out.contains("# Main heading"), "{out}");
         assert!(out.contains("## Section"), "{out}");
         assert!(
-            out.contains("First paragraph with a relative link [1] and another [2] ."),
+            out.contains("First paragraph with a relative link [1] and another [2]."),
             "{out}"
         );
         assert!(out.contains("- one\n- two again [1]"), "{out}");
