@@ -54,6 +54,60 @@ pub fn action_schema(tools: &[&ToolSpec]) -> Value {
     json!({"type": "object", "oneOf": branches})
 }
 
+/// A compact, readable form of an arguments schema for the prompt:
+/// `path: string, content: string, max_bytes?: integer`. Far fewer tokens
+/// than the JSON schema (prompt processing is the slow part of a step on a
+/// CPU), while constrained decoding still enforces the exact schema.
+pub fn signature(schema: &Value) -> String {
+    fn type_of(s: &Value) -> String {
+        if let Some(values) = s.get("enum").and_then(Value::as_array) {
+            return values
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("|");
+        }
+        if let Some(c) = s.get("const") {
+            return c.to_string();
+        }
+        match s.get("type") {
+            Some(Value::String(t)) if t == "array" => {
+                format!(
+                    "{}[]",
+                    s.get("items").map(type_of).unwrap_or_else(|| "any".into())
+                )
+            }
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("|"),
+            _ => "any".into(),
+        }
+    }
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return String::new();
+    };
+    props
+        .iter()
+        .map(|(name, s)| {
+            let optional = if required.contains(&name.as_str()) {
+                ""
+            } else {
+                "?"
+            };
+            format!("{name}{optional}: {}", type_of(s))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Why the output is not an action; the text is shown to the model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -243,6 +297,24 @@ mod tests {
         assert!(v.is_valid(&json!({"thought": "t", "tool": "finish", "args": {"answer": "x"}})));
         assert!(!v.is_valid(&json!({"thought": "t", "tool": "rm_rf", "args": {}})));
         assert!(!v.is_valid(&json!({"thought": "t", "tool": "finish", "args": {}})));
+    }
+
+    #[test]
+    fn signatures_are_compact_and_mark_optional_arguments() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string"},
+                "lines": {"type": "array", "items": {"type": "integer"}},
+                "mode": {"enum": ["a", "b"]}
+            },
+            "required": ["path"]
+        });
+        assert_eq!(
+            signature(&schema),
+            r#"path: string, lines?: integer[], mode?: "a"|"b""#
+        );
+        assert_eq!(signature(&json!({"type": "object"})), "");
     }
 
     #[test]

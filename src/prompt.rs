@@ -217,10 +217,20 @@ mod tests {
         let lib = PromptLibrary::new(dir.path());
         let p = lib.load("react").unwrap();
         assert_eq!(p.source, PromptSource::Embedded);
-        let tools = json!([{"name": "finish", "description": "End the run.", "args_schema": {"type": "object"}}]);
-        let system = p.render("system", &json!({"tools": tools})).unwrap();
-        assert!(system.contains("- finish: End the run."), "{system}");
+        let tools = json!([{"name": "finish", "description": "End the run.", "args_schema": {"type": "object"}, "signature": "answer: string"}]);
+        let system = p
+            .render("system", &json!({"tools": tools, "tool_names": ["finish"]}))
+            .unwrap();
+        assert!(
+            system.contains("- finish(answer: string): End the run."),
+            "{system}"
+        );
         assert!(system.contains("\"thought\""));
+        // Examples appear only when their tool is available.
+        assert!(
+            system.contains("17 times 3") && !system.contains("greeting.txt"),
+            "{system}"
+        );
         let goal = p
             .render("goal", &json!({"goal": "count files", "omitted": 0}))
             .unwrap();

