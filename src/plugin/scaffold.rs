@@ -275,6 +275,12 @@ pub struct BuiltPlugin {
 /// Builds the plugin crate in `dir`, fills its manifest's `sha256`, and puts
 /// `<name>.wasm` beside `manifest.yaml`.
 pub fn build_plugin(dir: &Path, options: &BuildOptions) -> Result<BuiltPlugin, ScaffoldError> {
+    // Absolute, because cargo runs inside the directory and gets paths into it.
+    let dir = &std::path::absolute(dir).map_err(|source| ScaffoldError::Io {
+        action: "find",
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let cargo_toml = dir.join("Cargo.toml");
     let manifest_path = dir.join("manifest.yaml");
     if !cargo_toml.is_file() {
