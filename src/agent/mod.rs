@@ -4,7 +4,9 @@
 
 pub mod events;
 pub mod guard;
+pub mod hooks;
 pub mod react;
 
 pub use events::Event;
+pub use hooks::{Approval, ApprovalRequest, Approver, MemoryHook, Recalled};
 pub use react::{AgentError, AgentSettings, ReactAgent};

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::Event;
 use super::guard::{LoopGuard, Verdict, action_key};
+use super::hooks::{Approval, ApprovalRequest, Approver, MemoryHook};
 use crate::action::{self, Action};
 use crate::memory::journal::{StepOutcome, now_rfc3339};
 use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, StoreError};
@@ -27,7 +28,7 @@ use crate::model::{self, ChatMessage, CompletionRequest, ModelBackend, ModelErro
 use crate::prompt::{Prompt, PromptError};
 use crate::sanitize;
 use crate::tools::builtin::FINISH;
-use crate::tools::{ToolContext, ToolError, ToolRegistry};
+use crate::tools::{ToolClass, ToolContext, ToolError, ToolRegistry};
 
 /// Limits of one run (taken from its journal record, so a resumed run keeps them).
 #[derive(Debug, Clone)]
@@ -60,6 +61,10 @@ pub struct ReactAgent {
     pub journal: RunJournal,
     pub events: UnboundedSender<Event>,
     pub settings: AgentSettings,
+    /// Asked before each tool call; `None` approves everything (`--yes`).
+    pub approver: Option<Arc<dyn Approver>>,
+    /// Long-term memory; `None` runs without it.
+    pub memory: Option<Arc<dyn MemoryHook>>,
 }
 
 /// How a run ended (before it is written down).
@@ -149,15 +154,18 @@ impl ReactAgent {
             Err(e) => {
                 // Try to record the failure; the store may be what failed.
                 let ending = Ending::new(RunStatus::Failed, e.to_string());
-                self.finish(&mut run, ending, started, elapsed_before).ok();
+                self.finish(&mut run, ending, started, elapsed_before)
+                    .await
+                    .ok();
                 return Err(e);
             }
         };
-        self.finish(&mut run, ending, started, elapsed_before)?;
+        self.finish(&mut run, ending, started, elapsed_before)
+            .await?;
         Ok(run)
     }
 
-    fn finish(
+    async fn finish(
         &self,
         run: &mut RunRecord,
         ending: Ending,
@@ -171,6 +179,9 @@ impl ReactAgent {
         run.updated_at = now_rfc3339();
         self.journal.put_run(run)?;
         let steps = self.journal.steps(&run.id)?;
+        if let Some(memory) = &self.memory {
+            memory.run_ended(run, &steps, self.model.as_ref()).await;
+        }
         self.emit(Event::RunFinished {
             run_id: run.id.clone(),
             status: run.status,
@@ -213,6 +224,7 @@ impl ReactAgent {
             history.push(self.history_entry(step)?);
         }
         let time_budget = self.settings.timeout.as_millis() as u64;
+        let mut after_untrusted = false;
 
         loop {
             let index = run.steps + 1;
@@ -273,6 +285,24 @@ impl ReactAgent {
             for entry in &history[omitted..] {
                 messages.push(ChatMessage::assistant(entry.assistant.clone()));
                 messages.push(ChatMessage::user(entry.observation.clone()));
+            }
+            if let Some(memory) = &self.memory {
+                let latest = history.last().map(|h| h.observation.as_str()).unwrap_or("");
+                let query = format!("{}\n{}", run.goal, sanitize::cap_head_tail(latest, 1000));
+                let recalled = memory.recall(&query, (context / 8).min(600)).await;
+                if !recalled.is_empty() {
+                    let items: Vec<_> = recalled
+                        .iter()
+                        .map(|r| json!({"text": r.text, "source": r.source}))
+                        .collect();
+                    let text = self
+                        .prompt
+                        .render("recalled", &json!({"memories": items}))?;
+                    if let Some(last) = messages.last_mut() {
+                        last.content.push_str("\n\n");
+                        last.content.push_str(&text);
+                    }
+                }
             }
             if omitted > 0 && keep == 0 && !history.is_empty() {
                 self.emit(Event::Notice {
@@ -373,7 +403,34 @@ impl ReactAgent {
                         tool: action.tool.clone(),
                         args: action.args.clone(),
                     });
-                    match guard.check(index, &action_key(&action.tool, &action.args)) {
+                    let verdict = match guard.check(index, &action_key(&action.tool, &action.args))
+                    {
+                        Verdict::Run if action.tool != FINISH => match self
+                            .approve(index, &action, after_untrusted)
+                            .await
+                        {
+                            Approval::Approve => Verdict::Run,
+                            Approval::Deny(reason) => {
+                                step.outcome = StepOutcome::Denied;
+                                step.observation =
+                                    sanitize::observation(&reason, self.settings.observation_chars);
+                                Verdict::Nudge(String::new())
+                            }
+                            Approval::Feedback(words) => {
+                                step.outcome = StepOutcome::Denied;
+                                step.observation = sanitize::observation(
+                                    &format!(
+                                        "The user did not approve this action and said: {words}"
+                                    ),
+                                    self.settings.observation_chars,
+                                );
+                                Verdict::Nudge(String::new())
+                            }
+                        },
+                        other => other,
+                    };
+                    match verdict {
+                        Verdict::Nudge(message) if message.is_empty() => {}
                         Verdict::Run => {
                             let tool_started = Instant::now();
                             let result = self
@@ -459,11 +516,33 @@ impl ReactAgent {
                 is_error: step.outcome != StepOutcome::Ok,
                 tool_ms: step.tool_ms,
             });
+            after_untrusted = step.outcome == StepOutcome::Ok
+                && step
+                    .tool
+                    .as_deref()
+                    .and_then(|t| self.tools.get(t))
+                    .is_some_and(|t| {
+                        matches!(t.spec().class, ToolClass::Read | ToolClass::Network)
+                    });
             history.push(self.history_entry(&step)?);
             if let Some(ending) = ending {
                 return Ok(ending);
             }
         }
+    }
+
+    async fn approve(&self, step: u32, action: &Action, after_untrusted: bool) -> Approval {
+        let (Some(approver), Some(tool)) = (&self.approver, self.tools.get(&action.tool)) else {
+            return Approval::Approve;
+        };
+        approver
+            .approve(&ApprovalRequest {
+                step,
+                spec: tool.spec(),
+                args: &action.args,
+                after_untrusted,
+            })
+            .await
     }
 
     /// Parse the output and check the action against the registry.
@@ -545,6 +624,7 @@ pub fn summarize(steps: &[StepRecord]) -> String {
                 StepOutcome::ToolError => format!("error: {}", first_line(&s.observation)),
                 StepOutcome::InvalidOutput => format!("rejected: {}", first_line(&s.observation)),
                 StepOutcome::Repeated => "repeat, not run".to_string(),
+                StepOutcome::Denied => format!("not approved: {}", first_line(&s.observation)),
             };
             format!("{}. {action} → {result}", s.index)
         })

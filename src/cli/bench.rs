@@ -108,6 +108,8 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
             observation_chars: 4000,
             context_tokens: 8192,
         },
+        approver: None,
+        memory: None,
     };
     let run = RunRecord {
         id: "bench".into(),

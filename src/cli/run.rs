@@ -344,6 +344,8 @@ fn dry_run(
         journal: session.journal.clone(),
         events,
         settings: session.agent_settings(settings),
+        approver: None,
+        memory: None,
     };
     let (system, schema) = agent.render_system()?;
     let goal_msg = agent
@@ -411,6 +413,8 @@ pub async fn drive_run(
         journal: session.journal.clone(),
         events,
         settings: session.agent_settings(&run.settings),
+        approver: None,
+        memory: None,
     };
     let result = agent.drive(run, steps, &cancel).await;
     drop(agent);

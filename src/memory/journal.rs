@@ -93,6 +93,8 @@ pub enum StepOutcome {
     InvalidOutput,
     /// The action repeated an earlier one; the tool was not run again.
     Repeated,
+    /// The user (or the approval policy) did not let the tool run.
+    Denied,
 }
 
 /// One committed step.
