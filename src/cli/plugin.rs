@@ -135,10 +135,11 @@ pub fn progress_reporter() -> crate::plugin::ProgressFn {
             }
         }
         CompileEvent::Finished { plugin, elapsed } => {
-            if let Ok(mut b) = bar.lock()
-                && let Some(pb) = b.take()
-            {
+            let spinner = bar.lock().ok().and_then(|mut b| b.take());
+            if let Some(pb) = spinner {
                 pb.finish_and_clear();
+            }
+            if elapsed > Duration::from_secs(1) {
                 eprintln!(
                     "compiled plugin `{plugin}` in {:.1} s",
                     elapsed.as_secs_f64()

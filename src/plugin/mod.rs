@@ -16,12 +16,14 @@
 //! Decisions:
 //! - A plugin that fails to load (bad manifest, tampered `.wasm`, tools that
 //!   disagree with the manifest) is reported and left out; the others load.
-//! - Large components (over [`LAZY_THRESHOLD`], in practice the Python-based
-//!   `code` plugin, whose compilation takes 13-29 s) are compiled on their first
-//!   call, not at start; their tool list comes from a cached `describe()`
-//!   answer. Only the very first load of such a plugin (no cache yet) compiles
-//!   at load, to learn its tools. A progress callback reports compilations so
-//!   the CLI can show a spinner; the library never prints.
+//! - Plugins are compiled (or loaded from the compiled cache) on their first
+//!   call, not at start: the Python-based `code` plugin takes seconds to
+//!   compile and a 36 MB `.cwasm` to load, and most runs never call it. Their
+//!   tool lists come from a cached `describe()` answer (HMAC-checked like the
+//!   compiled code); only the first load of a given `.wasm` ever (no cache
+//!   yet) compiles at load, to learn its tools. Startup is then a manifest
+//!   parse and a sha256 per plugin. A progress callback reports compilations
+//!   so the CLI can show a spinner; the library never prints.
 //! - Tool classes, which approvals key off: `Network` when any HTTP host is
 //!   granted; otherwise `Execute` for the built-in `code` plugin (it runs
 //!   arbitrary code given by the model); otherwise `Write` for workspace write,
@@ -62,8 +64,6 @@ use policy::{Grant, PluginPolicy, PolicyError};
 
 pub use host::{GUEST_WORKSPACE, TICK};
 
-/// Components larger than this are compiled on first call, not at load.
-pub const LAZY_THRESHOLD: usize = 8 * 1024 * 1024;
 /// File names inside an installed plugin's directory.
 pub const MANIFEST_FILE: &str = "manifest.yaml";
 /// File names inside an installed plugin's directory.
@@ -270,7 +270,7 @@ impl LoadedPlugin {
         &self.specs
     }
 
-    /// True once compiled (lazy plugins compile on first call).
+    /// True once compiled (plugins with a cached tool list compile on first call).
     pub fn is_compiled(&self) -> bool {
         self.pre.initialized()
     }
@@ -705,15 +705,11 @@ impl PluginHost {
         let is_builtin = origin == Origin::Builtin;
         let sha = manifest.sha256.to_ascii_lowercase();
         let pre = OnceCell::new();
-        let lazy = bytes.len() > LAZY_THRESHOLD;
-        let cached_tools = if lazy {
-            self.shared
-                .cache
-                .load_describe(&sha)
-                .and_then(|json| serde_json::from_str::<Vec<(String, String, String)>>(&json).ok())
-        } else {
-            None
-        };
+        let cached_tools = self
+            .shared
+            .cache
+            .load_describe(&sha)
+            .and_then(|json| serde_json::from_str::<Vec<(String, String, String)>>(&json).ok());
         let described = match cached_tools {
             Some(t) => t,
             None => {
