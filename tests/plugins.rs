@@ -596,7 +596,7 @@ async fn case04_a_link_swapped_between_check_and_open_stays_confined() {
             while !stop.load(Ordering::Relaxed) {
                 let tmp = ws.join(".swap.tmp");
                 let _ = std::fs::remove_file(&tmp);
-                let target: PathBuf = if flips % 2 == 0 {
+                let target: PathBuf = if flips.is_multiple_of(2) {
                     outside.clone()
                 } else {
                     PathBuf::from("inside.txt")
@@ -1133,6 +1133,8 @@ fn case15_an_allocation_bomb_stops_at_the_cap_and_host_memory_stays_bounded() {
             ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
+        // Reaped below with wait4, which also reports the child's peak RSS.
+        #[allow(clippy::zombie_processes)]
         let mut child = cmd.spawn().unwrap();
         let mut stderr = String::new();
         child

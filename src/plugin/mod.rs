@@ -557,6 +557,16 @@ impl PluginHost {
                     ),
                 });
             }
+            if ws.starts_with(&own_c) {
+                return Err(PluginError::Workspace {
+                    path: ws,
+                    reason: format!(
+                        "lies inside the agent's own directory {}; plugins could change the agent's files there. \
+                         Choose a workspace outside it (--workspace DIR)",
+                        own.display()
+                    ),
+                });
+            }
         }
         let runtime = host::runtime().map_err(PluginError::Engine)?;
         let cache = CompiledCache::open(&dirs.compiled_plugins())?;
@@ -1228,6 +1238,10 @@ mod tests {
         let ws = tmp.path().join("ws");
         std::fs::create_dir(&ws).unwrap();
         PluginHost::new(dirs.clone(), PluginPolicy::default(), ws).unwrap();
+        let inside = tmp.path().join("home/data/plugins/x");
+        std::fs::create_dir_all(&inside).unwrap();
+        let e = PluginHost::new(dirs.clone(), PluginPolicy::default(), inside).unwrap_err();
+        assert!(e.to_string().contains("lies inside"), "{e}");
         let e =
             PluginHost::new(dirs, PluginPolicy::default(), tmp.path().join("missing")).unwrap_err();
         assert!(e.to_string().contains("--workspace"), "{e}");
