@@ -15,7 +15,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Built-in templates: (name, YAML).
-const EMBEDDED: &[(&str, &str)] = &[("react", include_str!("../prompts/react.yaml"))];
+const EMBEDDED: &[(&str, &str)] = &[
+    ("react", include_str!("../prompts/react.yaml")),
+    ("summarise", include_str!("../prompts/summarise.yaml")),
+    ("reflect", include_str!("../prompts/reflect.yaml")),
+];
 
 /// One parsed template.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,7 +236,7 @@ mod tests {
             "{system}"
         );
         let goal = p
-            .render("goal", &json!({"goal": "count files", "omitted": 0}))
+            .render("goal", &json!({"goal": "count files", "omitted": 0, "summary": null}))
             .unwrap();
         assert_eq!(goal, "Goal: count files");
         let obs = p

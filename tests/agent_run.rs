@@ -595,3 +595,35 @@ fn a_workspace_containing_agents_own_files_is_refused() {
         .code(1)
         .stderr(predicate::str::contains("overlaps"));
 }
+
+#[test]
+fn a_long_run_with_huge_observations_compacts_instead_of_overflowing() {
+    let env = TestEnv::new();
+    // A page far larger than the whole (small) context.
+    let big: String = (0..6000).map(|i| format!("line {i} of a very long document\n")).collect();
+    std::fs::write(env.workspace.join("big.txt"), &big).unwrap();
+    // Summaries come from the same scripted model, so they consume some of
+    // these responses as their text; whatever they say, the run goes on.
+    let mut responses: Vec<String> = (0..10)
+        .map(|i| action("read_file", json!({"path": "big.txt", "offset": i * 1000})))
+        .collect();
+    responses.extend((0..6).map(|_| finish("read it all")));
+    let refs: Vec<&str> = responses.iter().map(String::as_str).collect();
+    let model = env.script("s", &refs);
+    let out = env
+        .agent()
+        .env("AGENT_CONTEXT_TOKENS", "1024")
+        .env("AGENT_STEP_TOKENS", "128")
+        .args(["run", "--json", "--max-tokens", "10000000", "--model", &model, "read the big file"])
+        .assert()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished", "{end}");
+    assert!(
+        ev.iter().any(|e| e["type"] == "notice" && e["message"].as_str().unwrap().contains("compacted")),
+        "no compaction happened: {ev:?}"
+    );
+}

@@ -24,8 +24,8 @@ use super::hooks::{Approval, ApprovalRequest, Approver, MemoryHook};
 use crate::action::{self, Action};
 use crate::memory::journal::{StepOutcome, now_rfc3339};
 use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, StoreError};
-use crate::model::{self, ChatMessage, CompletionRequest, ModelBackend, ModelError};
-use crate::prompt::{Prompt, PromptError};
+use crate::model::{self, ChatMessage, CompletionRequest, ModelBackend, ModelError, Usage};
+use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
 use crate::tools::builtin::FINISH;
 use crate::tools::{ToolClass, ToolContext, ToolError, ToolRegistry};
@@ -57,7 +57,10 @@ pub enum AgentError {
 pub struct ReactAgent {
     pub model: Arc<dyn ModelBackend>,
     pub tools: Arc<ToolRegistry>,
+    /// The step prompt (`react`).
     pub prompt: Prompt,
+    /// The compaction prompt (`summarise`).
+    pub summarise: Prompt,
     pub journal: RunJournal,
     pub events: UnboundedSender<Event>,
     pub settings: AgentSettings,
@@ -86,6 +89,7 @@ impl Ending {
 
 /// Messages of one step's history entry, with their token count cached.
 struct HistoryEntry {
+    step: StepRecord,
     assistant: String,
     observation: String,
     tokens: usize,
@@ -97,6 +101,29 @@ const RAW_IN_HISTORY: usize = 2000;
 const MESSAGE_OVERHEAD: usize = 8;
 
 impl ReactAgent {
+    /// An agent with the `react` and `summarise` prompts from `prompts`, no
+    /// approver (everything approved) and no long-term memory.
+    pub fn new(
+        model: Arc<dyn ModelBackend>,
+        tools: Arc<ToolRegistry>,
+        prompts: &PromptLibrary,
+        journal: RunJournal,
+        events: UnboundedSender<Event>,
+        settings: AgentSettings,
+    ) -> Result<Self, AgentError> {
+        Ok(Self {
+            model,
+            tools,
+            prompt: prompts.load("react")?,
+            summarise: prompts.load("summarise")?,
+            journal,
+            events,
+            settings,
+            approver: None,
+            memory: None,
+        })
+    }
+
     fn emit(&self, event: Event) {
         // A closed channel means no one is watching; the run goes on.
         let _ = self.events.send(event);
@@ -210,6 +237,8 @@ impl ReactAgent {
             .unwrap_or(self.settings.context_tokens);
         let fixed_tokens =
             model::count_tokens(self.model.as_ref(), &system) + 2 * MESSAGE_OVERHEAD + 32;
+        let history_budget =
+            context.saturating_sub(fixed_tokens + self.settings.step_tokens as usize);
         let mut guard = LoopGuard::new();
         let mut history: Vec<HistoryEntry> = Vec::with_capacity(committed.len());
         for step in &committed {
@@ -221,10 +250,11 @@ impl ReactAgent {
                     guard.check(step.index, &action_key(tool, args));
                 }
             }
-            history.push(self.history_entry(step)?);
+            history.push(self.history_entry(step, history_budget)?);
         }
         let time_budget = self.settings.timeout.as_millis() as u64;
         let mut after_untrusted = false;
+        let mut summary = Summary::default();
 
         loop {
             let index = run.steps + 1;
@@ -263,21 +293,27 @@ impl ReactAgent {
             }
             let remaining = Duration::from_millis(time_budget - elapsed);
 
-            // Messages: system, goal, then the newest history that fits.
-            let budget = context.saturating_sub(fixed_tokens + self.settings.step_tokens as usize);
-            let mut used = 0;
-            let mut keep = 0;
-            for entry in history.iter().rev() {
-                if used + entry.tokens > budget {
-                    break;
-                }
-                used += entry.tokens;
-                keep += 1;
+            // Messages: system, goal, then the newest history that fits;
+            // older steps are compacted into a summary in the goal message.
+            let mut keep = fit_newest(&history, history_budget);
+            if keep < history.len() {
+                keep = fit_newest(&history, history_budget.saturating_sub(SUMMARY_TOKENS));
             }
             let omitted = history.len() - keep;
-            let goal_msg = self
-                .prompt
-                .render("goal", &json!({"goal": run.goal, "omitted": omitted}))?;
+            if omitted > summary.covers {
+                summary = self
+                    .compact(run, &committed_steps(&history), &summary, omitted, cancel)
+                    .await;
+                run.usage += summary.usage;
+                self.emit(Event::Notice {
+                    step: index,
+                    message: format!("context nearly full: the first {omitted} steps were compacted into a summary"),
+                });
+            }
+            let goal_msg = self.prompt.render(
+                "goal",
+                &json!({"goal": run.goal, "omitted": omitted, "summary": (omitted > 0).then_some(&summary.text)}),
+            )?;
             let mut messages = vec![
                 ChatMessage::system(system.clone()),
                 ChatMessage::user(goal_msg),
@@ -303,12 +339,6 @@ impl ReactAgent {
                         last.content.push_str(&text);
                     }
                 }
-            }
-            if omitted > 0 && keep == 0 && !history.is_empty() {
-                self.emit(Event::Notice {
-                    step: index,
-                    message: format!("history does not fit the context; {omitted} steps left out"),
-                });
             }
 
             // Ask the model.
@@ -524,7 +554,7 @@ impl ReactAgent {
                     .is_some_and(|t| {
                         matches!(t.spec().class, ToolClass::Read | ToolClass::Network)
                     });
-            history.push(self.history_entry(&step)?);
+            history.push(self.history_entry(&step, history_budget)?);
             if let Some(ending) = ending {
                 return Ok(ending);
             }
@@ -583,26 +613,156 @@ impl ReactAgent {
         }
     }
 
-    fn history_entry(&self, step: &StepRecord) -> Result<HistoryEntry, AgentError> {
+    /// A step as history messages. An observation too large for half the
+    /// history budget is cut further (head and tail), so one huge page can
+    /// never push everything else out or overflow the context.
+    fn history_entry(
+        &self,
+        step: &StepRecord,
+        history_budget: usize,
+    ) -> Result<HistoryEntry, AgentError> {
         let assistant = sanitize::cap_head_tail(step.raw_output.trim(), RAW_IN_HISTORY);
-        let observation = self.prompt.render(
-            "observation",
-            &json!({
-                "tool": step.tool.clone().unwrap_or_else(|| "agent".into()),
-                "observation": step.observation,
-                "is_error": step.outcome != StepOutcome::Ok,
-                "note": step.note,
-            }),
-        )?;
-        let tokens = model::count_tokens(self.model.as_ref(), &assistant)
-            + model::count_tokens(self.model.as_ref(), &observation)
-            + 2 * MESSAGE_OVERHEAD;
+        let max_tokens = (history_budget / 2).max(64);
+        let mut observation_text = step.observation.clone();
+        for _ in 0..4 {
+            let observation = self.prompt.render(
+                "observation",
+                &json!({
+                    "tool": step.tool.clone().unwrap_or_else(|| "agent".into()),
+                    "observation": observation_text,
+                    "is_error": step.outcome != StepOutcome::Ok,
+                    "note": step.note,
+                }),
+            )?;
+            let tokens = model::count_tokens(self.model.as_ref(), &assistant)
+                + model::count_tokens(self.model.as_ref(), &observation)
+                + 2 * MESSAGE_OVERHEAD;
+            if tokens <= max_tokens || observation_text.len() <= 200 {
+                return Ok(HistoryEntry {
+                    step: step.clone(),
+                    assistant,
+                    observation,
+                    tokens,
+                });
+            }
+            let chars = observation_text.chars().count();
+            let keep = (chars as f64 * max_tokens as f64 / tokens as f64 * 0.85) as usize;
+            observation_text = sanitize::cap_head_tail(&step.observation, keep.max(200));
+        }
+        let observation = sanitize::cap_head_tail(&observation_text, 200);
+        let tokens = max_tokens;
         Ok(HistoryEntry {
+            step: step.clone(),
             assistant,
             observation,
             tokens,
         })
     }
+
+    /// Summarise history entries `summary.covers..upto` into the running
+    /// summary with the `summarise` prompt. If the model cannot (an error,
+    /// an empty answer), a plain list of the steps' actions and first result
+    /// lines stands in, so compaction never fails a run.
+    async fn compact(
+        &self,
+        run: &RunRecord,
+        steps: &[&StepRecord],
+        previous: &Summary,
+        upto: usize,
+        cancel: &CancellationToken,
+    ) -> Summary {
+        let new_steps = &steps[previous.covers.min(upto)..upto];
+        let items: Vec<_> = new_steps
+            .iter()
+            .map(|s| {
+                let action = match (&s.tool, &s.args) {
+                    (Some(t), Some(a)) => format!("{t} {}", sanitize::cap_head_tail(&a.to_string(), 200)),
+                    _ => "(invalid output)".into(),
+                };
+                json!({"index": s.index, "action": action, "result": sanitize::cap_head_tail(&s.observation, 400)})
+            })
+            .collect();
+        let fallback = || {
+            let mut text = previous.text.clone();
+            for s in new_steps {
+                let line = summarize(std::slice::from_ref(*s));
+                text.push_str(if text.is_empty() { "" } else { " " });
+                text.push_str(&line);
+            }
+            sanitize::cap_head_tail(&text, SUMMARY_TOKENS * 3)
+        };
+        let ctx = json!({"goal": run.goal, "previous": previous.text, "steps": items});
+        let rendered = (|| -> Result<Vec<ChatMessage>, PromptError> {
+            let prompt = &self.summarise;
+            Ok(vec![
+                ChatMessage::system(prompt.render("system", &ctx)?),
+                ChatMessage::user(prompt.render("user", &ctx)?),
+            ])
+        })();
+        let mut usage = Usage::default();
+        let text = match rendered {
+            Ok(messages) => {
+                let request = CompletionRequest {
+                    messages,
+                    max_tokens: SUMMARY_TOKENS,
+                    temperature: 0.0,
+                    json_schema: None,
+                };
+                match tokio::time::timeout(
+                    self.settings.model_timeout,
+                    self.model.complete(request, &|_: &str| {}, cancel),
+                )
+                .await
+                {
+                    Ok(Ok(c)) if !c.text.trim().is_empty() => {
+                        usage = c.usage;
+                        sanitize::cap_head_tail(
+                            &sanitize::strip_terminal_escapes(c.text.trim()),
+                            SUMMARY_TOKENS * 4,
+                        )
+                    }
+                    _ => fallback(),
+                }
+            }
+            Err(_) => fallback(),
+        };
+        Summary {
+            covers: upto,
+            text,
+            usage,
+        }
+    }
+}
+
+/// The running summary of compacted steps.
+#[derive(Debug, Default, Clone)]
+struct Summary {
+    /// History entries `0..covers` are summarised.
+    covers: usize,
+    text: String,
+    /// What producing the latest summary cost.
+    usage: Usage,
+}
+
+/// Tokens reserved in the prompt for the summary of compacted steps.
+const SUMMARY_TOKENS: usize = 300;
+
+/// How many of the newest entries fit `budget` tokens.
+fn fit_newest(history: &[HistoryEntry], budget: usize) -> usize {
+    let mut used = 0;
+    let mut keep = 0;
+    for entry in history.iter().rev() {
+        if used + entry.tokens > budget {
+            break;
+        }
+        used += entry.tokens;
+        keep += 1;
+    }
+    keep
+}
+
+fn committed_steps(history: &[HistoryEntry]) -> Vec<&StepRecord> {
+    history.iter().map(|h| &h.step).collect()
 }
 
 /// A step-by-step account of what a run did, for the end of a run.

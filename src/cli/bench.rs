@@ -92,13 +92,13 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
         workspace: dir.path().display().to_string(),
         interactive: false,
     };
-    let agent = ReactAgent {
-        model: Arc::new(ScriptedBackend::from_texts(responses)),
-        tools: Arc::new(tools),
-        prompt: PromptLibrary::new(dir.path()).load("react")?,
+    let agent = ReactAgent::new(
+        Arc::new(ScriptedBackend::from_texts(responses)),
+        Arc::new(tools),
+        &PromptLibrary::new(dir.path()),
         journal,
         events,
-        settings: AgentSettings {
+        AgentSettings {
             max_steps: steps,
             max_tokens: u64::MAX,
             step_tokens: 256,
@@ -108,9 +108,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
             observation_chars: 4000,
             context_tokens: 8192,
         },
-        approver: None,
-        memory: None,
-    };
+    )?;
     let run = RunRecord {
         id: "bench".into(),
         goal: "benchmark the loop".into(),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::model::ProgressBars;
+use crate::agent::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanStore};
 use crate::agent::{AgentSettings, ReactAgent};
 use crate::config::{Config, ConfigLayer};
 use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
@@ -72,6 +73,19 @@ pub struct RunArgs {
     /// Print the rendered prompt and the action schema; call no model.
     #[arg(long)]
     pub dry_run: bool,
+    /// Strategy: react (think, act, observe) or plan (plan, a ReAct loop per step, replan).
+    #[arg(long, value_enum, default_value_t = Strategy::React)]
+    pub agent: Strategy,
+}
+
+/// How a run pursues its goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Strategy {
+    /// One ReAct loop: think, act, observe, repeated.
+    #[default]
+    React,
+    /// Plan-and-execute: an ordered plan, a bounded ReAct loop per step, replanning.
+    Plan,
 }
 
 /// Parse `90`, `90s`, `10m`, `1h` into seconds.
@@ -295,10 +309,10 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         interactive,
     };
     let tools = session.tools(interactive).await?;
-    let prompt = PromptLibrary::new(&session.dirs.prompts).load("react")?;
+    let prompts = PromptLibrary::new(&session.dirs.prompts);
 
     if args.dry_run {
-        return dry_run(&session, &args.goal, tools, prompt, &settings);
+        return dry_run(&session, &args.goal, tools, &prompts, &settings);
     }
 
     let model = session.model(&settings, 0).await?;
@@ -316,13 +330,16 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         answer: None,
         stop_reason: None,
     };
+    if args.agent == Strategy::Plan {
+        PlanStore::new(&session.store)?.mark(&run.id)?;
+    }
     drive_run(
         &session,
         run,
         Vec::new(),
         model,
         tools,
-        prompt,
+        &prompts,
         args.json,
         global,
     )
@@ -333,24 +350,22 @@ fn dry_run(
     session: &Session,
     goal: &str,
     tools: ToolRegistry,
-    prompt: crate::prompt::Prompt,
+    prompts: &PromptLibrary,
     settings: &RunSettings,
 ) -> anyhow::Result<ExitCode> {
     let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let agent = ReactAgent {
-        model: Arc::new(ScriptedBackend::from_texts(Vec::<String>::new())),
-        tools: Arc::new(tools),
-        prompt,
-        journal: session.journal.clone(),
+    let agent = ReactAgent::new(
+        Arc::new(ScriptedBackend::from_texts(Vec::<String>::new())),
+        Arc::new(tools),
+        prompts,
+        session.journal.clone(),
         events,
-        settings: session.agent_settings(settings),
-        approver: None,
-        memory: None,
-    };
+        session.agent_settings(settings),
+    )?;
     let (system, schema) = agent.render_system()?;
     let goal_msg = agent
         .prompt
-        .render("goal", &serde_json::json!({"goal": goal, "omitted": 0}))?;
+        .render("goal", &serde_json::json!({"goal": goal, "omitted": 0, "summary": null}))?;
     println!(
         "=== system ===\n{system}\n\n=== user ===\n{goal_msg}\n\n=== action schema ===\n{}",
         serde_json::to_string_pretty(&schema)?
@@ -372,7 +387,7 @@ pub async fn drive_run(
     steps: Vec<StepRecord>,
     model: Arc<dyn ModelBackend>,
     tools: ToolRegistry,
-    prompt: crate::prompt::Prompt,
+    prompts: &PromptLibrary,
     json: bool,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -406,18 +421,51 @@ pub async fn drive_run(
         }
     });
 
-    let agent = ReactAgent {
-        model,
-        tools: Arc::new(tools),
-        prompt,
-        journal: session.journal.clone(),
-        events,
-        settings: session.agent_settings(&run.settings),
-        approver: None,
-        memory: None,
+    // A plan-and-execute run (or one of its steps, named by a resume) goes
+    // to the plan strategy, which continues at its current step.
+    let plans = PlanStore::new(&session.store)?;
+    let result = match plans.owner(&run.id)? {
+        Some(parent) => {
+            let run = match session.journal.get(&parent)? {
+                Some(parent_run) if parent != run.id => parent_run,
+                _ => run,
+            };
+            // A scripted model resumes after every response the plan used.
+            let model = if run.settings.endpoint.is_none()
+                && run.settings.model.starts_with("scripted:")
+            {
+                let used = plans.responses_used(&session.journal, &run.id)?;
+                session.model(&run.settings, used).await?
+            } else {
+                model
+            };
+            let agent = PlanAgent {
+                model,
+                tools: Arc::new(tools),
+                prompts: PlanPrompts::load(prompts)?,
+                journal: session.journal.clone(),
+                plans,
+                events,
+                settings: session.agent_settings(&run.settings),
+                limits: PlanLimits::default(),
+                approver: None,
+                memory: None,
+                reviewer: None,
+            };
+            agent.drive(run, &cancel).await
+        }
+        None => {
+            let agent = ReactAgent::new(
+                model,
+                Arc::new(tools),
+                prompts,
+                session.journal.clone(),
+                events,
+                session.agent_settings(&run.settings),
+            )?;
+            agent.drive(run, steps, &cancel).await
+        }
     };
-    let result = agent.drive(run, steps, &cancel).await;
-    drop(agent);
     signals.abort();
     let _ = ui.await;
     let run = result?;

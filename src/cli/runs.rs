@@ -191,9 +191,9 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             super::run::check_workspace(&workspace, &session.dirs)?;
             let interactive = interactive(yes, json) && run.settings.interactive;
             let tools = session.tools(interactive).await?;
-            let prompt = PromptLibrary::new(&session.dirs.prompts).load("react")?;
+            let prompts = PromptLibrary::new(&session.dirs.prompts);
             let model = session.model(&run.settings, steps.len()).await?;
-            drive_run(&session, run, steps, model, tools, prompt, json, global).await
+            drive_run(&session, run, steps, model, tools, &prompts, json, global).await
         }
     }
 }
