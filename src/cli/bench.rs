@@ -37,6 +37,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         steps: u32,
     },
+    /// Load time, decode speed and seconds per constrained ReAct step of a model.
+    Model {
+        /// Model reference (default: the configured model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Constrained steps to time.
+        #[arg(long, default_value_t = 5)]
+        steps: u32,
+    },
 }
 
 static NOOP_SPEC: LazyLock<ToolSpec> = LazyLock::new(|| ToolSpec {
@@ -141,6 +150,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
 /// Run a benchmark and print its results.
 pub async fn execute(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Model { model, steps } => model_speed(model, steps).await?,
         BenchCommand::Agent { steps } => {
             anyhow::ensure!(steps >= 2, "--steps must be at least 2");
             for (label, flush) in [
@@ -161,4 +171,109 @@ pub async fn execute(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Time a real model: load, a free 200-token generation, and `steps`
+/// constrained ReAct steps over the real tool list with a growing history
+/// (so prefix reuse shows: later steps re-process only new tokens).
+async fn model_speed(model: Option<String>, steps: u32) -> anyhow::Result<()> {
+    use crate::model::{ChatMessage, CompletionRequest};
+    let options = super::run::RunOptions {
+        model,
+        ..Default::default()
+    };
+    let session = super::run::Session::open(&options)?;
+    let settings = RunSettings {
+        model: session.config.model.clone(),
+        endpoint: session.config.endpoint.clone(),
+        max_steps: steps,
+        max_tokens: u64::MAX,
+        step_tokens: session.config.step_tokens,
+        timeout_secs: 3600,
+        temperature: 0.0,
+        workspace: session.workspace.display().to_string(),
+        interactive: false,
+    };
+    let started = Instant::now();
+    let backend = session.model(&settings, 0).await?;
+    println!(
+        "model {}: loaded in {:.2} s",
+        backend.name(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let cancel = CancellationToken::new();
+    let story = CompletionRequest {
+        messages: vec![ChatMessage::user(
+            "Write a long story about a lighthouse keeper.",
+        )],
+        max_tokens: 200,
+        temperature: 0.0,
+        json_schema: None,
+    };
+    let first = std::sync::Mutex::new(None::<Instant>);
+    let sink = |_: &str| {
+        if let Ok(mut f) = first.lock() {
+            f.get_or_insert_with(Instant::now);
+        }
+    };
+    let t = Instant::now();
+    let c = backend.complete(story, &sink, &cancel).await?;
+    let total = t.elapsed().as_secs_f64();
+    let first_at = first
+        .lock()
+        .ok()
+        .and_then(|f| *f)
+        .map(|f| f.duration_since(t).as_secs_f64())
+        .unwrap_or(total);
+    let decode = c.usage.completion_tokens.saturating_sub(1) as f64 / (total - first_at).max(1e-6);
+    println!(
+        "free generation: {} prompt + {} completion tokens in {total:.2} s; first token after {first_at:.2} s; decode {decode:.1} tok/s",
+        c.usage.prompt_tokens, c.usage.completion_tokens
+    );
+
+    let tools = session.tools(false).await?;
+    let prompts = PromptLibrary::new(&session.dirs.prompts);
+    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let agent = ReactAgent::new(
+        backend.clone(),
+        Arc::new(tools),
+        &prompts,
+        session.journal.clone(),
+        events,
+        session.agent_settings(&settings),
+    )?;
+    let (system, schema) = agent.render_system()?;
+    let mut messages = vec![
+        ChatMessage::system(system),
+        ChatMessage::user("Goal: Write a haiku about the sea to haiku.txt, then read it back."),
+    ];
+    let mut times = Vec::new();
+    for step in 1..=steps {
+        let request = CompletionRequest {
+            messages: messages.clone(),
+            max_tokens: settings.step_tokens as usize,
+            temperature: 0.0,
+            json_schema: Some(schema.clone()),
+        };
+        let t = Instant::now();
+        let c = backend.complete(request, &|_: &str| {}, &cancel).await?;
+        let secs = t.elapsed().as_secs_f64();
+        let parsed = crate::action::parse(&c.text).is_ok();
+        println!(
+            "step {step}: {:.2} s, {} prompt + {} completion tokens, action {}",
+            secs,
+            c.usage.prompt_tokens,
+            c.usage.completion_tokens,
+            if parsed { "parses" } else { "INVALID" }
+        );
+        times.push(secs);
+        messages.push(ChatMessage::assistant(c.text));
+        messages.push(ChatMessage::user(format!(
+            "Observation from tool: step {step} done; nothing else changed."
+        )));
+    }
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    println!("constrained ReAct step: mean {mean:.2} s over {steps} steps");
+    Ok(())
 }
