@@ -93,6 +93,23 @@ pub enum PluginCommand {
     },
 }
 
+/// Append one formatted line to a `String`.
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Write to stdout; a closed pipe (`agent plugin list | head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// A directory removed on drop (for commands that need no real workspace).
 struct ScratchDir(PathBuf);
 
@@ -173,9 +190,9 @@ pub async fn execute(
             let host = open_host(dirs, policy, &scratch.0).await?;
             let list = host.list();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&list)?))?;
             } else {
-                print_list(&list);
+                emit(&render_list(&list))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -184,9 +201,9 @@ pub async fn execute(
             let host = open_host(dirs, policy, &scratch.0).await?;
             let info = host.inspect(&name)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&info)?))?;
             } else {
-                print_inspect(&info);
+                emit(&render_inspect(&info))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -341,8 +358,7 @@ async fn call(
     }
     match report.result {
         Ok(text) => {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{text}")?;
+            emit(&format!("{text}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(ToolError::Observation(e)) => {
@@ -375,10 +391,11 @@ fn network_words(hosts: &[String], any_public: bool, local: &[String]) -> String
     }
 }
 
-fn print_list(list: &[PluginInfo]) {
+fn render_list(list: &[PluginInfo]) -> String {
+    let mut out = String::new();
     if list.is_empty() {
-        println!("no plugins");
-        return;
+        outln!(out, "no plugins");
+        return out;
     }
     let width = list.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
     for p in list {
@@ -389,7 +406,8 @@ fn print_list(list: &[PluginInfo]) {
         match (&p.granted, &p.error) {
             (Some(g), _) => {
                 let tools: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
-                println!(
+                outln!(
+                    out,
                     "{:width$}  {:8}  {:9}  workspace {:5}  network {}  tools: {}",
                     p.name,
                     neutralize_controls(&p.version),
@@ -399,62 +417,82 @@ fn print_list(list: &[PluginInfo]) {
                     tools.join(", ")
                 );
             }
-            (None, Some(e)) => println!(
+            (None, Some(e)) => outln!(
+                out,
                 "{:width$}  {:8}  {:9}  error: {}",
                 p.name,
                 "",
                 origin,
                 neutralize_controls(e)
             ),
-            (None, None) => println!("{:width$}  {:8}  {:9}  {}", p.name, "", origin, p.status),
+            (None, None) => outln!(
+                out,
+                "{:width$}  {:8}  {:9}  {}",
+                p.name,
+                "",
+                origin,
+                p.status
+            ),
         }
     }
+    out
 }
 
-fn print_inspect(p: &PluginInfo) {
-    println!("{} {}", p.name, neutralize_controls(&p.version));
+fn render_inspect(p: &PluginInfo) -> String {
+    let mut out = String::new();
+    outln!(out, "{} {}", p.name, neutralize_controls(&p.version));
     if !p.description.is_empty() {
-        println!("  {}", neutralize_controls(&p.description));
+        outln!(out, "  {}", neutralize_controls(&p.description));
     }
     match &p.origin {
-        Origin::Builtin => println!("  built in"),
-        Origin::Installed(dir) => println!("  installed in {}", dir.display()),
+        Origin::Builtin => outln!(out, "  built in"),
+        Origin::Installed(dir) => outln!(out, "  installed in {}", dir.display()),
     }
     if let (Some(r), Some(g)) = (&p.requested, &p.granted) {
-        println!("permissions      requested                      granted");
-        println!(
+        outln!(
+            out,
+            "permissions      requested                      granted"
+        );
+        outln!(
+            out,
             "  workspace      {:30} {}",
             r.workspace.to_string(),
             g.workspace
         );
-        println!(
+        outln!(
+            out,
             "  network        {:30} {}",
             network_words(&r.http.hosts, false, &[]),
             network_words(&g.http_hosts, g.any_public_host, &g.allow_local)
         );
-        println!(
+        outln!(
+            out,
             "  memory         {:30} {} MB",
             format!("{} MB", r.memory_mb),
             g.memory_mb
         );
-        println!(
+        outln!(
+            out,
             "  time limit     {:30} {} ms",
             format!("{} ms", r.timeout_ms),
             g.timeout_ms
         );
-        println!(
+        outln!(
+            out,
             "  output         {:30} {} KB",
             format!("{} KB", r.output_kb),
             g.output_kb
         );
         if !g.env.is_empty() {
-            println!(
+            outln!(
+                out,
                 "  environment    {}",
                 neutralize_controls(&g.env.join(", "))
             );
         }
     }
-    println!(
+    outln!(
+        out,
         "tools ({}):",
         p.tools
             .first()
@@ -462,12 +500,18 @@ fn print_inspect(p: &PluginInfo) {
             .unwrap_or_default()
     );
     for t in &p.tools {
-        println!("  {} — {}", t.name, neutralize_controls(&t.description));
+        outln!(
+            out,
+            "  {} — {}",
+            t.name,
+            neutralize_controls(&t.description)
+        );
         let schema = serde_json::to_string_pretty(&t.args_schema).unwrap_or_default();
         for line in schema.lines() {
-            println!("      {}", neutralize_controls(line));
+            outln!(out, "      {}", neutralize_controls(line));
         }
     }
+    out
 }
 
 fn describe_grant(g: &Grant) -> Vec<String> {
