@@ -627,3 +627,15 @@ fn a_long_run_with_huge_observations_compacts_instead_of_overflowing() {
         "no compaction happened: {ev:?}"
     );
 }
+
+#[test]
+fn config_init_writes_a_valid_template_once_and_path_points_to_it() {
+    let env = TestEnv::new();
+    let path = env.agent().args(["config", "path"]).assert().success().get_output().stdout.clone();
+    let path = std::path::PathBuf::from(String::from_utf8(path).unwrap().trim());
+    assert!(path.starts_with(&env.home), "{}", path.display());
+    env.agent().args(["config", "init"]).assert().success();
+    assert!(std::fs::read_to_string(&path).unwrap().contains("max_steps"));
+    env.agent().args(["config", "show"]).assert().success();
+    env.agent().args(["config", "init"]).assert().code(1).stderr(predicate::str::contains("already exists"));
+}
