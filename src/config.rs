@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::plugin::policy::PluginPolicy;
+use crate::ui::approve::ApprovalConfig;
+use crate::ui::repl::ReplConfig;
 
 /// The default model reference.
 pub const DEFAULT_MODEL: &str = "smollm2-135m";
@@ -88,6 +90,12 @@ pub struct ConfigLayer {
     /// Plugin permissions the user grants (intersected with each manifest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugins: Option<PluginPolicy>,
+    /// Approval policies per tool class and per tool (auto, ask, deny).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<ApprovalConfig>,
+    /// The interactive session (`agent`, `agent chat`): edit mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repl: Option<ReplConfig>,
 }
 
 /// The resolved configuration.
@@ -106,6 +114,8 @@ pub struct Config {
     pub context_tokens: u32,
     pub observation_chars: u32,
     pub plugins: PluginPolicy,
+    pub approvals: ApprovalConfig,
+    pub repl: ReplConfig,
     /// Where each key's value came from.
     #[serde(skip)]
     pub sources: BTreeMap<&'static str, Source>,
@@ -156,6 +166,8 @@ const KEYS: &[&str] = &[
     "context_tokens",
     "observation_chars",
     "plugins",
+    "approvals",
+    "repl",
 ];
 
 impl ConfigLayer {
@@ -175,6 +187,8 @@ impl ConfigLayer {
             context_tokens: Some(8192),
             observation_chars: Some(4000),
             plugins: Some(PluginPolicy::default()),
+            approvals: Some(ApprovalConfig::default()),
+            repl: Some(ReplConfig::default()),
         }
     }
 
@@ -207,7 +221,7 @@ impl ConfigLayer {
     ) -> Result<(Self, BTreeMap<&'static str, String>), ConfigError> {
         let mut map = serde_yaml::Mapping::new();
         let mut vars = BTreeMap::new();
-        for key in KEYS.iter().copied().filter(|k| *k != "plugins") {
+        for key in KEYS.iter().copied().filter(|k| !matches!(*k, "plugins" | "approvals" | "repl")) {
             let var = format!("AGENT_{}", key.to_ascii_uppercase());
             let Some(value) = get(&var) else { continue };
             // Strings stay strings even when they look like numbers or bools.
@@ -288,7 +302,9 @@ impl Config {
                     workspace,
                     context_tokens,
                     observation_chars,
-                    plugins
+                    plugins,
+                    approvals,
+                    repl
                 ]
             );
         }
@@ -376,6 +392,8 @@ impl Config {
             context_tokens: merged.context_tokens.unwrap_or(8192),
             observation_chars: merged.observation_chars.unwrap_or(4000),
             plugins: merged.plugins.unwrap_or_default(),
+            approvals: merged.approvals.unwrap_or_default(),
+            repl: merged.repl.unwrap_or_default(),
             sources: BTreeMap::new(),
         };
         if config.model.trim().is_empty() {

@@ -3,6 +3,7 @@
 //! documented on [`Cli`] and mapped here.
 
 pub mod bench;
+pub mod chat;
 pub mod config;
 pub mod model;
 pub mod plugin;
@@ -28,8 +29,9 @@ pub const EXIT_STOPPED: u8 = 3;
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// Without a subcommand, `agent` opens an interactive session (`agent chat`).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Flags every subcommand takes.
@@ -46,6 +48,8 @@ pub struct GlobalArgs {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Talk to the agent: an interactive session where each line is a goal or a follow-up.
+    Chat(chat::ChatArgs),
     /// Work toward a goal until it is reached or a budget runs out.
     Run(run::RunArgs),
     /// List, pull, inspect and remove models.
@@ -101,9 +105,11 @@ pub fn init_tracing(global: &GlobalArgs) {
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
     match cli.command {
-        Command::Run(args) => run::execute(args, &global).await,
-        Command::Model(cmd) => model::execute(cmd, &dirs()?).await,
-        Command::Plugin(cmd) => {
+        None => chat::execute(chat::ChatArgs::default(), &global).await,
+        Some(Command::Chat(args)) => chat::execute(args, &global).await,
+        Some(Command::Run(args)) => run::execute(args, &global).await,
+        Some(Command::Model(cmd)) => model::execute(cmd, &dirs()?).await,
+        Some(Command::Plugin(cmd)) => {
             let dirs = dirs()?;
             let config = crate::config::Config::load(
                 &dirs.config_file(),
@@ -113,11 +119,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let workspace = absolute(&config.workspace)?;
             plugin::execute(cmd, &dirs, &config.plugins, &workspace).await
         }
-        Command::Config(cmd) => config::execute(cmd),
-        Command::Prompts(cmd) => prompts::execute(cmd),
-        Command::Runs(cmd) => runs::execute(cmd, &global).await,
-        Command::Bench(cmd) => bench::execute(cmd).await,
-        Command::Completions { shell } => {
+        Some(Command::Config(cmd)) => config::execute(cmd),
+        Some(Command::Prompts(cmd)) => prompts::execute(cmd),
+        Some(Command::Runs(cmd)) => runs::execute(cmd, &global).await,
+        Some(Command::Bench(cmd)) => bench::execute(cmd).await,
+        Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "agent", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }

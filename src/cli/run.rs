@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Never ask anything (no approvals, no `ask_human`): continuous mode.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Approval policy for every tool class in this run: auto, ask (refused
+    /// when nobody can answer), deny. A deny in the config still applies.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub approve: Option<crate::ui::approve::Policy>,
     /// One JSON event per line on stdout instead of the transcript.
     #[arg(long)]
     pub json: bool,
@@ -145,6 +149,12 @@ pub struct Session {
     pub workspace: PathBuf,
     pub store: Store,
     pub journal: RunJournal,
+    /// `--approve`: one approval policy for every tool class of the run.
+    pub approve: Option<crate::ui::approve::Policy>,
+    /// `--yes`: never ask (approvals run without a question).
+    pub continuous: bool,
+    /// Plugin name → its granted permissions in words (filled by [`Session::tools`]).
+    pub permissions: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// Refuse a workspace that holds agent's own files or lies inside them:
@@ -190,7 +200,34 @@ impl Session {
             workspace,
             store,
             journal,
+            approve: None,
+            continuous: false,
+            permissions: Default::default(),
         })
+    }
+
+    /// The approver of a run: the config's policies and `--approve`; asks on
+    /// the terminal when the run is interactive and one is attached, runs
+    /// everything with `--yes`, and otherwise refuses what would need asking.
+    pub fn approver(&self, interactive: bool) -> Arc<crate::ui::approve::PolicyApprover> {
+        use crate::ui::approve::{Mode, PolicyApprover, TerminalPrompter};
+        let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        let mode = if self.continuous {
+            Mode::Continuous
+        } else if interactive && terminal {
+            Mode::Interactive(Arc::new(TerminalPrompter))
+        } else {
+            Mode::NonInteractive
+        };
+        let permissions = self
+            .permissions
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        let approver = PolicyApprover::new(self.config.approvals.clone(), mode)
+            .with_permissions(permissions);
+        approver.set_all(self.approve);
+        Arc::new(approver)
     }
 
     /// The tools of a run: built-ins, then every plugin that loads. A plugin
@@ -213,6 +250,9 @@ impl Session {
         }
         for tool in host.tools() {
             registry.register(tool)?;
+        }
+        if let Ok(mut p) = self.permissions.lock() {
+            *p = super::chat::permissions(&host.list());
         }
         Ok(registry)
     }
@@ -294,7 +334,9 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
             "the goal is empty; say what you want done, e.g. agent run \"list the files in the workspace\""
         );
     }
-    let session = Session::open(&args.options)?;
+    let mut session = Session::open(&args.options)?;
+    session.continuous = args.yes;
+    session.approve = args.approve;
     let interactive = interactive(args.yes, args.json);
     let c = &session.config;
     let settings = RunSettings {
@@ -448,14 +490,14 @@ pub async fn drive_run(
                 events,
                 settings: session.agent_settings(&run.settings),
                 limits: PlanLimits::default(),
-                approver: None,
+                approver: Some(session.approver(run.settings.interactive && !json)),
                 memory: None,
                 reviewer: None,
             };
             agent.drive(run, &cancel).await
         }
         None => {
-            let agent = ReactAgent::new(
+            let mut agent = ReactAgent::new(
                 model,
                 Arc::new(tools),
                 prompts,
@@ -463,6 +505,7 @@ pub async fn drive_run(
                 events,
                 session.agent_settings(&run.settings),
             )?;
+            agent.approver = Some(session.approver(run.settings.interactive && !json));
             agent.drive(run, steps, &cancel).await
         }
     };

@@ -3,8 +3,10 @@
 //! JSON lines for `--json`. Both consume [`crate::agent::Event`]s; neither
 //! feeds anything back into the agent.
 
+pub mod approve;
 pub mod human;
 pub mod jsonl;
+pub mod repl;
 
 use crate::agent::Event;
 
