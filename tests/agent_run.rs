@@ -600,7 +600,9 @@ fn a_workspace_containing_agents_own_files_is_refused() {
 fn a_long_run_with_huge_observations_compacts_instead_of_overflowing() {
     let env = TestEnv::new();
     // A page far larger than the whole (small) context.
-    let big: String = (0..6000).map(|i| format!("line {i} of a very long document\n")).collect();
+    let big: String = (0..6000)
+        .map(|i| format!("line {i} of a very long document\n"))
+        .collect();
     std::fs::write(env.workspace.join("big.txt"), &big).unwrap();
     // Summaries come from the same scripted model, so they consume some of
     // these responses as their text; whatever they say, the run goes on.
@@ -614,7 +616,15 @@ fn a_long_run_with_huge_observations_compacts_instead_of_overflowing() {
         .agent()
         .env("AGENT_CONTEXT_TOKENS", "1024")
         .env("AGENT_STEP_TOKENS", "128")
-        .args(["run", "--json", "--max-tokens", "10000000", "--model", &model, "read the big file"])
+        .args([
+            "run",
+            "--json",
+            "--max-tokens",
+            "10000000",
+            "--model",
+            &model,
+            "read the big file",
+        ])
         .assert()
         .get_output()
         .stdout
@@ -623,7 +633,8 @@ fn a_long_run_with_huge_observations_compacts_instead_of_overflowing() {
     let end = finished(&ev);
     assert_eq!(end["status"], "finished", "{end}");
     assert!(
-        ev.iter().any(|e| e["type"] == "notice" && e["message"].as_str().unwrap().contains("compacted")),
+        ev.iter()
+            .any(|e| e["type"] == "notice" && e["message"].as_str().unwrap().contains("compacted")),
         "no compaction happened: {ev:?}"
     );
 }
@@ -631,11 +642,54 @@ fn a_long_run_with_huge_observations_compacts_instead_of_overflowing() {
 #[test]
 fn config_init_writes_a_valid_template_once_and_path_points_to_it() {
     let env = TestEnv::new();
-    let path = env.agent().args(["config", "path"]).assert().success().get_output().stdout.clone();
+    let path = env
+        .agent()
+        .args(["config", "path"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let path = std::path::PathBuf::from(String::from_utf8(path).unwrap().trim());
     assert!(path.starts_with(&env.home), "{}", path.display());
     env.agent().args(["config", "init"]).assert().success();
-    assert!(std::fs::read_to_string(&path).unwrap().contains("max_steps"));
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("max_steps")
+    );
     env.agent().args(["config", "show"]).assert().success();
-    env.agent().args(["config", "init"]).assert().code(1).stderr(predicate::str::contains("already exists"));
+    env.agent()
+        .args(["config", "init"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already exists"));
+}
+
+#[test]
+fn output_cut_at_the_step_token_limit_is_reported_as_cut_not_as_garbage() {
+    let env = TestEnv::new();
+    let cut = format!(r#"{{"thought": "{}"#, "a very long thought ".repeat(10));
+    let model = env.script("s", &[&cut, &finish("short now")]);
+    let out = env
+        .agent()
+        .env("AGENT_STEP_TOKENS", "16")
+        .args(["run", "--json", "--model", &model, "g"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let invalid = ev
+        .iter()
+        .find(|e| e["type"] == "invalid_output")
+        .expect("rejected");
+    assert!(
+        invalid["error"]
+            .as_str()
+            .unwrap()
+            .contains("cut off at the limit of 16 tokens"),
+        "{invalid}"
+    );
 }

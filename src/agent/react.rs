@@ -403,7 +403,20 @@ impl ReactAgent {
             };
             let mut ending = None;
 
-            match self.check_action(&completion.text) {
+            let checked = self.check_action(&completion.text).map_err(|error| {
+                // Output that stops at the token limit is cut, not malformed:
+                // say so, so the model writes less instead of the same again.
+                if completion.usage.completion_tokens >= self.settings.step_tokens as u64 {
+                    format!(
+                        "your action was cut off at the limit of {} tokens for one step, so it is incomplete ({error}). \
+                         Keep the thought short and write long content in several smaller steps (e.g. append_file)",
+                        self.settings.step_tokens
+                    )
+                } else {
+                    error
+                }
+            });
+            match checked {
                 Err(error) => {
                     step.outcome = StepOutcome::InvalidOutput;
                     step.observation =
