@@ -19,6 +19,8 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("react", include_str!("../prompts/react.yaml")),
     ("summarise", include_str!("../prompts/summarise.yaml")),
     ("reflect", include_str!("../prompts/reflect.yaml")),
+    ("plan", include_str!("../prompts/plan.yaml")),
+    ("replan", include_str!("../prompts/replan.yaml")),
 ];
 
 /// One parsed template.

@@ -47,6 +47,36 @@ pub enum Event {
     },
     /// A guard's message (repetition nudge, history trimmed, ...).
     Notice { step: u32, message: String },
+    /// A plan-and-execute run made a plan (again, after the user's edit).
+    PlanCreated {
+        run_id: String,
+        thought: String,
+        steps: Vec<crate::agent::plan::PlanStep>,
+    },
+    /// The replanner replaced the steps not yet done (`done` steps are kept).
+    PlanRevised {
+        revision: u32,
+        thought: String,
+        done: usize,
+        steps: Vec<crate::agent::plan::PlanStep>,
+    },
+    /// A plan step begins; its ReAct loop's events follow, numbered from 1.
+    PlanStepStarted {
+        number: usize,
+        of: usize,
+        description: String,
+        success_criterion: String,
+        /// The child run that carries it out.
+        run_id: String,
+    },
+    /// A plan step ended.
+    PlanStepFinished {
+        number: usize,
+        status: RunStatus,
+        result: String,
+        steps: u32,
+        usage: Usage,
+    },
     /// The run ended.
     RunFinished {
         run_id: String,

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod guard;
 pub mod hooks;
+pub mod plan;
 pub mod react;
 
 pub use events::Event;

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod chat;
 pub mod config;
+pub mod eval;
 pub mod model;
 pub mod plugin;
 pub mod prompts;
@@ -64,6 +65,8 @@ pub enum Command {
     /// List and show prompt templates.
     #[command(subcommand)]
     Prompts(prompts::PromptsCommand),
+    /// Run a suite of challenges (AutoGPT's format) and report how the agent did.
+    Eval(eval::EvalArgs),
     /// List, show and resume runs from the journal.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -122,6 +125,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Config(cmd)) => config::execute(cmd),
         Some(Command::Prompts(cmd)) => prompts::execute(cmd),
         Some(Command::Runs(cmd)) => runs::execute(cmd, &global).await,
+        Some(Command::Eval(args)) => eval::execute(args).await,
         Some(Command::Bench(cmd)) => bench::execute(cmd).await,
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "agent", &mut std::io::stdout());

@@ -222,6 +222,17 @@ impl Renderer for Human {
                     strip_terminal_escapes(message)
                 ));
             }
+            Event::PlanCreated { .. }
+            | Event::PlanRevised { .. }
+            | Event::PlanStepStarted { .. }
+            | Event::PlanStepFinished { .. } => {
+                self.stop_spinner();
+                if !self.quiet()
+                    && let Some(text) = crate::agent::plan::describe(event)
+                {
+                    self.line(&text);
+                }
+            }
             Event::RunFinished {
                 run_id,
                 status,

@@ -1,0 +1,157 @@
+//! `agent eval DIR`: run a suite of challenges (AutoGPT's benchmark format)
+//! with one model and print how the agent did. See [`crate::eval`].
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::run::{RunOptions, Session, Strategy, parse_duration};
+use crate::agent::plan::PlanStore;
+use crate::eval::runner::ProgressFn;
+use crate::eval::{EvalOptions, EvalRunner, Report, load_suite};
+use crate::memory::journal::RunSettings;
+use crate::prompt::PromptLibrary;
+
+/// `agent eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A challenge directory (holding data.json) or a folder of them.
+    pub dir: PathBuf,
+    /// Model: a short name, a .gguf path, hf:OWNER/REPO/FILE.gguf, scripted:FILE.yaml,
+    /// or the served model id with --endpoint. Loaded once for the whole suite.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Base URL of an OpenAI-compatible server.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Strategy: react or plan.
+    #[arg(long, value_enum, default_value_t = Strategy::React)]
+    pub agent: Strategy,
+    /// Attempts per challenge.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub repeat: u32,
+    /// Attempts run at once (they share the one loaded model).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub parallel: usize,
+    /// Only challenges whose name contains this, or in this category (repeatable).
+    #[arg(long, value_name = "NAME|CATEGORY")]
+    pub filter: Vec<String>,
+    /// Time per challenge (overrides each challenge's cutoff): seconds, or 90s, 10m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<u64>,
+    /// Most steps per attempt.
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u32>,
+    /// Most tokens per attempt.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run the suite; exit 0 when every graded attempt passed, 3 when some failed.
+pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let challenges = load_suite(&args.dir)?;
+    let options = EvalOptions {
+        strategy: args.agent,
+        repeat: args.repeat.max(1),
+        parallel: args.parallel.max(1),
+        filters: args.filter.clone(),
+        timeout: args.timeout.map(Duration::from_secs),
+        ..EvalOptions::default()
+    };
+    if EvalRunner::select(&challenges, &options).is_empty() {
+        anyhow::bail!(
+            "no challenge under {} matches {}; names: {}",
+            args.dir.display(),
+            args.filter.join(", "),
+            challenges
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let run_options = RunOptions {
+        model: args.model.clone(),
+        endpoint: args.endpoint.clone(),
+        max_steps: args.max_steps,
+        max_tokens: args.max_tokens,
+        ..RunOptions::default()
+    };
+    let session = Session::open(&run_options)?;
+    let c = &session.config;
+    let settings = RunSettings {
+        model: c.model.clone(),
+        endpoint: c.endpoint.clone(),
+        max_steps: c.max_steps,
+        max_tokens: c.max_tokens,
+        step_tokens: c.step_tokens,
+        timeout_secs: c.timeout_secs,
+        temperature: c.temperature as f32,
+        workspace: String::new(),
+        interactive: false,
+    };
+    let model = session.model(&settings, 0).await?;
+    let model_name = model.name().to_string();
+    let progress: Option<ProgressFn> = (!args.json || std::io::stderr().is_terminal()).then(|| {
+        Box::new(|o: &crate::eval::Outcome| {
+            eprintln!(
+                "{} {}{} ({} steps, {:.1} s): {}",
+                o.result,
+                o.challenge,
+                if o.attempt > 1 {
+                    format!(" #{}", o.attempt)
+                } else {
+                    String::new()
+                },
+                o.steps,
+                o.seconds,
+                o.stop_reason
+            )
+        }) as ProgressFn
+    });
+    let runner = EvalRunner {
+        model,
+        dirs: session.dirs.clone(),
+        plugins: session.config.plugins.clone(),
+        prompts: PromptLibrary::new(&session.dirs.prompts),
+        journal: session.journal.clone(),
+        plans: PlanStore::new(&session.store)?,
+        agent: session.agent_settings(&settings),
+        settings,
+        progress,
+    };
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    let signals = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let results = runner.run(&challenges, &options, &cancel).await;
+    signals.abort();
+    let strategy = match args.agent {
+        Strategy::React => "react",
+        Strategy::Plan => "plan",
+    };
+    let report = Report::new(model_name, strategy.into(), results);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.totals.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_STOPPED)
+    })
+}

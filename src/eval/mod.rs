@@ -1,0 +1,212 @@
+//! The offline evaluation runner behind `agent eval DIR`: run a suite of
+//! challenges (AutoGPT's benchmark format, see [`challenge`]), each in a
+//! fresh temporary workspace, grade the workspace ([`grade`]), and report a
+//! table or JSON ([`Report`]).
+//!
+//! Decisions:
+//! - The runner uses the library directly, not subprocesses: one model is
+//!   loaded and its `Arc<dyn ModelBackend>` shared by every challenge, also
+//!   when `--parallel` runs several at once.
+//! - Every attempt is an ordinary run in the user's journal (its transcript
+//!   is `agent runs show ID`), so a failure can be read step by step.
+//! - A challenge whose time runs out fails as timed out (AutoGPT's rule);
+//!   challenges that need an LLM judge, or an evaluation type this runner
+//!   does not know, are reported as skipped rather than failed.
+
+pub mod challenge;
+pub mod grade;
+pub mod runner;
+
+use serde::Serialize;
+
+pub use challenge::{Challenge, ChallengeError, load_suite};
+pub use grade::Grade;
+pub use runner::{EvalOptions, EvalRunner};
+
+/// The result of one attempt at one challenge.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub challenge: String,
+    pub category: Vec<String>,
+    /// 1-based repetition.
+    pub attempt: u32,
+    /// `passed`, `failed` or `skipped`.
+    pub result: String,
+    pub steps: u32,
+    pub tokens: u64,
+    pub seconds: f64,
+    /// The run's status and why it stopped (or why it was skipped).
+    pub stop_reason: String,
+    pub timed_out: bool,
+    /// The run in the journal, when one was made.
+    pub run_id: Option<String>,
+    /// The final answer the agent gave, if any.
+    pub answer: Option<String>,
+    pub grade: Option<Grade>,
+}
+
+impl Outcome {
+    /// True when graded and passed.
+    pub fn passed(&self) -> bool {
+        self.result == "passed"
+    }
+
+    /// True when not attempted.
+    pub fn skipped(&self) -> bool {
+        self.result == "skipped"
+    }
+}
+
+/// Sums over every attempt.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub attempts: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// passed / (passed + failed), 0 when nothing was graded.
+    pub pass_rate: f64,
+    pub steps: u64,
+    pub tokens: u64,
+    pub seconds: f64,
+}
+
+/// What an evaluation found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub strategy: String,
+    pub results: Vec<Outcome>,
+    pub totals: Totals,
+}
+
+impl Report {
+    /// A report over `results` (totals computed).
+    pub fn new(model: String, strategy: String, results: Vec<Outcome>) -> Self {
+        let mut t = Totals {
+            attempts: results.len(),
+            ..Totals::default()
+        };
+        for r in &results {
+            if r.passed() {
+                t.passed += 1;
+            } else if r.skipped() {
+                t.skipped += 1;
+            } else {
+                t.failed += 1;
+            }
+            t.steps += r.steps as u64;
+            t.tokens += r.tokens;
+            t.seconds += r.seconds;
+        }
+        if t.passed + t.failed > 0 {
+            t.pass_rate = t.passed as f64 / (t.passed + t.failed) as f64;
+        }
+        Self {
+            model,
+            strategy,
+            results,
+            totals: t,
+        }
+    }
+
+    /// The report as a plain-text table with totals.
+    pub fn table(&self) -> String {
+        let name_width = self
+            .results
+            .iter()
+            .map(|r| r.challenge.chars().count() + if self.repeated() { 3 } else { 0 })
+            .max()
+            .unwrap_or(9)
+            .clamp(9, 40);
+        let mut out = format!(
+            "{:<name_width$}  {:<7}  {:>5}  {:>7}  {:>7}  stop reason\n",
+            "challenge", "result", "steps", "tokens", "seconds"
+        );
+        for r in &self.results {
+            let name = if self.repeated() {
+                format!("{} #{}", r.challenge, r.attempt)
+            } else {
+                r.challenge.clone()
+            };
+            let reason = crate::sanitize::cap_head_tail(
+                &crate::sanitize::strip_terminal_escapes(&r.stop_reason).replace('\n', " "),
+                70,
+            );
+            out.push_str(&format!(
+                "{:<name_width$}  {:<7}  {:>5}  {:>7}  {:>7.1}  {reason}\n",
+                crate::sanitize::cap_head_tail(&name, name_width),
+                r.result,
+                r.steps,
+                r.tokens,
+                r.seconds
+            ));
+        }
+        let t = &self.totals;
+        out.push_str(&format!(
+            "\n{} passed, {} failed, {} skipped of {} ({:.0}% of graded) · {} steps · {} tokens · {:.1} s · model {} · agent {}\n",
+            t.passed,
+            t.failed,
+            t.skipped,
+            t.attempts,
+            t.pass_rate * 100.0,
+            t.steps,
+            t.tokens,
+            t.seconds,
+            self.model,
+            self.strategy
+        ));
+        out
+    }
+
+    fn repeated(&self) -> bool {
+        self.results.iter().any(|r| r.attempt > 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(name: &str, result: &str, tokens: u64) -> Outcome {
+        Outcome {
+            challenge: name.into(),
+            category: vec![],
+            attempt: 1,
+            result: result.into(),
+            steps: 2,
+            tokens,
+            seconds: 1.5,
+            stop_reason: "finished".into(),
+            timed_out: false,
+            run_id: None,
+            answer: None,
+            grade: None,
+        }
+    }
+
+    #[test]
+    fn totals_leave_skipped_challenges_out_of_the_pass_rate() {
+        let r = Report::new(
+            "m".into(),
+            "react".into(),
+            vec![
+                outcome("a", "passed", 10),
+                outcome("b", "failed", 5),
+                outcome("c", "skipped", 0),
+            ],
+        );
+        assert_eq!(
+            (r.totals.passed, r.totals.failed, r.totals.skipped),
+            (1, 1, 1)
+        );
+        assert!((r.totals.pass_rate - 0.5).abs() < 1e-9);
+        assert_eq!(r.totals.tokens, 15);
+        let table = r.table();
+        assert!(
+            table.contains("1 passed, 1 failed, 1 skipped of 3 (50% of graded)"),
+            "{table}"
+        );
+        assert!(table.lines().nth(1).unwrap().starts_with("a "), "{table}");
+    }
+}
