@@ -207,6 +207,21 @@ async fn smollm2_produces_a_schema_valid_action_and_stops_at_its_end() {
         .unwrap();
     assert_eq!(again.text, c.text);
 
+    // A prompt beyond the 8192-token context is refused with both numbers.
+    let huge = CompletionRequest {
+        messages: vec![ChatMessage::user("hello ".repeat(9000))],
+        max_tokens: 8,
+        temperature: 0.0,
+        json_schema: None,
+    };
+    let r = backend
+        .complete(huge, &|_| {}, &CancellationToken::new())
+        .await;
+    assert!(
+        matches!(r, Err(ModelError::ContextTooLong { limit: 8192, requested }) if requested > 9000),
+        "{r:?}"
+    );
+
     // Cancelling mid-generation returns promptly, and the engine still serves.
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
@@ -274,6 +289,27 @@ async fn measure_smollm2_speed() {
             c.usage.completion_tokens as f64 / s
         );
     }
+    let t = Instant::now();
+    for i in 0..100 {
+        backend
+            .count_tokens(&format!("Count the tokens of sentence number {i}, please."))
+            .unwrap();
+    }
+    println!(
+        "count_tokens: {:.0} µs per call (engine)",
+        t.elapsed().as_secs_f64() * 1e4
+    );
+    let t = Instant::now();
+    for i in 0..100 {
+        backend
+            .count_tokens(&format!("Count the tokens of sentence number {i}, please."))
+            .unwrap();
+    }
+    println!(
+        "count_tokens: {:.1} µs per call (cached)",
+        t.elapsed().as_secs_f64() * 1e4
+    );
+
     // The same step straight through mistral.rs without our stop tokens,
     // to show what deriving them saves.
     drop(backend);

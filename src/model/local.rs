@@ -19,7 +19,8 @@
 //!   the context length is known without asking the engine.
 //! - `count_tokens` uses the engine's own tokenizer (the trait method is
 //!   synchronous; the engine runs on its own thread, so we wait for it on a
-//!   short-lived helper thread outside any async runtime).
+//!   short-lived helper thread outside any async runtime). A round trip
+//!   costs about 1.5 ms here, so counts are cached by text hash.
 //! - Cancellation drops the response stream; mistral.rs cancels a sequence
 //!   whose receiver is gone at its next token.
 
@@ -29,7 +30,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use mistralrs::{
     ChatCompletionChunkResponse, Constraint, GgufModelBuilder, Model, RequestBuilder, Response,
-    StopTokens, TextMessageRole, TokenSource,
+    StopTokens, TextMessageRole, TextMessages, TokenSource,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -66,7 +67,13 @@ pub struct LocalBackend {
     stop_ids: Vec<u32>,
     context_length: Option<usize>,
     architecture: String,
+    /// Token counts by text hash: history is re-counted every step, and a
+    /// round trip to the engine costs about a millisecond.
+    token_counts: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
 }
+
+/// Entries kept in the token-count cache before it is emptied.
+const TOKEN_COUNT_CACHE: usize = 4096;
 
 impl std::fmt::Debug for LocalBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +149,7 @@ impl LocalBackend {
             stop_ids,
             context_length,
             architecture,
+            token_counts: Default::default(),
         })
     }
 
@@ -158,12 +166,7 @@ impl LocalBackend {
     fn build_request(&self, request: &CompletionRequest) -> RequestBuilder {
         let mut rb = RequestBuilder::new();
         for m in &request.messages {
-            let role = match m.role {
-                Role::System => TextMessageRole::System,
-                Role::User => TextMessageRole::User,
-                Role::Assistant => TextMessageRole::Assistant,
-            };
-            rb = rb.add_message(role, &m.content);
+            rb = rb.add_message(engine_role(m.role), &m.content);
         }
         // `RequestBuilder::new` samples greedily; only a positive
         // temperature turns sampling on.
@@ -179,58 +182,30 @@ impl LocalBackend {
         }
         rb
     }
-}
 
-/// The schema with llguidance told to emit compact JSON (no free whitespace),
-/// unless the caller already set `x-guidance` options.
-pub fn compact_schema(schema: &Value) -> Value {
-    let mut s = schema.clone();
-    if let Some(obj) = s.as_object_mut() {
-        obj.entry("x-guidance")
-            .or_insert_with(|| json!({"whitespace_flexible": false}));
-    }
-    s
-}
-
-/// Map an engine message to a semantic error.
-fn map_engine_error(message: String, context_length: Option<usize>) -> ModelError {
-    // "Prompt sequence length is greater than N, perhaps consider using `truncate_sequence`?"
-    if message.contains("sequence length is greater than") {
-        let limit = message
-            .split("greater than")
-            .nth(1)
-            .and_then(|rest| {
-                rest.trim_start()
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()
-            })
-            .and_then(|n| n.parse().ok())
-            .or(context_length)
-            .unwrap_or(0);
-        return ModelError::ContextTooLong {
-            limit,
-            requested: limit + 1,
-        };
-    }
-    ModelError::Engine(message)
-}
-
-#[async_trait]
-impl ModelBackend for LocalBackend {
-    fn name(&self) -> &str {
-        &self.name
+    /// Prompt tokens of `request`'s messages after the chat template.
+    async fn prompt_tokens(&self, request: &CompletionRequest) -> Option<usize> {
+        let mut messages = TextMessages::new();
+        for m in &request.messages {
+            messages = messages.add_message(engine_role(m.role), &m.content);
+        }
+        let ids = self
+            .model
+            .tokenize(either::Either::Left(messages), None, true, true, None)
+            .await;
+        ids.ok().map(|ids| ids.len())
     }
 
-    async fn complete(
+    async fn generate(
         &self,
-        request: CompletionRequest,
+        request: &CompletionRequest,
         on_token: TokenSink<'_>,
         cancel: &CancellationToken,
     ) -> Result<Completion, ModelError> {
         if cancel.is_cancelled() {
             return Err(ModelError::Cancelled);
         }
-        let rb = self.build_request(&request);
+        let rb = self.build_request(request);
         let mut stream = self
             .model
             .stream_chat_request(rb)
@@ -303,28 +278,107 @@ impl ModelBackend for LocalBackend {
         });
         Ok(Completion { text, usage })
     }
+}
+
+fn engine_role(role: Role) -> TextMessageRole {
+    match role {
+        Role::System => TextMessageRole::System,
+        Role::User => TextMessageRole::User,
+        Role::Assistant => TextMessageRole::Assistant,
+    }
+}
+
+/// The schema with llguidance told to emit compact JSON (no free whitespace),
+/// unless the caller already set `x-guidance` options.
+pub fn compact_schema(schema: &Value) -> Value {
+    let mut s = schema.clone();
+    if let Some(obj) = s.as_object_mut() {
+        obj.entry("x-guidance")
+            .or_insert_with(|| json!({"whitespace_flexible": false}));
+    }
+    s
+}
+
+/// Map an engine message to a semantic error.
+fn map_engine_error(message: String, context_length: Option<usize>) -> ModelError {
+    // "Prompt sequence length is greater than N, perhaps consider using `truncate_sequence`?"
+    if message.contains("sequence length is greater than") {
+        let limit = message
+            .split("greater than")
+            .nth(1)
+            .and_then(|rest| {
+                rest.trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+            })
+            .and_then(|n| n.parse().ok())
+            .or(context_length)
+            .unwrap_or(0);
+        return ModelError::ContextTooLong {
+            limit,
+            requested: limit + 1,
+        };
+    }
+    ModelError::Engine(message)
+}
+
+#[async_trait]
+impl ModelBackend for LocalBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(
+        &self,
+        request: CompletionRequest,
+        on_token: TokenSink<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Completion, ModelError> {
+        match self.generate(&request, on_token, cancel).await {
+            // The engine names only the limit; count what was asked.
+            Err(ModelError::ContextTooLong { limit, requested }) => {
+                let requested = self.prompt_tokens(&request).await.unwrap_or(requested);
+                Err(ModelError::ContextTooLong { limit, requested })
+            }
+            other => other,
+        }
+    }
 
     fn count_tokens(&self, text: &str) -> Option<usize> {
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        };
+        if let Some(n) = self
+            .token_counts
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).copied())
+        {
+            return Some(n);
+        }
         let model = &self.model;
-        let text = text.to_string();
+        let owned = text.to_string();
         // A plain thread: no tokio context, so no cooperative budget can
         // stall the wait, and no runtime worker is asked to block.
-        std::thread::scope(|s| {
+        let n = std::thread::scope(|s| {
             s.spawn(move || {
-                futures::executor::block_on(model.tokenize(
-                    either::Either::Right(text),
-                    None,
-                    false,
-                    false,
-                    None,
-                ))
-                .ok()
-                .map(|ids| ids.len())
+                let ids = model.tokenize(either::Either::Right(owned), None, false, false, None);
+                futures::executor::block_on(ids).ok().map(|ids| ids.len())
             })
             .join()
             .ok()
             .flatten()
-        })
+        })?;
+        if let Ok(mut cache) = self.token_counts.lock() {
+            if cache.len() >= TOKEN_COUNT_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, n);
+        }
+        Some(n)
     }
 
     fn context_length(&self) -> Option<usize> {

@@ -173,7 +173,7 @@ impl OpenAiBackend {
                 Err(e) if e.is_connect() => {
                     return Err(ModelError::EndpointUnreachable {
                         url: self.config.base_url.clone(),
-                        reason: error_chain(&e),
+                        reason: error_chain(&e.without_url()),
                     });
                 }
                 Err(e) if e.is_timeout() => {
@@ -184,7 +184,7 @@ impl OpenAiBackend {
                     after: None,
                     last: ModelError::EndpointUnreachable {
                         url: self.config.base_url.clone(),
-                        reason: error_chain(&e),
+                        reason: error_chain(&e.without_url()),
                     },
                 },
                 Ok(resp) if resp.status().is_success() => {
@@ -281,7 +281,10 @@ impl OpenAiBackend {
             if e.is_timeout() {
                 ModelError::Timeout(self.config.request_timeout.as_secs())
             } else {
-                ModelError::BadResponse(format!("the stream broke off: {}", error_chain(&e)))
+                ModelError::BadResponse(format!(
+                    "the stream broke off: {}",
+                    error_chain(&e.without_url())
+                ))
             }
         };
         let mut acc = Accumulator::default();

@@ -291,7 +291,7 @@ impl Puller {
             }
             let resp = req.send().await.map_err(|e| PullError::Unreachable {
                 url: url.to_string(),
-                reason: error_chain(&e),
+                reason: error_chain(&e.without_url()),
             })?;
             let h = resp.headers();
             if let Some(tag) = h.get("x-linked-etag").and_then(|v| v.to_str().ok()) {
@@ -366,7 +366,7 @@ impl Puller {
         loop {
             let chunk = resp.chunk().await.map_err(|e| PullError::Unreachable {
                 url: first.clone(),
-                reason: error_chain(&e),
+                reason: error_chain(&e.without_url()),
             })?;
             let Some(chunk) = chunk else { break };
             part.write(&chunk).await?;
