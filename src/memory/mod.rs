@@ -2,7 +2,11 @@
 //! journal now; long-term memories and the knowledge base build on the same
 //! [`Store`].
 
+pub mod embed;
+pub mod index;
 pub mod journal;
+pub mod hook;
+pub mod longterm;
 pub mod store;
 
 pub use journal::{RunJournal, RunRecord, RunStatus, StepRecord};
