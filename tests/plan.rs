@@ -1,0 +1,270 @@
+//! `agent run --agent plan` end to end with scripted models: a plan followed
+//! to the end, a revision after a stuck step, the bound on revisions, and a
+//! run resumed in the middle of a plan step.
+//!
+//! A scripted model answers every request in order, whoever asks: the
+//! planner, each step's ReAct loop, and the replanner after each step.
+
+mod common;
+
+use common::{TestEnv, action, events, finished};
+use serde_json::{Value, json};
+
+fn plan(steps: &[&str]) -> String {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|d| json!({"description": d, "success_criterion": format!("{d} is done")}))
+        .collect();
+    json!({"thought": "plan it", "steps": steps}).to_string()
+}
+
+fn keep() -> String {
+    json!({"thought": "on track", "decision": "keep"}).to_string()
+}
+
+fn revise(steps: &[&str]) -> String {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|d| json!({"description": d, "success_criterion": "done"}))
+        .collect();
+    json!({"thought": "try another way", "decision": "revise", "steps": steps}).to_string()
+}
+
+fn done(answer: &str) -> String {
+    json!({"thought": "goal reached", "decision": "finish", "answer": answer}).to_string()
+}
+
+fn finish(answer: &str) -> String {
+    action("finish", json!({"answer": answer}))
+}
+
+fn of_type<'a>(ev: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    ev.iter().filter(|e| e["type"] == kind).collect()
+}
+
+#[test]
+fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            &plan(&["write hi to a.txt", "say what a.txt holds"]),
+            &action("write_file", json!({"path": "a.txt", "content": "hi"})),
+            &finish("wrote a.txt"),
+            &keep(),
+            &finish("a.txt holds hi"),
+            &done("a.txt now holds: hi"),
+        ],
+    );
+    let out = env
+        .agent()
+        .args(["run", "--agent", "plan", "--json", "--model", &model, "g"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let created = of_type(&ev, "plan_created");
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        created[0]["steps"][0]["success_criterion"],
+        "write hi to a.txt is done"
+    );
+    let started = of_type(&ev, "plan_step_started");
+    let ended = of_type(&ev, "plan_step_finished");
+    assert_eq!(started.len(), 2);
+    assert_eq!(ended.len(), 2);
+    assert_eq!(ended[0]["status"], "finished");
+    assert_eq!(ended[0]["result"], "wrote a.txt");
+    assert_eq!(ended[1]["steps"], 1);
+    // The steps' own ReAct events are there, but only one run start and end.
+    assert_eq!(of_type(&ev, "run_started").len(), 1);
+    assert_eq!(of_type(&ev, "run_finished").len(), 1);
+    assert!(of_type(&ev, "step").len() >= 3);
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished");
+    assert_eq!(end["answer"], "a.txt now holds: hi");
+    assert_eq!(end["steps"], 3, "the run counts every step's ReAct steps");
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("a.txt")).unwrap(),
+        "hi"
+    );
+
+    // Each plan step is an ordinary run in the journal, named after the plan run.
+    let run_id = ev[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(started[1]["run_id"], format!("{run_id}.s2"));
+    let shown = env
+        .agent()
+        .args(["runs", "show", "--json", &format!("{run_id}.s1")])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let shown: Value = serde_json::from_slice(&shown).unwrap();
+    assert_eq!(shown["run"]["status"], "finished");
+    assert_eq!(shown["steps"][0]["tool"], "write_file");
+    assert!(
+        shown["run"]["goal"]
+            .as_str()
+            .unwrap()
+            .contains("Do only step 1 now: write hi to a.txt")
+    );
+}
+
+#[test]
+fn a_stuck_step_leads_to_a_revision_that_reaches_the_goal() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            &plan(&["read notes.txt"]),
+            // The step's loop gets stuck: three invalid outputs in a row.
+            "not json",
+            "still not json",
+            "[]",
+            &revise(&["answer from what is known"]),
+            &finish("notes.txt does not exist"),
+            &done("There are no notes."),
+        ],
+    );
+    let out = env
+        .agent()
+        .args(["run", "--agent", "plan", "--json", "--model", &model, "g"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let ended = of_type(&ev, "plan_step_finished");
+    assert_eq!(ended[0]["status"], "stopped");
+    assert!(
+        ended[0]["result"].as_str().unwrap().contains("invalid"),
+        "{}",
+        ended[0]
+    );
+    assert!(
+        of_type(&ev, "notice")
+            .iter()
+            .any(|n| n["message"].as_str().unwrap().contains("replanning"))
+    );
+    let revised = of_type(&ev, "plan_revised");
+    assert_eq!(revised.len(), 1);
+    assert_eq!(revised[0]["revision"], 1);
+    assert_eq!(revised[0]["done"], 1);
+    assert_eq!(
+        revised[0]["steps"][1]["description"],
+        "answer from what is known"
+    );
+    assert_eq!(ended[1]["status"], "finished");
+    assert_eq!(finished(&ev)["answer"], "There are no notes.");
+}
+
+#[test]
+fn revisions_are_bounded() {
+    let env = TestEnv::new();
+    let mut script = vec![plan(&["try"])];
+    for _ in 0..4 {
+        script.push(finish("no luck"));
+        script.push(revise(&["try again"]));
+    }
+    let refs: Vec<&str> = script.iter().map(String::as_str).collect();
+    let model = env.script("s", &refs);
+    let out = env
+        .agent()
+        .args(["run", "--agent", "plan", "--json", "--model", &model, "g"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    assert_eq!(of_type(&ev, "plan_revised").len(), 3);
+    assert_eq!(of_type(&ev, "plan_step_started").len(), 4);
+    let end = finished(&ev);
+    assert_eq!(end["status"], "stopped");
+    assert!(end["reason"].as_str().unwrap().contains("3 times"), "{end}");
+}
+
+#[test]
+fn a_resumed_plan_run_continues_inside_its_current_step() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            &plan(&["write hi to a.txt", "report"]),
+            &action("write_file", json!({"path": "a.txt", "content": "hi"})),
+            // After the resume:
+            &finish("wrote a.txt"),
+            &keep(),
+            &finish("reported"),
+            &done("all done"),
+        ],
+    );
+    // One step of budget: the first plan step is cut off after its first action.
+    let out = env
+        .agent()
+        .args([
+            "run",
+            "--agent",
+            "plan",
+            "--json",
+            "--max-steps",
+            "1",
+            "--model",
+            &model,
+            "g",
+        ])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    let end = finished(&ev);
+    assert_eq!(end["status"], "budget_exhausted");
+    assert_eq!(end["steps"], 1);
+    let run_id = ev[0]["run_id"].as_str().unwrap().to_string();
+
+    let out = env
+        .agent()
+        .args(["runs", "resume", "--json", "--max-steps", "10", &run_id])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ev = events(&out);
+    assert_eq!(ev[0]["type"], "run_started");
+    assert_eq!(ev[0]["resumed_after"], 1);
+    // No new plan: the run goes on with step 1 in the same child run.
+    assert!(of_type(&ev, "plan_created").is_empty());
+    let started = of_type(&ev, "plan_step_started");
+    assert_eq!(started[0]["number"], 1);
+    assert_eq!(started[0]["run_id"], format!("{run_id}.s1"));
+    assert_eq!(started[1]["number"], 2);
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished");
+    assert_eq!(end["answer"], "all done");
+    assert_eq!(end["steps"], 3);
+    // The file was written once (the write was not repeated).
+    let shown = env
+        .agent()
+        .args(["runs", "show", "--json", &format!("{run_id}.s1")])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let shown: Value = serde_json::from_slice(&shown).unwrap();
+    let tools: Vec<&str> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tool"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(tools, ["write_file", "finish"]);
+}
