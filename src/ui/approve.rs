@@ -264,7 +264,7 @@ impl PolicyApprover {
                 "The user's approval policy denies `{}` ({what}); do not try it again, choose another way or finish.",
                 spec.name
             )),
-            Policy::Ask => Decision::Ask(format!("the policy for {what} is `ask`")),
+            Policy::Ask => Decision::Ask(format!("its approval policy is `ask` ({what})")),
             Policy::Auto
                 if after_untrusted
                     && !always
@@ -352,7 +352,7 @@ impl Approver for PolicyApprover {
             Mode::Continuous => return Approval::Approve,
             Mode::NonInteractive => {
                 return Approval::Deny(format!(
-                    "`{}` needs the user's approval ({why}), but this run is not interactive, so it was not run. The user can allow it with --yes, --approve auto, or the approvals section of the config.",
+                    "Not run: nobody can answer an approval question in this non-interactive run, and `{}` needs approval ({why}). The user can allow it with --yes, --approve auto, or `approvals:` in the config.",
                     request.spec.name
                 ));
             }
@@ -558,7 +558,7 @@ mod tests {
         let a = PolicyApprover::new(config.clone(), Mode::NonInteractive);
         match ask(&a, &write, serde_json::json!({}), false).await {
             Approval::Deny(r) => {
-                assert!(r.contains("not interactive") && r.contains("--yes"), "{r}")
+                assert!(r.contains("nobody can answer") && r.contains("--yes"), "{r}")
             }
             other => panic!("{other:?}"),
         }

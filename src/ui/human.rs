@@ -70,11 +70,105 @@ impl Human {
     }
 }
 
-/// Indent every line after the first by `indent`.
+/// Indent every line after the first by `indent`; on a terminal, long lines
+/// are also wrapped at word boundaries to its width, so a narrow window keeps
+/// the hanging indent instead of breaking at column 0.
 fn indented(text: &str, indent: &str) -> String {
+    let width = stdout_width();
     text.lines()
+        .flat_map(|l| match width {
+            Some(w) => wrap(l, w.saturating_sub(indent.chars().count()).max(20)),
+            None => vec![l.to_string()],
+        })
         .collect::<Vec<_>>()
         .join(&format!("\n{indent}"))
+}
+
+/// Columns of the terminal on `fd`, if it is one.
+fn terminal_width(fd: libc::c_int) -> Option<usize> {
+    // SAFETY: TIOCGWINSZ only writes the winsize struct passed to it.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(size.ws_col as usize)
+}
+
+/// Width for wrapping the transcript: only when stdout is a terminal (piped
+/// output keeps one line per line, for grep).
+fn stdout_width() -> Option<usize> {
+    terminal_width(1)
+}
+
+/// Break `line` into pieces of at most `width` characters, at spaces when it can.
+pub fn wrap(line: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut len = 0;
+    for word in line.split(' ') {
+        let wlen = word.chars().count();
+        if len > 0 && len + 1 + wlen > width {
+            out.push(std::mem::take(&mut current));
+            len = 0;
+        }
+        if len > 0 {
+            current.push(' ');
+            len += 1;
+        }
+        // A word longer than the line is cut.
+        let mut chars = word.chars().peekable();
+        while chars.peek().is_some() {
+            if len == width {
+                out.push(std::mem::take(&mut current));
+                len = 0;
+            }
+            let c = chars.next().unwrap_or(' ');
+            current.push(c);
+            len += 1;
+        }
+    }
+    out.push(current);
+    out
+}
+
+/// The `thought` of an action the model is still writing: the JSON string
+/// value decoded as far as it has streamed (`None` before it begins).
+pub fn partial_thought(streamed: &str) -> Option<String> {
+    let key = streamed.find("\"thought\"")?;
+    let rest = streamed[key + 9..].trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => match chars.next() {
+                Some('n') => out.push(' '),
+                Some('t') => out.push(' '),
+                Some('u') => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                        Some(c) if hex.len() == 4 => out.push(c),
+                        _ => break,
+                    }
+                }
+                Some(other) => out.push(other),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The last `max` characters of `text`, with `…` in front when cut.
+fn tail(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_string();
+    }
+    let kept: String = text.chars().skip(n - max.saturating_sub(1)).collect();
+    format!("…{kept}")
 }
 
 /// Shorten an observation for the transcript: a few lines, each capped.
@@ -136,7 +230,8 @@ impl Renderer for Human {
             }
             Event::Token { step, text } => {
                 self.step_tokens += 1;
-                if self.verbosity == Verbosity::Verbose {
+                // Kept whole for -v; otherwise only while the thought streams.
+                if self.verbosity == Verbosity::Verbose || self.streamed.len() < 64 * 1024 {
                     self.streamed.push_str(text);
                 }
                 if let Some(s) = &self.spinner {
@@ -146,9 +241,19 @@ impl Renderer for Human {
                     } else {
                         0.0
                     };
-                    s.set_message(format!(
-                        "step {step} · thinking · {secs:.1} s · {rate:.1} tok/s"
-                    ));
+                    let head = format!("step {step} · {secs:.1} s · {rate:.1} tok/s");
+                    // The thought as the model writes it, as much as fits the line.
+                    let room = terminal_width(2)
+                        .unwrap_or(80)
+                        .saturating_sub(head.chars().count() + 6);
+                    let message = match partial_thought(&self.streamed) {
+                        Some(t) if room >= 10 && !t.trim().is_empty() => {
+                            let t = strip_terminal_escapes(&t);
+                            format!("{head} · {}", tail(t.trim(), room))
+                        }
+                        _ => format!("{head} · thinking"),
+                    };
+                    s.set_message(message);
                 }
             }
             Event::Step {
@@ -330,5 +435,36 @@ impl crate::tools::builtin::Human for TerminalHuman {
                 "terminal input task failed: {e}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn the_thought_is_read_while_it_streams() {
+        assert_eq!(partial_thought("{\"thou"), None);
+        assert_eq!(partial_thought("{\"thought\": \"I sh"), Some("I sh".into()));
+        assert_eq!(
+            partial_thought("{\"thought\":\"say \\\"hi\\\"\\nnow\", \"tool\": \"x\""),
+            Some("say \"hi\" now".into())
+        );
+        assert_eq!(
+            partial_thought("{\"thought\": \"caf\\u00e9 \\u00"),
+            Some("café ".into())
+        );
+    }
+
+    #[test]
+    fn long_lines_wrap_at_words_to_the_width() {
+        assert_eq!(wrap("one two three", 7), vec!["one two", "three"]);
+        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 10), vec![""]);
+        for piece in wrap(&"word ".repeat(50), 23) {
+            assert!(piece.chars().count() <= 23, "{piece}");
+        }
+        assert_eq!(tail("abcdef", 4), "…def");
+        assert_eq!(tail("abc", 4), "abc");
     }
 }
