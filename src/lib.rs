@@ -28,6 +28,7 @@ pub mod action;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod kb;
 pub mod eval;
 pub mod memory;
 pub mod model;

@@ -1,0 +1,448 @@
+//! The knowledge base: the user's own documents, split into chunks and
+//! indexed like memories, for `agent kb` and the `kb_search` tool.
+//!
+//! Pipeline: [`load`] (text, Markdown, HTML, code) → [`split`] (token-sized
+//! chunks with overlap, respecting headings and paragraphs) → the `kb`
+//! [`Index`] (BM25 + optional dense) → [`KnowledgeBase::search`].
+//!
+//! Decisions:
+//! - A document is keyed by its absolute path (or URL) and remembered with
+//!   the SHA-256 of its bytes: re-adding unchanged bytes is skipped, changed
+//!   bytes replace all of its chunks.
+//! - A document's chunks, their postings and its record are written in one
+//!   sled transaction and flushed before `add` returns, so `kill -9` during
+//!   `agent kb add` leaves every acknowledged document whole and nothing of
+//!   the one in flight.
+
+pub mod load;
+pub mod split;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::memory::embed::{EmbedError, Embedder};
+use crate::memory::index::{Index, NewDoc, Scored, WriteBatch};
+use crate::memory::journal::now_rfc3339;
+use crate::memory::{Store, StoreError};
+use load::{DocKind, LoadError};
+use split::SplitOptions;
+
+/// Largest document accepted, in bytes.
+pub const MAX_DOC_BYTES: usize = 20 * 1024 * 1024;
+
+/// A document in the knowledge base.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocRecord {
+    /// Absolute path or URL.
+    pub source: String,
+    /// How it was read.
+    pub kind: DocKind,
+    /// SHA-256 of its bytes (hex).
+    pub hash: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its chunks' ids, in order.
+    pub chunks: Vec<u64>,
+    /// When it was (last) added.
+    pub added_at: String,
+}
+
+/// One stored chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The document it came from.
+    pub source: String,
+    /// The heading path it sits under.
+    pub heading: String,
+    /// First line (block number for HTML; 0 when unknown).
+    pub line: usize,
+    /// Last line.
+    pub end_line: usize,
+    /// Its text.
+    pub text: String,
+}
+
+impl Chunk {
+    /// `source:10-24 (Heading > Sub)`: where to look.
+    pub fn location(&self) -> String {
+        let mut s = self.source.clone();
+        if self.line > 0 {
+            s.push_str(&format!(":{}-{}", self.line, self.end_line));
+        } else if self.end_line > 0 {
+            s.push_str(&format!(" block {}", self.end_line));
+        }
+        if !self.heading.is_empty() {
+            s.push_str(&format!(" ({})", self.heading));
+        }
+        s
+    }
+}
+
+/// A search result.
+#[derive(Debug, Clone)]
+pub struct ChunkHit {
+    /// The chunk.
+    pub chunk: Chunk,
+    /// Its scores.
+    pub scored: Scored,
+}
+
+/// What adding a document did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// New, with this many chunks.
+    Added(usize),
+    /// Changed since last time; its chunks were replaced.
+    Updated(usize),
+    /// Same bytes as before; nothing done.
+    Unchanged,
+}
+
+/// A knowledge-base failure.
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{doc}: {error}")]
+    Load { doc: String, error: LoadError },
+    #[error("{0}: larger than {MAX_DOC_BYTES} bytes; split it first")]
+    TooLarge(String),
+    #[error("{0}: nothing to index (no text)")]
+    Empty(String),
+    #[error("{doc}: embedding failed: {error}")]
+    Embed { doc: String, error: EmbedError },
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot fetch {url}: {detail}")]
+    Fetch { url: String, detail: String },
+    #[error("nothing in the knowledge base matches `{0}`; `agent kb list` shows what is there")]
+    NotFound(String),
+    #[error("record `{key}` is unreadable: {detail}")]
+    BadRecord { key: String, detail: String },
+}
+
+fn doc_key(source: &str) -> Vec<u8> {
+    let mut k = b"d".to_vec();
+    k.extend_from_slice(source.as_bytes());
+    k
+}
+
+/// The knowledge base in the store.
+pub struct KnowledgeBase {
+    index: Index,
+    embedder: Option<Arc<dyn Embedder>>,
+    split: SplitOptions,
+}
+
+impl std::fmt::Debug for KnowledgeBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnowledgeBase").finish_non_exhaustive()
+    }
+}
+
+impl KnowledgeBase {
+    /// The knowledge base in `store`, embedding chunks with `embedder` when given.
+    pub fn open(store: &Store, embedder: Option<Arc<dyn Embedder>>) -> Result<Self, KbError> {
+        Ok(Self {
+            index: Index::open(store, "kb")?,
+            embedder,
+            split: SplitOptions::default(),
+        })
+    }
+
+    /// Change chunk sizes (tests and benchmarks).
+    pub fn with_split(mut self, split: SplitOptions) -> Self {
+        self.split = split;
+        self
+    }
+
+    /// A document's record.
+    pub fn doc(&self, source: &str) -> Result<Option<DocRecord>, KbError> {
+        match self.index.meta(&doc_key(source))? {
+            Some(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+                KbError::BadRecord {
+                    key: source.into(),
+                    detail: e.to_string(),
+                }
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every document, by source.
+    pub fn list(&self) -> Result<Vec<DocRecord>, KbError> {
+        let mut out = Vec::new();
+        for (k, v) in self.index.meta_scan(b"d")? {
+            out.push(serde_json::from_slice(&v).map_err(|e| KbError::BadRecord {
+                key: String::from_utf8_lossy(&k).into(),
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Index `bytes` as the document `source`; durable on return.
+    pub fn add_bytes(
+        &self,
+        source: &str,
+        bytes: &[u8],
+        kind: DocKind,
+    ) -> Result<AddOutcome, KbError> {
+        if bytes.len() > MAX_DOC_BYTES {
+            return Err(KbError::TooLarge(source.into()));
+        }
+        let hash = hex::encode(Sha256::digest(bytes));
+        let old = self.doc(source)?;
+        if old.as_ref().is_some_and(|d| d.hash == hash) {
+            return Ok(AddOutcome::Unchanged);
+        }
+        let sections = load::load(source, bytes, kind).map_err(|error| KbError::Load {
+            doc: source.into(),
+            error,
+        })?;
+        let drafts = split::split(&sections, self.split);
+        if drafts.is_empty() {
+            return Err(KbError::Empty(source.into()));
+        }
+        let indexed: Vec<String> = drafts
+            .iter()
+            .map(|d| format!("{}\n{}", d.heading, d.text))
+            .collect();
+        let vectors = match &self.embedder {
+            Some(e) => {
+                let refs: Vec<&str> = indexed.iter().map(String::as_str).collect();
+                let v = e.embed(&refs).map_err(|error| KbError::Embed {
+                    doc: source.into(),
+                    error,
+                })?;
+                v.into_iter().map(Some).collect()
+            }
+            None => vec![None; drafts.len()],
+        };
+        let first = self.index.reserve_ids(drafts.len() as u64)?;
+        let mut add = Vec::with_capacity(drafts.len());
+        for (i, ((d, text), vector)) in drafts.iter().zip(indexed).zip(vectors).enumerate() {
+            let chunk = Chunk {
+                source: source.into(),
+                heading: d.heading.clone(),
+                line: d.line,
+                end_line: d.end_line,
+                text: d.text.clone(),
+            };
+            add.push(NewDoc {
+                id: first + i as u64,
+                text,
+                record: serde_json::to_vec(&chunk).map_err(|e| KbError::BadRecord {
+                    key: source.into(),
+                    detail: e.to_string(),
+                })?,
+                vector,
+            });
+        }
+        let record = DocRecord {
+            source: source.into(),
+            kind,
+            hash,
+            bytes: bytes.len() as u64,
+            chunks: add.iter().map(|d| d.id).collect(),
+            added_at: now_rfc3339(),
+        };
+        let n = add.len();
+        self.index.write(&WriteBatch {
+            add,
+            remove: old.as_ref().map(|d| d.chunks.clone()).unwrap_or_default(),
+            meta: vec![(
+                doc_key(source),
+                Some(serde_json::to_vec(&record).map_err(|e| KbError::BadRecord {
+                    key: source.into(),
+                    detail: e.to_string(),
+                })?),
+            )],
+            ..Default::default()
+        })?;
+        Ok(if old.is_some() {
+            AddOutcome::Updated(n)
+        } else {
+            AddOutcome::Added(n)
+        })
+    }
+
+    /// Index the file at `path` (absolute).
+    pub fn add_file(&self, path: &Path) -> Result<AddOutcome, KbError> {
+        let meta = std::fs::metadata(path).map_err(|error| KbError::Read {
+            path: path.into(),
+            error,
+        })?;
+        if meta.len() > MAX_DOC_BYTES as u64 {
+            return Err(KbError::TooLarge(path.display().to_string()));
+        }
+        let bytes = std::fs::read(path).map_err(|error| KbError::Read {
+            path: path.into(),
+            error,
+        })?;
+        let name = path.display().to_string();
+        self.add_bytes(&name, &bytes, load::kind_for(&name, None))
+    }
+
+    /// Remove the document `source`, or every document under it when it
+    /// names a folder; returns the sources removed.
+    pub fn remove(&self, source: &str) -> Result<Vec<String>, KbError> {
+        let folder = format!("{}/", source.trim_end_matches('/'));
+        let docs: Vec<DocRecord> = self
+            .list()?
+            .into_iter()
+            .filter(|d| d.source == source || d.source.starts_with(&folder))
+            .collect();
+        if docs.is_empty() {
+            return Err(KbError::NotFound(source.into()));
+        }
+        let mut batch = WriteBatch::default();
+        for d in &docs {
+            batch.remove.extend(&d.chunks);
+            batch.meta.push((doc_key(&d.source), None));
+        }
+        self.index.write(&batch)?;
+        Ok(docs.into_iter().map(|d| d.source).collect())
+    }
+
+    /// The `k` chunks most relevant to `query`.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>, KbError> {
+        let vector = match &self.embedder {
+            Some(e) => match e.embed(&[query]) {
+                Ok(mut v) if !v.is_empty() => Some(v.swap_remove(0)),
+                Ok(_) => None,
+                Err(err) => {
+                    tracing::warn!("embedding the query failed, keyword search only: {err}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let scored = self.index.hybrid(query, vector.as_deref(), k)?;
+        let mut out = Vec::new();
+        for s in scored {
+            if let Some(bytes) = self.index.record(s.id)? {
+                let chunk: Chunk =
+                    serde_json::from_slice(&bytes).map_err(|e| KbError::BadRecord {
+                        key: s.id.to_string(),
+                        detail: e.to_string(),
+                    })?;
+                out.push(ChunkHit { chunk, scored: s });
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many chunks are indexed.
+    pub fn chunk_count(&self) -> Result<u64, KbError> {
+        Ok(self.index.len()?)
+    }
+}
+
+/// The files to ingest under `path`: itself if a file, else every file
+/// below it that is not hidden, sorted.
+pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, KbError> {
+    let meta = std::fs::metadata(path).map_err(|error| KbError::Read {
+        path: path.into(),
+        error,
+    })?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0
+                || !e
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with('.') || n == "node_modules" || n == "target")
+        });
+    for entry in walker {
+        let entry = entry.map_err(|e| KbError::Read {
+            path: path.into(),
+            error: std::io::Error::other(e.to_string()),
+        })?;
+        if entry.file_type().is_file() {
+            out.push(entry.into_path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Fetch a URL (http or https) for ingestion: (content type, bytes).
+pub fn fetch_url(url: &str) -> Result<(Option<String>, Vec<u8>), KbError> {
+    let fail = |detail: String| KbError::Fetch {
+        url: url.into(),
+        detail,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| fail(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(fail("only http and https URLs can be added".into()));
+    }
+    // reqwest's blocking client must not run on an async executor thread.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| fail(e.to_string()))?;
+            let resp = client.get(url).send().map_err(|e| fail(e.to_string()))?;
+            if !resp.status().is_success() {
+                return Err(fail(format!("HTTP {}", resp.status())));
+            }
+            let ct = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let bytes = resp.bytes().map_err(|e| fail(e.to_string()))?;
+            if bytes.len() > MAX_DOC_BYTES {
+                return Err(KbError::TooLarge(url.into()));
+            }
+            Ok((ct, bytes.to_vec()))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(fail("the download thread panicked".into())))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_files_are_skipped_and_changed_ones_replace_their_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let kb = KnowledgeBase::open(&store, None).unwrap();
+        let f = dir.path().join("notes.md");
+        std::fs::write(
+            &f,
+            "# Deploy\n\nThe deploy key is in vault path ops/deploy.\n",
+        )
+        .unwrap();
+        assert_eq!(kb.add_file(&f).unwrap(), AddOutcome::Added(1));
+        assert_eq!(kb.add_file(&f).unwrap(), AddOutcome::Unchanged);
+        let hits = kb.search("where is the deploy key", 3).unwrap();
+        assert_eq!(hits[0].chunk.heading, "Deploy");
+        assert!(hits[0].chunk.location().contains("notes.md:3-3"));
+        std::fs::write(&f, "# Deploy\n\nDeploys now use OIDC tokens.\n").unwrap();
+        assert_eq!(kb.add_file(&f).unwrap(), AddOutcome::Updated(1));
+        assert!(kb.search("vault", 3).unwrap().is_empty());
+        assert_eq!(kb.chunk_count().unwrap(), 1);
+        let removed = kb.remove(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(kb.chunk_count().unwrap(), 0);
+        assert!(matches!(kb.remove("/nope"), Err(KbError::NotFound(_))));
+    }
+}
