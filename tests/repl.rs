@@ -1,0 +1,430 @@
+//! The interactive session driven for real in a pseudo-terminal with the
+//! scripted model: a two-goal conversation with slash commands, approvals
+//! answered each way, Ctrl-C during a slow step and on an empty line,
+//! history kept across sessions, and resuming a session.
+//!
+//! The pty comes from libc's `openpty`; the child gets it as its controlling
+//! terminal, so Ctrl-C (byte 0x03) becomes SIGINT exactly as at a keyboard.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, action};
+use serde_json::json;
+
+/// A child process on a pseudo-terminal, with everything it wrote.
+struct Pty {
+    master: std::fs::File,
+    child: Child,
+    output: Arc<Mutex<String>>,
+    /// How much of the output earlier `expect`s consumed.
+    seen: usize,
+}
+
+/// Remove ANSI escape sequences so tests match the text a person sees.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Pty {
+    fn spawn(mut cmd: std::process::Command) -> Pty {
+        let mut master: libc::c_int = -1;
+        let mut slave: libc::c_int = -1;
+        let size = libc::winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two fds into the provided ints.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "openpty failed");
+        // SAFETY: both fds were just opened and are owned here.
+        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+        let master = unsafe { std::fs::File::from_raw_fd(master) };
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave))
+            .env("TERM", "xterm");
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn agent on a pty");
+        drop(cmd);
+        let output = Arc::new(Mutex::new(String::new()));
+        let sink = output.clone();
+        let mut reader = master.try_clone().unwrap();
+        let mut answer = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        // rustyline asks where the cursor is; answer as a terminal would.
+                        if text.contains("\u{1b}[6n") {
+                            let _ = answer.write_all(b"\x1b[1;1R");
+                        }
+                        sink.lock().unwrap().push_str(&text);
+                    }
+                }
+            }
+        });
+        Pty {
+            master,
+            child,
+            output,
+            seen: 0,
+        }
+    }
+
+    /// Wait until `needle` appears after what earlier calls consumed;
+    /// returns the text up to and including it.
+    fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = plain(&self.output.lock().unwrap());
+            let rest = all.get(self.seen..).unwrap_or_default();
+            if let Some(i) = rest.find(needle) {
+                let upto = rest[..i + needle.len()].to_string();
+                self.seen += i + needle.len();
+                return upto;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {needle:?}; output after the last match:\n{rest}\n--- whole output ---\n{all}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn prompt(&mut self) {
+        self.expect("agent> ", Duration::from_secs(120));
+    }
+
+    fn send(&mut self, text: &str) {
+        self.master.write_all(text.as_bytes()).unwrap();
+        self.master.flush().unwrap();
+    }
+
+    /// Type a line and press Enter.
+    fn line(&mut self, text: &str) {
+        self.send(text);
+        self.send("\r");
+    }
+
+    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the session did not end; output:\n{}",
+                    plain(&self.output.lock().unwrap())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn finish(answer: &str) -> String {
+    action("finish", json!({"answer": answer}))
+}
+
+fn chat(env: &TestEnv, args: &[&str]) -> Pty {
+    let mut cmd = env.agent_std();
+    cmd.arg("chat").args(args);
+    Pty::spawn(cmd)
+}
+
+fn runs(env: &TestEnv) -> Vec<serde_json::Value> {
+    let out = env
+        .agent()
+        .args(["runs", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_two_goal_conversation_with_slash_commands() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[&finish("The answer is 42."), &finish("Twice that is 84.")],
+    );
+    let mut s = chat(&env, &["--model", &model]);
+    s.prompt();
+    s.line("what is six times seven?");
+    s.expect("The answer is 42.", LONG);
+    s.prompt();
+    s.line("/budget");
+    s.expect("at most 20 steps", LONG);
+    s.prompt();
+    s.line("/tools");
+    s.expect("write_file", LONG);
+    s.prompt();
+    s.line("/frobnicate");
+    let shown = s.expect("(to send", LONG);
+    assert!(
+        shown.contains("unknown command /frobnicate") && shown.contains("/help"),
+        "{shown}"
+    );
+    s.prompt();
+    s.line("/help");
+    s.expect("/save FILE", LONG);
+    s.prompt();
+    s.line("and twice that?");
+    s.expect("Twice that is 84.", LONG);
+    s.prompt();
+    s.line("/save talk.md");
+    s.expect("saved 2 exchanges", LONG);
+    s.prompt();
+    s.line("/exit");
+    let status = s.wait(LONG);
+    assert!(status.success(), "{status:?}");
+
+    // The follow-up carried the first exchange to the model.
+    let list = runs(&env);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let follow = list
+        .iter()
+        .find(|r| r["goal"].as_str().unwrap().contains("and twice that?"))
+        .expect("the follow-up run");
+    let goal = follow["goal"].as_str().unwrap();
+    assert!(
+        goal.contains("what is six times seven?") && goal.contains("The answer is 42."),
+        "{goal}"
+    );
+    let md = std::fs::read_to_string(env.root.path().join("talk.md")).unwrap();
+    assert!(md.contains("## 1. what is six times seven?"), "{md}");
+    assert!(md.contains("## 2. and twice that?"), "{md}");
+    assert!(md.contains("Twice that is 84."), "{md}");
+}
+
+#[test]
+fn approvals_answered_yes_no_feedback_and_always() {
+    let env = TestEnv::new();
+    env.config("approvals:\n  write: ask\n");
+    let write = |path: &str| action("write_file", json!({"path": path, "content": "x"}));
+    let model = env.script(
+        "s",
+        &[
+            &write("no.txt"),
+            &write("yes.txt"),
+            &write("feedback.txt"),
+            &write("always.txt"),
+            &write("again.txt"),
+            &finish("wrote them"),
+        ],
+    );
+    let mut s = chat(&env, &["--model", &model]);
+    s.prompt();
+    s.line("write some files");
+
+    let q = s.expect("approve> ", LONG);
+    assert!(
+        q.contains("write_file") && q.contains("\"path\": \"no.txt\""),
+        "{q}"
+    );
+    assert!(q.contains("permissions of plugin files"), "{q}");
+    s.line("n");
+    s.expect("declined", LONG);
+
+    s.expect("approve> ", LONG);
+    s.line("y");
+    let q = s.expect("approve> ", LONG);
+    assert!(q.contains("feedback.txt"), "{q}");
+    s.line("please stop writing files");
+    s.expect("said: please stop writing files", LONG);
+
+    s.expect("approve> ", LONG);
+    s.line("always");
+    s.expect("wrote them", LONG);
+    s.prompt();
+    s.send("\x04");
+    assert!(s.wait(LONG).success());
+
+    let ws = &env.workspace;
+    assert!(!ws.join("no.txt").exists());
+    assert!(ws.join("yes.txt").exists());
+    assert!(!ws.join("feedback.txt").exists());
+    assert!(ws.join("always.txt").exists());
+    // "always" stuck: the next write ran without a question.
+    assert!(ws.join("again.txt").exists());
+}
+
+#[test]
+fn ctrl_c_cancels_a_slow_step_and_the_session_goes_on() {
+    let env = TestEnv::new();
+    let model = env.script_yaml(
+        "s",
+        &format!(
+            "responses:\n  - text: '{}'\n    delay_ms: 60000\n  - '{}'\n",
+            finish("too late"),
+            finish("back again")
+        ),
+    );
+    let mut s = chat(&env, &["--model", &model]);
+    s.prompt();
+    s.line("take your time");
+    s.expect("thinking", LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    s.send("\x03");
+    s.expect("cancelled", Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    s.prompt();
+    s.line("try again");
+    s.expect("back again", LONG);
+    s.prompt();
+
+    // Ctrl-C on an empty line asks first; "n" stays, "y" leaves.
+    s.send("\x03");
+    s.expect("Leave the session? [y/N]", LONG);
+    s.line("n");
+    s.prompt();
+    s.send("\x03");
+    s.expect("Leave the session? [y/N]", LONG);
+    s.line("y");
+    assert!(s.wait(LONG).success());
+
+    let list = runs(&env);
+    let statuses: Vec<&str> = list.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert!(statuses.contains(&"cancelled"), "{statuses:?}");
+    assert!(statuses.contains(&"finished"), "{statuses:?}");
+}
+
+#[test]
+fn history_is_kept_across_sessions_and_a_session_resumes() {
+    let env = TestEnv::new();
+    let first = env.script("one", &[&finish("Paris.")]);
+    let mut s = chat(&env, &["--model", &first]);
+    s.prompt();
+    s.line("what is the capital of France?");
+    s.expect("Paris.", LONG);
+    s.prompt();
+    s.line("/exit");
+    let end = s.expect("--resume", LONG);
+    assert!(end.contains("session"), "{end}");
+    assert!(s.wait(LONG).success());
+
+    let second = env.script("two", &[&finish("About 2 million people.")]);
+    let mut s = chat(&env, &["--resume", "--model", &second]);
+    let banner = s.expect("agent> ", LONG);
+    assert!(banner.contains("resumed, 1 earlier exchanges"), "{banner}");
+    assert!(
+        banner.contains("what is the capital of France?"),
+        "{banner}"
+    );
+    // Up twice: past `/exit` to the goal typed in the first session.
+    s.send("\x1b[A");
+    s.send("\x1b[A");
+    s.expect("capital of France?", LONG);
+    s.send("\x15"); // clear the line
+    s.line("and how many people live there?");
+    s.expect("About 2 million people.", LONG);
+    s.prompt();
+    s.line("/exit");
+    assert!(s.wait(LONG).success());
+
+    let list = runs(&env);
+    let follow = list
+        .iter()
+        .find(|r| r["goal"].as_str().unwrap().contains("how many people"))
+        .expect("the follow-up run");
+    let goal = follow["goal"].as_str().unwrap();
+    assert!(
+        goal.contains("Paris."),
+        "the resumed session carried the answer: {goal}"
+    );
+}
+
+#[test]
+fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
+    let env = TestEnv::new();
+    env.config("approvals:\n  write: ask\n");
+    let model = env.script(
+        "s",
+        &[
+            &action("write_file", json!({"path": "a.txt", "content": "x"})),
+            &finish("could not write"),
+        ],
+    );
+    let out = env
+        .agent()
+        .args(["chat", "--model", &model])
+        .write_stdin("write a.txt\n/exit\n")
+        .timeout(LONG)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("nobody can answer"), "{stdout}");
+    assert!(stdout.contains("could not write"), "{stdout}");
+    assert!(!env.workspace.join("a.txt").exists());
+}
