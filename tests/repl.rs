@@ -222,8 +222,14 @@ fn a_two_goal_conversation_with_slash_commands() {
     s.line("what is six times seven?");
     s.expect("The answer is 42.", LONG);
     s.prompt();
-    s.line("/budget");
+    // Tab completes a slash command.
+    s.send("/bud\t");
+    s.expect("/budget", LONG);
+    s.send("\r");
     s.expect("at most 20 steps", LONG);
+    s.prompt();
+    s.line("/model");
+    s.expect("model: scripted", LONG);
     s.prompt();
     s.line("/tools");
     s.expect("write_file", LONG);
@@ -238,7 +244,9 @@ fn a_two_goal_conversation_with_slash_commands() {
     s.line("/help");
     s.expect("/save FILE", LONG);
     s.prompt();
-    s.line("and twice that?");
+    // A line ending in \ goes on on the next line.
+    s.line("and twice \\");
+    s.line("that?");
     s.expect("Twice that is 84.", LONG);
     s.prompt();
     s.line("/save talk.md");
@@ -253,7 +261,7 @@ fn a_two_goal_conversation_with_slash_commands() {
     assert_eq!(list.len(), 2, "{list:?}");
     let follow = list
         .iter()
-        .find(|r| r["goal"].as_str().unwrap().contains("and twice that?"))
+        .find(|r| r["goal"].as_str().unwrap().contains("and twice \nthat?"))
         .expect("the follow-up run");
     let goal = follow["goal"].as_str().unwrap();
     assert!(
@@ -262,7 +270,7 @@ fn a_two_goal_conversation_with_slash_commands() {
     );
     let md = std::fs::read_to_string(env.root.path().join("talk.md")).unwrap();
     assert!(md.contains("## 1. what is six times seven?"), "{md}");
-    assert!(md.contains("## 2. and twice that?"), "{md}");
+    assert!(md.contains("## 2. and twice"), "{md}");
     assert!(md.contains("Twice that is 84."), "{md}");
 }
 
@@ -280,6 +288,8 @@ fn approvals_answered_yes_no_feedback_and_always() {
             &write("always.txt"),
             &write("again.txt"),
             &finish("wrote them"),
+            &write("denied.txt"),
+            &finish("could not"),
         ],
     );
     let mut s = chat(&env, &["--model", &model]);
@@ -306,6 +316,15 @@ fn approvals_answered_yes_no_feedback_and_always() {
     s.line("always");
     s.expect("wrote them", LONG);
     s.prompt();
+    // A session-wide deny replaces the earlier "always".
+    s.line("/approve deny");
+    s.expect("approval policy for this session: deny", LONG);
+    s.prompt();
+    s.line("one more file");
+    let shown = s.expect("could not", LONG);
+    assert!(!shown.contains("approve> "), "{shown}");
+    assert!(shown.contains("denies `write_file`"), "{shown}");
+    s.prompt();
     s.send("\x04");
     assert!(s.wait(LONG).success());
 
@@ -316,6 +335,7 @@ fn approvals_answered_yes_no_feedback_and_always() {
     assert!(ws.join("always.txt").exists());
     // "always" stuck: the next write ran without a question.
     assert!(ws.join("again.txt").exists());
+    assert!(!ws.join("denied.txt").exists());
 }
 
 #[test]
@@ -427,4 +447,93 @@ fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
     assert!(stdout.contains("nobody can answer"), "{stdout}");
     assert!(stdout.contains("could not write"), "{stdout}");
     assert!(!env.workspace.join("a.txt").exists());
+}
+
+#[test]
+fn agent_run_applies_approve_flags_and_never_hangs_without_a_terminal() {
+    let env = TestEnv::new();
+    let write = action("write_file", json!({"path": "a.txt", "content": "x"}));
+    // --approve ask with nobody to ask: refused with a reason, the run goes on.
+    let model = env.script("ask", &[&write, &finish("gave up")]);
+    let out = env
+        .agent()
+        .args(["run", "--json", "--approve", "ask", "--model", &model, "g"])
+        .timeout(LONG)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ev = common::events(&out.stdout);
+    let obs = ev
+        .iter()
+        .find(|e| e["type"] == "observation" && e["tool"] == "write_file")
+        .expect("an observation for write_file");
+    assert!(
+        obs["observation"]
+            .as_str()
+            .unwrap()
+            .contains("nobody can answer"),
+        "{obs}"
+    );
+    assert!(!env.workspace.join("a.txt").exists());
+
+    // --yes runs what the config says to ask about; a config deny still holds.
+    env.config("approvals:\n  write: ask\n  execute: deny\n");
+    let model = env.script("yes", &[&write, &finish("done")]);
+    env.agent()
+        .args(["run", "--yes", "--model", &model, "g"])
+        .timeout(LONG)
+        .assert()
+        .success();
+    assert!(env.workspace.join("a.txt").exists());
+    let code = action("run_python", json!({"code": "print(1)"}));
+    let model = env.script("deny", &[&code, &finish("done")]);
+    let out = env
+        .agent()
+        .args(["run", "--json", "--approve", "auto", "--model", &model, "g"])
+        .timeout(LONG)
+        .output()
+        .unwrap();
+    let ev = common::events(&out.stdout);
+    let obs = ev
+        .iter()
+        .find(|e| e["type"] == "observation" && e["tool"] == "run_python")
+        .expect("an observation for run_python");
+    assert!(
+        obs["observation"]
+            .as_str()
+            .unwrap()
+            .contains("denies `run_python`"),
+        "{obs}"
+    );
+}
+
+#[test]
+fn agent_run_on_a_terminal_asks_and_shows_what_will_run() {
+    let env = TestEnv::new();
+    env.config("approvals:\n  write: ask\n");
+    let model = env.script(
+        "s",
+        &[
+            &action("write_file", json!({"path": "a.txt", "content": "hello"})),
+            &finish("written"),
+        ],
+    );
+    let mut cmd = env.agent_std();
+    cmd.args(["run", "--model", &model, "write a.txt"]);
+    let mut s = Pty::spawn(cmd);
+    let q = s.expect("approve> ", LONG);
+    // The step is on screen before its question.
+    let step = q.find("→ write_file").expect("the step line");
+    let question = q
+        .find("? approve step 1: write_file")
+        .expect("the question");
+    assert!(step < question, "{q}");
+    assert!(q.contains("\"content\": \"hello\""), "{q}");
+    s.line("y");
+    s.expect("written", LONG);
+    assert!(s.wait(LONG).success());
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("a.txt")).unwrap(),
+        "hello"
+    );
 }

@@ -2,7 +2,8 @@
 //! policy says so, by asking the person at the terminal.
 //!
 //! A policy (`auto`, `ask`, `deny`) is found in this order, first match wins:
-//! 1. "always" answers given in this session (per tool);
+//! 1. "always" answers given in this session (per tool; forgotten when the
+//!    session-wide setting changes);
 //! 2. a session-wide setting (`--approve`, `/approve`), except that a `deny`
 //!    written in the config file is never loosened by it (a config deny is
 //!    the user's standing rule; change the file to lift it);
@@ -222,9 +223,12 @@ impl PolicyApprover {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Set (or with `None` clear) the session-wide policy (`--approve`, `/approve`).
+    /// Set (or with `None` clear) the session-wide policy (`--approve`,
+    /// `/approve`). A new session-wide choice also forgets "always" answers.
     pub fn set_all(&self, policy: Option<Policy>) {
-        self.overrides().all = policy;
+        let mut o = self.overrides();
+        o.all = policy;
+        o.tools.clear();
     }
 
     /// The session-wide policy, if set.
@@ -358,8 +362,11 @@ impl Approver for PolicyApprover {
             }
             Mode::Interactive(p) => p.clone(),
         };
-        if let Some(hook) = &self.before_prompt {
-            hook();
+        match &self.before_prompt {
+            Some(hook) => hook(),
+            // The transcript is drawn by another task; let it show the step
+            // this question is about before the question.
+            None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
         let question = self.question(request, &why);
         let answer = tokio::task::spawn_blocking(move || prompter.ask(&question))
@@ -558,7 +565,10 @@ mod tests {
         let a = PolicyApprover::new(config.clone(), Mode::NonInteractive);
         match ask(&a, &write, serde_json::json!({}), false).await {
             Approval::Deny(r) => {
-                assert!(r.contains("nobody can answer") && r.contains("--yes"), "{r}")
+                assert!(
+                    r.contains("nobody can answer") && r.contains("--yes"),
+                    "{r}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -571,7 +581,14 @@ mod tests {
 
     #[tokio::test]
     async fn each_answer_does_what_it_says_and_always_sticks_for_the_tool() {
-        let p = Scripted::new(&[Some("n"), Some("write it to b.md"), None, Some("always")]);
+        let p = Scripted::new(&[
+            Some("n"),
+            Some("write it to b.md"),
+            None,
+            Some("always"),
+            Some("no"),
+            Some("always"),
+        ]);
         let config: ApprovalConfig = serde_yaml::from_str("write: ask\n").unwrap();
         let a = PolicyApprover::new(config, Mode::Interactive(p.clone()));
         let write = spec("write_file", ToolClass::Write);
@@ -606,6 +623,13 @@ mod tests {
         assert_eq!(p.asked.load(Ordering::SeqCst), 5);
         a.forget_always();
         assert!(matches!(a.decide(&write, false), Decision::Ask(_)));
+        // A new session-wide choice replaces earlier "always" answers.
+        assert_eq!(
+            ask(&a, &write, args.clone(), false).await,
+            Approval::Approve
+        );
+        a.set_all(Some(Policy::Deny));
+        assert!(matches!(a.decide(&write, false), Decision::Deny(_)));
     }
 
     #[tokio::test]
