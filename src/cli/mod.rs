@@ -6,6 +6,8 @@ pub mod bench;
 pub mod chat;
 pub mod config;
 pub mod eval;
+pub mod kb;
+pub mod memory;
 pub mod model;
 pub mod plugin;
 pub mod prompts;
@@ -70,6 +72,12 @@ pub enum Command {
     /// List, show and resume runs from the journal.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// List, search, add and forget long-term memories.
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
+    /// Add, list, search and remove documents in the knowledge base.
+    #[command(subcommand)]
+    Kb(kb::KbCommand),
     /// Measure agent overhead and model speed (results go in the README).
     #[command(subcommand, hide = true)]
     Bench(bench::BenchCommand),
@@ -125,6 +133,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Config(cmd)) => config::execute(cmd),
         Some(Command::Prompts(cmd)) => prompts::execute(cmd),
         Some(Command::Runs(cmd)) => runs::execute(cmd, &global).await,
+        Some(Command::Memory(cmd)) => memory::execute(cmd),
+        Some(Command::Kb(cmd)) => kb::execute(cmd),
         Some(Command::Eval(args)) => eval::execute(args).await,
         Some(Command::Bench(cmd)) => bench::execute(cmd).await,
         Some(Command::Completions { shell }) => {

@@ -235,6 +235,9 @@ impl Session {
     pub async fn tools(&self, interactive: bool) -> anyhow::Result<ToolRegistry> {
         let mut registry = ToolRegistry::new();
         registry.register(Arc::new(Finish))?;
+        for tool in super::memory::run_tools(&self.store, &self.dirs, &self.config)? {
+            registry.register(tool)?;
+        }
         if interactive {
             registry.register(Arc::new(AskHuman::new(Arc::new(TerminalHuman))))?;
         }
@@ -491,7 +494,11 @@ pub async fn drive_run(
                 settings: session.agent_settings(&run.settings),
                 limits: PlanLimits::default(),
                 approver: Some(session.approver(run.settings.interactive && !json)),
-                memory: None,
+                memory: Some(super::memory::run_hook(
+                    &session.store,
+                    &session.dirs,
+                    &session.config,
+                )?),
                 reviewer: None,
             };
             agent.drive(run, &cancel).await
@@ -506,6 +513,11 @@ pub async fn drive_run(
                 session.agent_settings(&run.settings),
             )?;
             agent.approver = Some(session.approver(run.settings.interactive && !json));
+            agent.memory = Some(super::memory::run_hook(
+                &session.store,
+                &session.dirs,
+                &session.config,
+            )?);
             agent.drive(run, steps, &cancel).await
         }
     };

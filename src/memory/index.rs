@@ -239,6 +239,21 @@ struct VecCache {
     dims: usize,
     ids: Vec<u64>,
     flat: Vec<f32>,
+    /// The store's next id when last synced: another handle on the same
+    /// tree may have added vectors since (ids only grow).
+    synced: u64,
+}
+
+impl VecCache {
+    fn push(&mut self, id: u64, v: &[f32]) {
+        if self.dims == 0 {
+            self.dims = v.len();
+        }
+        if v.len() == self.dims {
+            self.ids.push(id);
+            self.flat.extend_from_slice(v);
+        }
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
@@ -358,24 +373,17 @@ impl Index {
         if self.durable {
             self.tree.flush()?;
         }
-        // Keep the in-memory vectors in step (or drop them to reload).
-        if let Ok(mut cache) = self.vectors.lock() {
-            if !batch.remove.is_empty() || batch.add.iter().any(|d| d.vector.is_none()) {
+        // New vectors are picked up by the next dense query; a removal or
+        // a replaced id needs a reload.
+        if let Ok(mut cache) = self.vectors.lock()
+            && let Some(c) = cache.as_ref()
+        {
+            let replaced = batch
+                .add
+                .iter()
+                .any(|d| c.ids.last().is_some_and(|last| *last >= d.id));
+            if !batch.remove.is_empty() || replaced {
                 *cache = None;
-            } else if let Some(c) = cache.as_mut() {
-                for d in &batch.add {
-                    if let Some(v) = &d.vector {
-                        // Ids only grow; an older id means a replacement.
-                        let stale = c.ids.last().is_some_and(|last| *last >= d.id);
-                        if stale || (c.dims != 0 && c.dims != v.len()) {
-                            *cache = None;
-                            break;
-                        }
-                        c.dims = v.len();
-                        c.ids.push(d.id);
-                        c.flat.extend_from_slice(v);
-                    }
-                }
             }
         }
         Ok(())
@@ -486,27 +494,28 @@ impl Index {
         Ok(out)
     }
 
-    fn load_vectors(&self) -> Result<VecCache, StoreError> {
-        let mut c = VecCache::default();
-        for item in self.tree.scan_prefix([VEC]) {
+    /// Bring `c` up to date with vectors stored after its last id.
+    fn sync_vectors(&self, c: &mut VecCache) -> Result<(), StoreError> {
+        let next = self.stats()?.next_id;
+        if next == c.synced {
+            return Ok(());
+        }
+        let from = c.ids.last().map(|l| l + 1).unwrap_or(0);
+        for item in self
+            .tree
+            .range(key(VEC, &from.to_be_bytes())..key(VEC + 1, &[]))
+        {
             let (k, v) = item?;
-            let Some(id) = k
+            if let Some(id) = k
                 .get(1..9)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
-            else {
-                continue;
-            };
-            let v = decode_vec(&v);
-            if c.dims == 0 {
-                c.dims = v.len();
-            }
-            if v.len() == c.dims {
-                c.ids.push(id);
-                c.flat.extend_from_slice(&v);
+            {
+                c.push(id, &decode_vec(&v));
             }
         }
-        Ok(c)
+        c.synced = next;
+        Ok(())
     }
 
     /// The `k` nearest stored vectors to `query` (unit vectors: cosine).
@@ -515,12 +524,8 @@ impl Index {
             .vectors
             .lock()
             .map_err(|_| StoreError::Write("vector cache poisoned".into()))?;
-        if guard.is_none() {
-            *guard = Some(self.load_vectors()?);
-        }
-        let Some(c) = guard.as_ref() else {
-            return Ok(Vec::new());
-        };
+        let c = guard.get_or_insert_with(VecCache::default);
+        self.sync_vectors(c)?;
         if c.dims == 0 || c.dims != query.len() || k == 0 {
             return Ok(Vec::new());
         }

@@ -8,6 +8,7 @@
 //! start, store unwritable) and the run stops.
 
 pub mod builtin;
+pub mod memory;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
