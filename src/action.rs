@@ -34,17 +34,26 @@ pub struct Action {
     pub args: Value,
 }
 
-/// Build the schema of one valid action over `tools`.
-pub fn action_schema(tools: &[&ToolSpec]) -> Value {
+/// Build the schema of one valid action over `tools`, with every string
+/// argument capped at `max_string_chars`.
+///
+/// The cap is what one step can write anyway (derived from the step's token
+/// limit): without it a small model that starts repeating itself inside a
+/// string runs into the token limit and leaves truncated JSON; with it, a
+/// constraining backend closes the string and the action stays whole (the
+/// loop then tells the model its argument reached the limit).
+pub fn action_schema(tools: &[&ToolSpec], max_string_chars: u64) -> Value {
     let branches: Vec<Value> = tools
         .iter()
         .map(|t| {
+            let mut args = t.args_schema.clone();
+            cap_strings(&mut args, max_string_chars);
             json!({
                 "type": "object",
                 "properties": {
-                    "thought": {"type": "string", "maxLength": MAX_THOUGHT_CHARS},
+                    "thought": {"type": "string", "maxLength": MAX_THOUGHT_CHARS.min(max_string_chars)},
                     "tool": {"const": t.name},
-                    "args": t.args_schema,
+                    "args": args,
                 },
                 "required": ["thought", "tool", "args"],
                 "additionalProperties": false,
@@ -52,6 +61,45 @@ pub fn action_schema(tools: &[&ToolSpec]) -> Value {
         })
         .collect();
     json!({"type": "object", "oneOf": branches})
+}
+
+/// Set `maxLength` (at most `cap`) on every string schema inside `schema`.
+fn cap_strings(schema: &mut Value, cap: u64) {
+    let Value::Object(map) = schema else { return };
+    if map.get("type").and_then(Value::as_str) == Some("string") {
+        let current = map
+            .get("maxLength")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
+        map.insert("maxLength".into(), json!(current.min(cap)));
+    }
+    for key in ["properties", "patternProperties", "$defs", "definitions"] {
+        if let Some(Value::Object(children)) = map.get_mut(key) {
+            children.values_mut().for_each(|c| cap_strings(c, cap));
+        }
+    }
+    for key in ["items", "additionalProperties", "not"] {
+        if let Some(child) = map.get_mut(key) {
+            cap_strings(child, cap);
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf", "prefixItems"] {
+        if let Some(Value::Array(children)) = map.get_mut(key) {
+            children.iter_mut().for_each(|c| cap_strings(c, cap));
+        }
+    }
+}
+
+/// Names of the string arguments (top level) whose value is `cap` characters
+/// long: the grammar may have cut them.
+pub fn strings_at_cap(args: &Value, cap: u64) -> Vec<String> {
+    let Some(map) = args.as_object() else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter(|(_, v)| v.as_str().is_some_and(|s| s.chars().count() as u64 >= cap))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// A compact, readable form of an arguments schema for the prompt:
@@ -287,7 +335,7 @@ mod tests {
             "read_file",
             json!({"type": "object", "properties": {"path": {"type": "string"}}}),
         );
-        let s = action_schema(&[&a, &b]);
+        let s = action_schema(&[&a, &b], 1000);
         let branches = s["oneOf"].as_array().unwrap();
         assert_eq!(branches.len(), 2);
         assert_eq!(branches[1]["properties"]["tool"]["const"], "read_file");
@@ -297,6 +345,18 @@ mod tests {
         assert!(v.is_valid(&json!({"thought": "t", "tool": "finish", "args": {"answer": "x"}})));
         assert!(!v.is_valid(&json!({"thought": "t", "tool": "rm_rf", "args": {}})));
         assert!(!v.is_valid(&json!({"thought": "t", "tool": "finish", "args": {}})));
+        // String arguments are capped so one action always fits one step.
+        assert_eq!(
+            branches[0]["properties"]["args"]["properties"]["answer"]["maxLength"],
+            1000
+        );
+        assert!(!v.is_valid(
+            &json!({"thought": "t", "tool": "finish", "args": {"answer": "x".repeat(1001)}})
+        ));
+        assert_eq!(
+            strings_at_cap(&json!({"answer": "x".repeat(1000), "n": 1}), 1000),
+            vec!["answer"]
+        );
     }
 
     #[test]

@@ -147,7 +147,10 @@ impl ReactAgent {
         let system = self
             .prompt
             .render("system", &json!({"tools": tools, "tool_names": names}))?;
-        Ok((system, action::action_schema(&specs)))
+        Ok((
+            system,
+            action::action_schema(&specs, self.max_string_chars()),
+        ))
     }
 
     /// Drive `run` (new, or resumed with its committed `steps`) to its end.
@@ -497,7 +500,19 @@ impl ReactAgent {
                                     step.observation = sanitize::observation(
                                         &output,
                                         self.settings.observation_chars,
-                                    )
+                                    );
+                                    let cut = action::strings_at_cap(
+                                        &action.args,
+                                        self.max_string_chars(),
+                                    );
+                                    if !cut.is_empty() {
+                                        step.note = Some(format!(
+                                            "the argument(s) {} reached the limit of {} characters for one action and may be cut; \
+                                             add the rest with another action (e.g. append_file)",
+                                            cut.join(", "),
+                                            self.max_string_chars()
+                                        ));
+                                    }
                                 }
                                 Err(ToolError::Observation(msg)) => {
                                     step.outcome = StepOutcome::ToolError;
@@ -586,6 +601,11 @@ impl ReactAgent {
                 after_untrusted,
             })
             .await
+    }
+
+    /// The longest string argument one step can write (see [`action::action_schema`]).
+    fn max_string_chars(&self) -> u64 {
+        u64::from(self.settings.step_tokens) * 3 / 2
     }
 
     /// Parse the output and check the action against the registry.
