@@ -104,6 +104,19 @@ pub struct StepResult {
     pub usage: Usage,
 }
 
+/// One planner or replanner call, as the model answered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannerCall {
+    /// `plan` or `replan`.
+    pub kind: String,
+    /// What the model wrote (capped).
+    pub raw: String,
+    /// Why it was not accepted, when it was not.
+    pub error: Option<String>,
+    pub usage: Usage,
+    pub at: String,
+}
+
 /// Everything needed to continue a plan-and-execute run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanState {
@@ -126,6 +139,9 @@ pub struct PlanState {
     pub model_calls: u32,
     /// Tokens spent by the planner and replanner.
     pub usage: Usage,
+    /// Every planner and replanner answer, in order (the planner's transcript).
+    #[serde(default)]
+    pub calls: Vec<PlannerCall>,
 }
 
 impl PlanState {
@@ -143,6 +159,7 @@ impl PlanState {
             children: 0,
             model_calls: 0,
             usage: Usage::default(),
+            calls: Vec::new(),
         }
     }
 
@@ -635,6 +652,11 @@ impl PlanAgent {
         elapsed_before: u64,
         cancel: &CancellationToken,
     ) -> Result<Ending, AgentError> {
+        // Planner calls are cut off when the run's time is up.
+        let deadline = started
+            + Duration::from_millis(
+                (self.settings.timeout.as_millis() as u64).saturating_sub(elapsed_before),
+            );
         loop {
             self.tally(run, state)?;
             let elapsed = elapsed_before + started.elapsed().as_millis() as u64;
@@ -646,11 +668,11 @@ impl PlanAgent {
                     if let Some(ending) = self.budget_ending(run, elapsed) {
                         return Ok(ending);
                     }
-                    let (thought, steps) = match self.make_plan(run, state, elapsed, cancel).await?
-                    {
-                        Ok(plan) => plan,
-                        Err(ending) => return Ok(ending),
-                    };
+                    let (thought, steps) =
+                        match self.make_plan(run, state, deadline, cancel).await? {
+                            Ok(plan) => plan,
+                            Err(ending) => return Ok(ending),
+                        };
                     state.steps = steps;
                     state.current = 0;
                     state.revisions.push(Revision {
@@ -718,7 +740,7 @@ impl PlanAgent {
                     if let Some(ending) = self.budget_ending(run, elapsed) {
                         return Ok(ending);
                     }
-                    let decision = match self.decide(run, state, elapsed, cancel).await? {
+                    let decision = match self.decide(run, state, deadline, cancel).await? {
                         Ok(d) => d,
                         Err(ending) => return Ok(ending),
                     };
@@ -792,13 +814,14 @@ impl PlanAgent {
         &self,
         state: &mut PlanState,
         run: &RunRecord,
+        kind: &str,
         messages: Vec<ChatMessage>,
         schema: Value,
-        elapsed: u64,
+        deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<Result<String, Ending>, AgentError> {
         let budget = self.settings.timeout.as_millis() as u64;
-        let remaining = Duration::from_millis(budget.saturating_sub(elapsed));
+        let remaining = deadline.saturating_duration_since(Instant::now());
         let limit = self.settings.model_timeout.min(remaining);
         let request = CompletionRequest {
             messages,
@@ -837,6 +860,13 @@ impl PlanAgent {
         };
         state.model_calls += 1;
         state.usage += completion.usage;
+        state.calls.push(PlannerCall {
+            kind: kind.to_string(),
+            raw: sanitize::cap_head_tail(&completion.text, 4000),
+            error: None,
+            usage: completion.usage,
+            at: now_rfc3339(),
+        });
         self.save(run, state)?;
         Ok(Ok(completion.text))
     }
@@ -859,7 +889,7 @@ impl PlanAgent {
         &self,
         run: &mut RunRecord,
         state: &mut PlanState,
-        elapsed: u64,
+        deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<Result<(String, Vec<PlanStep>), Ending>, AgentError> {
         let max = self.limits.max_plan_steps;
@@ -878,9 +908,10 @@ impl PlanAgent {
                 .ask(
                     state,
                     run,
+                    "plan",
                     messages.clone(),
                     plan_schema(max),
-                    elapsed,
+                    deadline,
                     cancel,
                 )
                 .await?
@@ -892,6 +923,10 @@ impl PlanAgent {
             match parse_plan(&text, max) {
                 Ok(plan) => return Ok(Ok(plan)),
                 Err(e) => {
+                    if let Some(call) = state.calls.last_mut() {
+                        call.error = Some(e.clone());
+                    }
+                    self.save(run, state)?;
                     self.emit(Event::Notice {
                         step: 0,
                         message: format!("the planner's output was not a valid plan: {e}"),
@@ -930,7 +965,7 @@ impl PlanAgent {
         &self,
         run: &mut RunRecord,
         state: &mut PlanState,
-        elapsed: u64,
+        deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<Result<Decision, Ending>, AgentError> {
         let max = self.limits.max_plan_steps;
@@ -954,9 +989,10 @@ impl PlanAgent {
                 .ask(
                     state,
                     run,
+                    "replan",
                     messages.clone(),
                     replan_schema(replans_left > 0, max),
-                    elapsed,
+                    deadline,
                     cancel,
                 )
                 .await?
@@ -968,6 +1004,10 @@ impl PlanAgent {
             match parse_decision(&text, max) {
                 Ok(d) => return Ok(Ok(d)),
                 Err(e) => {
+                    if let Some(call) = state.calls.last_mut() {
+                        call.error = Some(e.clone());
+                    }
+                    self.save(run, state)?;
                     self.emit(Event::Notice {
                         step: 0,
                         message: format!("the replanner's output was not a valid decision: {e}"),
