@@ -35,10 +35,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::events::Event;
-use super::hooks::{Approver, MemoryHook};
+use super::hooks::{Approver, MemoryHook, Recalled};
 use super::react::{AgentError, AgentSettings, ReactAgent, summarize};
 use crate::memory::journal::now_rfc3339;
-use crate::memory::{RunJournal, RunRecord, RunStatus, Store, StoreError};
+use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, Store, StoreError};
 use crate::model::{ChatMessage, CompletionRequest, ModelBackend, ModelError, Usage};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
@@ -335,6 +335,19 @@ pub struct PlanAgent {
     pub reviewer: Option<Arc<dyn PlanReviewer>>,
 }
 
+/// Long-term memory for a step's ReAct loop: recall as usual, but no
+/// reflection when the step ends; the plan run reflects once at its end.
+struct RecallOnly(Arc<dyn MemoryHook>);
+
+#[async_trait]
+impl MemoryHook for RecallOnly {
+    async fn recall(&self, query: &str, budget_tokens: usize) -> Vec<Recalled> {
+        self.0.recall(query, budget_tokens).await
+    }
+
+    async fn run_ended(&self, _run: &RunRecord, _steps: &[StepRecord], _model: &dyn ModelBackend) {}
+}
+
 /// How a run ended (before it is written down).
 struct Ending {
     status: RunStatus,
@@ -559,15 +572,17 @@ impl PlanAgent {
             Err(e) => {
                 let ending = Ending::new(RunStatus::Failed, e.to_string());
                 self.finish(&mut run, &state, ending, started, elapsed_before)
+                    .await
                     .ok();
                 return Err(e);
             }
         };
-        self.finish(&mut run, &state, ending, started, elapsed_before)?;
+        self.finish(&mut run, &state, ending, started, elapsed_before)
+            .await?;
         Ok(run)
     }
 
-    fn finish(
+    async fn finish(
         &self,
         run: &mut RunRecord,
         state: &PlanState,
@@ -582,6 +597,14 @@ impl PlanAgent {
         run.updated_at = now_rfc3339();
         self.journal.put_run(run)?;
         self.save(run, state)?;
+        // One reflection for the whole run, over every step's actions.
+        if let Some(memory) = &self.memory {
+            let mut steps = Vec::new();
+            for child in state.child_ids(&run.id) {
+                steps.extend(self.journal.steps(&child)?);
+            }
+            memory.run_ended(run, &steps, self.model.as_ref()).await;
+        }
         self.emit(Event::RunFinished {
             run_id: run.id.clone(),
             status: run.status,
@@ -1145,7 +1168,10 @@ impl PlanAgent {
             settings,
         )?;
         react.approver = self.approver.clone();
-        react.memory = self.memory.clone();
+        react.memory = self
+            .memory
+            .clone()
+            .map(|m| Arc::new(RecallOnly(m)) as Arc<dyn MemoryHook>);
         let result = react.drive(child_record, committed, cancel).await;
         drop(react);
         let _ = forward.await;
