@@ -433,12 +433,17 @@ fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
         &[
             &action("write_file", json!({"path": "a.txt", "content": "x"})),
             &finish("could not write"),
+            &action(
+                "remember",
+                json!({"text": "The deploy key lives in the vault."}),
+            ),
+            &finish("noted"),
         ],
     );
     let out = env
         .agent()
         .args(["chat", "--model", &model])
-        .write_stdin("write a.txt\n/exit\n")
+        .write_stdin("write a.txt\nremember it\n/memory deploy\n/kb\n/exit\n")
         .timeout(LONG)
         .output()
         .unwrap();
@@ -447,6 +452,12 @@ fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
     assert!(stdout.contains("nobody can answer"), "{stdout}");
     assert!(stdout.contains("could not write"), "{stdout}");
     assert!(!env.workspace.join("a.txt").exists());
+    // /memory finds what a goal remembered; /kb says how to fill it.
+    let listed = stdout
+        .lines()
+        .any(|l| l.contains("The deploy key lives in the vault.") && !l.contains('{'));
+    assert!(listed, "{stdout}");
+    assert!(stdout.contains("knowledge base is empty"), "{stdout}");
 }
 
 #[test]

@@ -31,17 +31,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::run::{RunOptions, Session, parse_duration};
+use crate::agent::hooks::{MemoryHook, Recalled};
 use crate::agent::{Event, ReactAgent};
 use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
-use crate::memory::{RunRecord, RunStatus};
+use crate::memory::{RunRecord, RunStatus, StepRecord};
 use crate::model::ModelBackend;
-use crate::plugin::{GrantSummary, PluginHost, PluginInfo};
+use crate::plugin::{GrantSummary, PluginInfo};
 use crate::prompt::PromptLibrary;
 use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
 use crate::tools::ToolRegistry;
-use crate::tools::builtin::{AskHuman, Finish};
 use crate::ui::approve::{Mode, PolicyApprover, TerminalPrompter, class_words};
-use crate::ui::human::{Human, TerminalHuman};
+use crate::ui::human::Human;
 use crate::ui::repl::{self, CtrlC, Exchange, Input, ReplHelper, TranscriptStep, TranscriptTurn};
 use crate::ui::{Renderer, Verbosity};
 
@@ -154,33 +154,6 @@ impl Sessions {
     }
 }
 
-/// The tools of a session and what the plugins are allowed (for `/plugins`
-/// and approval questions). A plugin that fails to load is reported and left out.
-pub async fn load_tools(
-    session: &Session,
-    ask_human: bool,
-) -> anyhow::Result<(ToolRegistry, Vec<PluginInfo>)> {
-    let mut registry = ToolRegistry::new();
-    registry.register(Arc::new(Finish))?;
-    if ask_human {
-        registry.register(Arc::new(AskHuman::new(Arc::new(TerminalHuman))))?;
-    }
-    let mut host = PluginHost::new(
-        session.dirs.clone(),
-        session.config.plugins.clone(),
-        session.workspace.clone(),
-    )?;
-    host.set_progress(super::plugin::progress_reporter());
-    host.load_all().await;
-    for (name, _origin, error) in host.failures() {
-        eprintln!("warning: plugin `{name}` was not loaded: {error}");
-    }
-    for tool in host.tools() {
-        registry.register(tool)?;
-    }
-    Ok((registry, host.list()))
-}
-
 /// A plugin's grant in words: "workspace write · network: docs.rs · 64 MiB · 10 s".
 pub fn grant_words(g: &GrantSummary) -> String {
     let workspace = serde_json::to_value(g.workspace)
@@ -214,6 +187,27 @@ pub fn permissions(infos: &[PluginInfo]) -> BTreeMap<String, String> {
         .iter()
         .filter_map(|p| Some((p.name.clone(), grant_words(p.granted.as_ref()?))))
         .collect()
+}
+
+/// Long-term memory for the session's runs. A scripted model does not
+/// reflect: it replays a fixed script, and a reflection would take the
+/// response meant for the next goal.
+struct SessionMemory {
+    inner: Arc<dyn MemoryHook>,
+    reflect: bool,
+}
+
+#[async_trait::async_trait]
+impl MemoryHook for SessionMemory {
+    async fn recall(&self, query: &str, budget_tokens: usize) -> Vec<Recalled> {
+        self.inner.recall(query, budget_tokens).await
+    }
+
+    async fn run_ended(&self, run: &RunRecord, steps: &[StepRecord], model: &dyn ModelBackend) {
+        if self.reflect {
+            self.inner.run_ended(run, steps, model).await;
+        }
+    }
 }
 
 /// What the renderer was told during one run, kept for `/last`.
@@ -283,6 +277,7 @@ struct Chat<'a> {
     plugins: Vec<PluginInfo>,
     prompts: PromptLibrary,
     approver: Arc<PolicyApprover>,
+    memory: Arc<dyn MemoryHook>,
     pump: Arc<Mutex<Pump>>,
     saved: SavedSession,
     sessions: Sessions,
@@ -351,6 +346,7 @@ impl Chat<'_> {
             }
         };
         agent.approver = Some(self.approver.clone());
+        agent.memory = Some(self.memory.clone());
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
         let signals = tokio::spawn(async move {
@@ -452,9 +448,7 @@ impl Chat<'_> {
                 self.say(&text);
             }
             "memory" => self.memory_command(arg),
-            "kb" => self.note(
-                "the knowledge base is not available in this build; /kb will search it once `agent kb` exists",
-            ),
+            "kb" => self.kb_command(arg),
             "runs" => {
                 let runs = self.session.journal.list(10)?;
                 let mut lines = Vec::new();
@@ -542,14 +536,18 @@ impl Chat<'_> {
     }
 
     fn memory_command(&mut self, query: &str) {
-        let memory = match crate::memory::longterm::LongTermMemory::open(&self.session.store, None)
-        {
-            Ok(m) => m,
-            Err(e) => {
-                self.warn(&format!("cannot open long-term memory: {e}"));
-                return;
-            }
+        let embedder = match super::memory::embedder(&self.session.dirs, &self.session.config) {
+            Ok(e) => e,
+            Err(e) => return self.warn(&format!("cannot load the embedder: {e:#}")),
         };
+        let memory =
+            match crate::memory::longterm::LongTermMemory::open(&self.session.store, embedder) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(&format!("cannot open long-term memory: {e}"));
+                    return;
+                }
+            };
         let found = if query.is_empty() {
             memory.list().map(|mut all| {
                 all.reverse();
@@ -579,6 +577,61 @@ impl Chat<'_> {
                 self.say(&text);
             }
             Err(e) => self.warn(&format!("memory search failed: {e}")),
+        }
+    }
+
+    fn kb_command(&mut self, query: &str) {
+        let embedder = match super::memory::embedder(&self.session.dirs, &self.session.config) {
+            Ok(e) => e,
+            Err(e) => return self.warn(&format!("cannot load the embedder: {e:#}")),
+        };
+        let kb = match crate::kb::KnowledgeBase::open(&self.session.store, embedder) {
+            Ok(kb) => kb,
+            Err(e) => return self.warn(&format!("cannot open the knowledge base: {e}")),
+        };
+        if query.is_empty() {
+            match kb.list() {
+                Ok(docs) if docs.is_empty() => {
+                    self.note("the knowledge base is empty; add documents with `agent kb add PATH`")
+                }
+                Ok(docs) => {
+                    let text = docs
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "  {}  {DIM}({} chunks){DIM:#}",
+                                strip_terminal_escapes(&d.source),
+                                d.chunks.len()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    self.say(&text);
+                }
+                Err(e) => self.warn(&format!("cannot list the knowledge base: {e}")),
+            }
+            return;
+        }
+        match kb.search(query, 5) {
+            Ok(hits) if hits.is_empty() => self.note("nothing found in the knowledge base"),
+            Ok(hits) => {
+                let text = hits
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "  {BOLD}{}{BOLD:#}\n    {}",
+                            strip_terminal_escapes(&h.chunk.location()),
+                            cap_head_tail(
+                                &strip_terminal_escapes(&h.chunk.text).replace('\n', " "),
+                                300
+                            )
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                self.say(&text);
+            }
+            Err(e) => self.warn(&format!("knowledge base search failed: {e}")),
         }
     }
 
@@ -676,7 +729,16 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         workspace: session.workspace.display().to_string(),
         interactive: terminal && !args.yes,
     };
-    let (tools, plugins) = load_tools(&session, terminal && !args.yes).await?;
+    let tools = session.tools(terminal && !args.yes).await?;
+    let plugins = session
+        .plugins
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    let memory: Arc<dyn MemoryHook> = Arc::new(SessionMemory {
+        inner: super::memory::run_hook(&session.store, &session.dirs, &session.config)?,
+        reflect: !settings.model.starts_with("scripted:") || settings.endpoint.is_some(),
+    });
     let prompts = PromptLibrary::new(&session.dirs.prompts);
     // Fail at the start, not at the first goal, when a template is broken.
     prompts.load("react")?;
@@ -734,6 +796,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         plugins,
         prompts,
         approver,
+        memory,
         pump,
         saved,
         sessions,

@@ -153,8 +153,8 @@ pub struct Session {
     pub approve: Option<crate::ui::approve::Policy>,
     /// `--yes`: never ask (approvals run without a question).
     pub continuous: bool,
-    /// Plugin name → its granted permissions in words (filled by [`Session::tools`]).
-    pub permissions: std::sync::Mutex<BTreeMap<String, String>>,
+    /// The plugins and their grants, as [`Session::tools`] found them.
+    pub plugins: std::sync::Mutex<Vec<crate::plugin::PluginInfo>>,
 }
 
 /// Refuse a workspace that holds agent's own files or lies inside them:
@@ -202,7 +202,7 @@ impl Session {
             journal,
             approve: None,
             continuous: false,
-            permissions: Default::default(),
+            plugins: Default::default(),
         })
     }
 
@@ -220,9 +220,9 @@ impl Session {
             Mode::NonInteractive
         };
         let permissions = self
-            .permissions
+            .plugins
             .lock()
-            .map(|p| p.clone())
+            .map(|p| super::chat::permissions(&p))
             .unwrap_or_default();
         let approver = PolicyApprover::new(self.config.approvals.clone(), mode)
             .with_permissions(permissions);
@@ -254,8 +254,8 @@ impl Session {
         for tool in host.tools() {
             registry.register(tool)?;
         }
-        if let Ok(mut p) = self.permissions.lock() {
-            *p = super::chat::permissions(&host.list());
+        if let Ok(mut p) = self.plugins.lock() {
+            *p = host.list();
         }
         Ok(registry)
     }
