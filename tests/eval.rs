@@ -312,6 +312,50 @@ fn the_web_challenge_reads_the_fixture_server_and_the_plan_strategy_solves_it() 
 }
 
 #[test]
+fn parallel_attempts_share_one_model_and_overlap() {
+    let env = TestEnv::new();
+    // Three slow answers, each a different one: if every attempt had its own
+    // model they would all replay the first.
+    let response = |answer: &str| {
+        format!(
+            "  - text: '{}'\n    delay_ms: 2000\n",
+            finish(answer).replace('\'', "''")
+        )
+    };
+    let yaml = format!(
+        "responses:\n{}{}{}",
+        response("a"),
+        response("b"),
+        response("c")
+    );
+    let model = env.script_yaml("s", &yaml);
+    let started = std::time::Instant::now();
+    let (_, report) = eval(
+        &env,
+        &model,
+        &["--filter", "WriteFile", "--repeat", "3", "--parallel", "3"],
+    );
+    let wall = started.elapsed().as_secs_f64();
+    let results = report["results"].as_array().unwrap();
+    let attempts: Vec<u64> = results
+        .iter()
+        .map(|r| r["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3], "results come back in order");
+    let mut answers: Vec<&str> = results
+        .iter()
+        .map(|r| r["answer"].as_str().unwrap())
+        .collect();
+    answers.sort();
+    assert_eq!(answers, ["a", "b", "c"], "{report}");
+    let summed = report["totals"]["seconds"].as_f64().unwrap();
+    assert!(
+        wall < summed * 0.8,
+        "attempts did not overlap: {wall:.1} s wall for {summed:.1} s of attempts"
+    );
+}
+
+#[test]
 fn a_filter_that_matches_nothing_names_the_challenges() {
     let env = TestEnv::new();
     let model = env.script("s", &[]);
