@@ -438,12 +438,13 @@ fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
                 json!({"text": "The deploy key lives in the vault."}),
             ),
             &finish("noted"),
+            &finish("hello again"),
         ],
     );
     let out = env
         .agent()
         .args(["chat", "--model", &model])
-        .write_stdin("write a.txt\nremember it\n/memory deploy\n/kb\n/exit\n")
+        .write_stdin("write a.txt\nremember it\n/memory deploy\n/kb\n/clear\nfresh start\n/exit\n")
         .timeout(LONG)
         .output()
         .unwrap();
@@ -458,6 +459,40 @@ fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
         .any(|l| l.contains("The deploy key lives in the vault.") && !l.contains('{'));
     assert!(listed, "{stdout}");
     assert!(stdout.contains("knowledge base is empty"), "{stdout}");
+    // After /clear nothing of the earlier goals is carried.
+    assert!(stdout.contains("conversation cleared"), "{stdout}");
+    let list = runs(&env);
+    assert!(list.iter().any(|r| r["goal"] == "fresh start"), "{list:?}");
+}
+
+#[test]
+fn vi_mode_from_the_config_and_no_colour_with_no_color() {
+    let env = TestEnv::new();
+    env.config("repl:\n  edit_mode: vi\n");
+    let model = env.script("s", &[&finish("Done in vi.")]);
+    let mut s = chat(&env, &["--model", &model]);
+    s.prompt();
+    s.send("abcd");
+    s.expect("abcd", LONG);
+    // Escape to normal mode, then `x` deletes the character under the cursor.
+    s.send("\x1b");
+    std::thread::sleep(Duration::from_millis(700));
+    s.send("x");
+    std::thread::sleep(Duration::from_millis(200));
+    s.send("\r");
+    s.expect("Done in vi.", LONG);
+    s.prompt();
+    s.send("\x04");
+    assert!(s.wait(LONG).success());
+    let list = runs(&env);
+    assert_eq!(list[0]["goal"], "abc", "{list:?}");
+    // NO_COLOR is set: the transcript carries no colour or style codes.
+    let raw = s.output.lock().unwrap().clone();
+    for sgr in [
+        "\x1b[1m", "\x1b[2m", "\x1b[3m", "\x1b[36m", "\x1b[32m", "\x1b[33m",
+    ] {
+        assert!(!raw.contains(sgr), "{sgr:?} in {raw:?}");
+    }
 }
 
 #[test]
