@@ -444,7 +444,7 @@ fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
     let out = env
         .agent()
         .args(["chat", "--model", &model])
-        .write_stdin("write a.txt\nremember it\n/memory deploy\n/kb\n/clear\nfresh start\n/exit\n")
+        .write_stdin("write a.txt\nremember it\n/memory deploy\n/kb\n/plugins\n/runs\n/approve\n/clear\nfresh start\n/exit\n")
         .timeout(LONG)
         .output()
         .unwrap();
@@ -459,6 +459,23 @@ fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
         .any(|l| l.contains("The deploy key lives in the vault.") && !l.contains('{'));
     assert!(listed, "{stdout}");
     assert!(stdout.contains("knowledge base is empty"), "{stdout}");
+    // /plugins shows each plugin's grant; /runs the runs of this session.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("files") && l.contains("workspace write")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("finished") && l.contains(" steps  write a.txt")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("approval policy for this session: from the config"),
+        "{stdout}"
+    );
     // After /clear nothing of the earlier goals is carried.
     assert!(stdout.contains("conversation cleared"), "{stdout}");
     let list = runs(&env);
