@@ -221,7 +221,11 @@ impl ConfigLayer {
     ) -> Result<(Self, BTreeMap<&'static str, String>), ConfigError> {
         let mut map = serde_yaml::Mapping::new();
         let mut vars = BTreeMap::new();
-        for key in KEYS.iter().copied().filter(|k| !matches!(*k, "plugins" | "approvals" | "repl")) {
+        for key in KEYS
+            .iter()
+            .copied()
+            .filter(|k| !matches!(*k, "plugins" | "approvals" | "repl"))
+        {
             let var = format!("AGENT_{}", key.to_ascii_uppercase());
             let Some(value) = get(&var) else { continue };
             // Strings stay strings even when they look like numbers or bools.
@@ -258,16 +262,42 @@ impl ConfigLayer {
     }
 }
 
-/// Fill `target` from `layer` where set, recording `source` for each key set.
-macro_rules! overlay {
-    ($target:ident, $sources:ident, $layer:expr, $src:expr, [$($key:ident),*]) => {
-        $(
-            if let Some(v) = $layer.$key.clone() {
-                $target.$key = Some(v);
-                $sources.insert(stringify!($key), $src(stringify!($key)));
-            }
-        )*
-    };
+/// Fill `merged` from `layer` where it sets a key, recording `source(key)`
+/// for each key it sets. Layers that cannot set a key (sections have no
+/// environment variable or flag) simply leave it `None`.
+fn overlay(
+    merged: &mut ConfigLayer,
+    sources: &mut BTreeMap<&'static str, Source>,
+    layer: &ConfigLayer,
+    source: &dyn Fn(&str) -> Source,
+) {
+    macro_rules! keys {
+        ($($key:ident),*) => {
+            $(
+                if let Some(v) = &layer.$key {
+                    merged.$key = Some(v.clone());
+                    sources.insert(stringify!($key), source(stringify!($key)));
+                }
+            )*
+        };
+    }
+    keys!(
+        model,
+        endpoint,
+        api_key_env,
+        max_steps,
+        max_tokens,
+        step_tokens,
+        timeout_secs,
+        model_timeout_secs,
+        temperature,
+        workspace,
+        context_tokens,
+        observation_chars,
+        plugins,
+        approvals,
+        repl
+    );
 }
 
 impl Config {
@@ -284,29 +314,7 @@ impl Config {
             KEYS.iter().map(|k| (*k, Source::Default)).collect();
         if let Some((layer, path)) = file {
             let src = |_: &str| Source::File(path.to_path_buf());
-            overlay!(
-                merged,
-                sources,
-                layer,
-                src,
-                [
-                    model,
-                    endpoint,
-                    api_key_env,
-                    max_steps,
-                    max_tokens,
-                    step_tokens,
-                    timeout_secs,
-                    model_timeout_secs,
-                    temperature,
-                    workspace,
-                    context_tokens,
-                    observation_chars,
-                    plugins,
-                    approvals,
-                    repl
-                ]
-            );
+            overlay(&mut merged, &mut sources, layer, &src);
         }
         if let Some((layer, vars)) = env {
             let src = |k: &str| {
@@ -316,26 +324,7 @@ impl Config {
                         .unwrap_or_else(|| format!("AGENT_{}", k.to_ascii_uppercase())),
                 )
             };
-            overlay!(
-                merged,
-                sources,
-                layer,
-                src,
-                [
-                    model,
-                    endpoint,
-                    api_key_env,
-                    max_steps,
-                    max_tokens,
-                    step_tokens,
-                    timeout_secs,
-                    model_timeout_secs,
-                    temperature,
-                    workspace,
-                    context_tokens,
-                    observation_chars
-                ]
-            );
+            overlay(&mut merged, &mut sources, layer, &src);
         }
         if let Some((layer, names)) = flags {
             let src = |k: &str| {
@@ -346,26 +335,7 @@ impl Config {
                         .unwrap_or_else(|| format!("--{}", k.replace('_', "-"))),
                 )
             };
-            overlay!(
-                merged,
-                sources,
-                layer,
-                src,
-                [
-                    model,
-                    endpoint,
-                    api_key_env,
-                    max_steps,
-                    max_tokens,
-                    step_tokens,
-                    timeout_secs,
-                    model_timeout_secs,
-                    temperature,
-                    workspace,
-                    context_tokens,
-                    observation_chars
-                ]
-            );
+            overlay(&mut merged, &mut sources, layer, &src);
         }
         let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
             key,
