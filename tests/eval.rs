@@ -233,6 +233,46 @@ fn llm_judged_challenges_are_skipped_without_a_judge() {
     assert_eq!(report["totals"]["pass_rate"], 0.0);
 }
 
+#[test]
+fn a_judge_model_grades_llm_challenges() {
+    let env = TestEnv::new();
+    let summary = "The launch moves to March because the supplier is late. Anna owns the schedule.";
+    let model = env.script(
+        "s",
+        &[
+            &write("summary.txt", summary),
+            &finish("done"),
+            &write("summary.txt", "Nothing happened."),
+            &finish("done"),
+        ],
+    );
+    let judge = env.script("judge", &["1", "0"]);
+    let (code, report) = eval(
+        &env,
+        &model,
+        &[
+            "--filter",
+            "JudgeSummary",
+            "--repeat",
+            "2",
+            "--judge",
+            &judge,
+        ],
+    );
+    assert_eq!(code, 3);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results[0]["result"], "passed", "{}", results[0]);
+    assert_eq!(results[1]["result"], "failed");
+    assert!(
+        results[1]["grade"]["outputs"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("scored it 0.00"),
+        "{}",
+        results[1]
+    );
+}
+
 /// Serve tests/challenges/fixture_site on the address WebPrice's task names.
 fn fixture_server() -> TcpListener {
     let listener = TcpListener::bind("127.0.0.1:18765")

@@ -49,6 +49,10 @@ pub struct EvalArgs {
     /// Most tokens per attempt.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u64>,
+    /// A model that grades `llm` challenges (same forms as --model); without
+    /// one they are skipped.
+    #[arg(long, value_name = "MODEL")]
+    pub judge: Option<String>,
     /// The report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -98,6 +102,14 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
         interactive: false,
     };
     let model = session.model(&settings, 0).await?;
+    let judge = match &args.judge {
+        None => None,
+        Some(name) => {
+            let mut judge_settings = settings.clone();
+            judge_settings.model = name.clone();
+            Some(session.model(&judge_settings, 0).await?)
+        }
+    };
     let model_name = model.name().to_string();
     let progress: Option<ProgressFn> = (!args.json || std::io::stderr().is_terminal()).then(|| {
         Box::new(|o: &crate::eval::Outcome| {
@@ -126,6 +138,7 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
         agent: session.agent_settings(&settings),
         settings,
         progress,
+        judge,
     };
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();

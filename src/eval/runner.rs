@@ -77,6 +77,8 @@ pub struct EvalRunner {
     /// The agent's limits; `timeout` is set per attempt.
     pub agent: AgentSettings,
     pub progress: Option<ProgressFn>,
+    /// Grades `llm` challenges; without one they are skipped.
+    pub judge: Option<Arc<dyn ModelBackend>>,
 }
 
 impl EvalRunner {
@@ -142,11 +144,11 @@ impl EvalRunner {
         cancel: &CancellationToken,
     ) -> Outcome {
         match challenge.kind() {
-            EvalKind::Llm => {
+            EvalKind::Llm if self.judge.is_none() => {
                 return Self::skipped(
                     challenge,
                     attempt,
-                    "needs an LLM judge (eval type `llm`), which is not configured".into(),
+                    "needs an LLM judge (eval type `llm`); give one with --judge MODEL".into(),
                 );
             }
             EvalKind::Other(kind) => {
@@ -306,7 +308,13 @@ impl EvalRunner {
         };
         let timed_out = status == RunStatus::BudgetExhausted && reason.starts_with("time budget");
         copy_tree(&challenge.custom_python(), &workspace)?;
-        let grade = grade(challenge, &workspace, options.grade_timeout).await;
+        let grade = grade(
+            challenge,
+            &workspace,
+            options.grade_timeout,
+            self.judge.as_deref(),
+        )
+        .await;
         let result = if grade.passed && !timed_out {
             "passed"
         } else {
