@@ -58,12 +58,16 @@ fn plain(text: &str) -> String {
 }
 
 impl Pty {
-    fn spawn(mut cmd: std::process::Command) -> Pty {
+    fn spawn(cmd: std::process::Command) -> Pty {
+        Self::spawn_sized(cmd, 120)
+    }
+
+    fn spawn_sized(mut cmd: std::process::Command, cols: u16) -> Pty {
         let mut master: libc::c_int = -1;
         let mut slave: libc::c_int = -1;
         let size = libc::winsize {
             ws_row: 40,
-            ws_col: 120,
+            ws_col: cols,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
@@ -599,4 +603,48 @@ fn agent_run_on_a_terminal_asks_and_shows_what_will_run() {
         std::fs::read_to_string(env.workspace.join("a.txt")).unwrap(),
         "hello"
     );
+}
+
+#[test]
+fn a_narrow_terminal_wraps_thoughts_with_a_hanging_indent() {
+    let env = TestEnv::new();
+    let thought =
+        "I have read every file in the workspace and the answer is short enough to give now";
+    let step = json!({"thought": thought, "tool": "finish", "args": {"answer": "ok"}}).to_string();
+    let model = env.script("s", &[&step]);
+    let mut cmd = env.agent_std();
+    cmd.args(["chat", "--model", &model]);
+    let mut s = Pty::spawn_sized(cmd, 40);
+    s.prompt();
+    s.line("go");
+    let shown = s.expect("✔ finished", LONG);
+    // The spinner's last frame is erased in place, so the thought starts mid-line.
+    let from = shown
+        .find("[1] I have")
+        .unwrap_or_else(|| panic!("no thought line in {shown}"));
+    let lines: Vec<&str> = shown[from..].lines().collect();
+    let first = 0;
+    let mut words = Vec::new();
+    for (i, line) in lines[first..].iter().enumerate() {
+        if line.contains("→ finish") {
+            break;
+        }
+        let text = if i == 0 {
+            &line[4..]
+        } else {
+            line.strip_prefix("    ")
+                .unwrap_or_else(|| panic!("no hanging indent: {line:?}"))
+        };
+        // The step's time may follow the last line of the thought.
+        let text = text.split(" (").next().unwrap_or_default();
+        assert!(
+            4 + text.chars().count() <= 40,
+            "{line:?} is wider than 40 columns"
+        );
+        words.extend(text.split_whitespace().map(String::from));
+    }
+    assert_eq!(words.join(" "), thought);
+    s.prompt();
+    s.send("\x04");
+    assert!(s.wait(LONG).success());
 }
