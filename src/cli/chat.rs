@@ -34,7 +34,7 @@ use super::run::{RunOptions, Session, parse_duration};
 use crate::agent::hooks::{MemoryHook, Recalled};
 use crate::agent::{Event, ReactAgent};
 use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
-use crate::memory::{RunRecord, RunStatus, StepRecord};
+use crate::memory::{RunRecord, StepRecord};
 use crate::model::ModelBackend;
 use crate::plugin::{GrantSummary, PluginInfo};
 use crate::prompt::PromptLibrary;
@@ -316,20 +316,7 @@ impl Chat<'_> {
             p.shown_goal = words.to_string();
             p.renderer = Human::new(self.verbosity);
         }
-        let now = now_rfc3339();
-        let run = RunRecord {
-            id: new_run_id(),
-            goal,
-            settings: self.settings.clone(),
-            status: RunStatus::Running,
-            created_at: now.clone(),
-            updated_at: now,
-            steps: 0,
-            usage: Default::default(),
-            elapsed_ms: 0,
-            answer: None,
-            stop_reason: None,
-        };
+        let run = RunRecord::new(new_run_id(), goal, self.settings.clone());
         let run_id = run.id.clone();
         let mut agent = match ReactAgent::new(
             self.model.clone(),
@@ -717,18 +704,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         Some(query) => sessions.find(query)?,
         None => SavedSession::new(),
     };
-    let c = &session.config;
-    let settings = RunSettings {
-        model: c.model.clone(),
-        endpoint: c.endpoint.clone(),
-        max_steps: c.max_steps,
-        max_tokens: c.max_tokens,
-        step_tokens: c.step_tokens,
-        timeout_secs: c.timeout_secs,
-        temperature: c.temperature as f32,
-        workspace: session.workspace.display().to_string(),
-        interactive: terminal && !args.yes,
-    };
+    let settings = session.run_settings(terminal && !args.yes);
     let tools = session.tools(terminal && !args.yes).await?;
     let plugins = session
         .plugins

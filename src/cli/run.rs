@@ -18,7 +18,7 @@ use super::model::ProgressBars;
 use crate::agent::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanStore};
 use crate::agent::{AgentSettings, ReactAgent};
 use crate::config::{Config, ConfigLayer};
-use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
+use crate::memory::journal::{RunSettings, new_run_id};
 use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, Store};
 use crate::model::ModelBackend;
 use crate::model::open::{BackendOptions, open_backend};
@@ -224,8 +224,8 @@ impl Session {
             .lock()
             .map(|p| super::chat::permissions(&p))
             .unwrap_or_default();
-        let approver = PolicyApprover::new(self.config.approvals.clone(), mode)
-            .with_permissions(permissions);
+        let approver =
+            PolicyApprover::new(self.config.approvals.clone(), mode).with_permissions(permissions);
         approver.set_all(self.approve);
         Arc::new(approver)
     }
@@ -288,6 +288,22 @@ impl Session {
         Ok(backend?)
     }
 
+    /// The settings a new run records, from the resolved configuration.
+    pub fn run_settings(&self, interactive: bool) -> RunSettings {
+        let c = &self.config;
+        RunSettings {
+            model: c.model.clone(),
+            endpoint: c.endpoint.clone(),
+            max_steps: c.max_steps,
+            max_tokens: c.max_tokens,
+            step_tokens: c.step_tokens,
+            timeout_secs: c.timeout_secs,
+            temperature: c.temperature as f32,
+            workspace: self.workspace.display().to_string(),
+            interactive,
+        }
+    }
+
     /// The agent's limits for `settings`.
     pub fn agent_settings(&self, settings: &RunSettings) -> AgentSettings {
         AgentSettings {
@@ -341,18 +357,7 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     session.continuous = args.yes;
     session.approve = args.approve;
     let interactive = interactive(args.yes, args.json);
-    let c = &session.config;
-    let settings = RunSettings {
-        model: c.model.clone(),
-        endpoint: c.endpoint.clone(),
-        max_steps: c.max_steps,
-        max_tokens: c.max_tokens,
-        step_tokens: c.step_tokens,
-        timeout_secs: c.timeout_secs,
-        temperature: c.temperature as f32,
-        workspace: session.workspace.display().to_string(),
-        interactive,
-    };
+    let settings = session.run_settings(interactive);
     let tools = session.tools(interactive).await?;
     let prompts = PromptLibrary::new(&session.dirs.prompts);
 
@@ -361,20 +366,7 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     }
 
     let model = session.model(&settings, 0).await?;
-    let now = now_rfc3339();
-    let run = RunRecord {
-        id: new_run_id(),
-        goal: args.goal.clone(),
-        settings,
-        status: RunStatus::Running,
-        created_at: now.clone(),
-        updated_at: now,
-        steps: 0,
-        usage: Default::default(),
-        elapsed_ms: 0,
-        answer: None,
-        stop_reason: None,
-    };
+    let run = RunRecord::new(new_run_id(), args.goal.clone(), settings);
     if args.agent == Strategy::Plan {
         PlanStore::new(&session.store)?.mark(&run.id)?;
     }
@@ -408,9 +400,10 @@ fn dry_run(
         session.agent_settings(settings),
     )?;
     let (system, schema) = agent.render_system()?;
-    let goal_msg = agent
-        .prompt
-        .render("goal", &serde_json::json!({"goal": goal, "omitted": 0, "summary": null}))?;
+    let goal_msg = agent.prompt.render(
+        "goal",
+        &serde_json::json!({"goal": goal, "omitted": 0, "summary": null}),
+    )?;
     println!(
         "=== system ===\n{system}\n\n=== user ===\n{goal_msg}\n\n=== action schema ===\n{}",
         serde_json::to_string_pretty(&schema)?
@@ -476,14 +469,13 @@ pub async fn drive_run(
                 _ => run,
             };
             // A scripted model resumes after every response the plan used.
-            let model = if run.settings.endpoint.is_none()
-                && run.settings.model.starts_with("scripted:")
-            {
-                let used = plans.responses_used(&session.journal, &run.id)?;
-                session.model(&run.settings, used).await?
-            } else {
-                model
-            };
+            let model =
+                if run.settings.endpoint.is_none() && run.settings.model.starts_with("scripted:") {
+                    let used = plans.responses_used(&session.journal, &run.id)?;
+                    session.model(&run.settings, used).await?
+                } else {
+                    model
+                };
             let agent = PlanAgent {
                 model,
                 tools: Arc::new(tools),

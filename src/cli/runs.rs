@@ -167,7 +167,8 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                     "a resumed run keeps its model and workspace; only --max-steps, --max-tokens and --timeout can change"
                 );
             }
-            let session = Session::open(&options)?;
+            let mut session = Session::open(&options)?;
+            session.continuous = yes;
             let mut run = session.journal.find(&id)?;
             if run.status == RunStatus::Finished {
                 bail!(
@@ -190,6 +191,8 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             std::fs::create_dir_all(&workspace)?;
             super::run::check_workspace(&workspace, &session.dirs)?;
             let interactive = interactive(yes, json) && run.settings.interactive;
+            // Never ask unless someone can answer now.
+            run.settings.interactive = interactive;
             let tools = session.tools(interactive).await?;
             let prompts = PromptLibrary::new(&session.dirs.prompts);
             let model = session.model(&run.settings, steps.len()).await?;

@@ -81,6 +81,26 @@ pub struct RunRecord {
     pub stop_reason: Option<String>,
 }
 
+impl RunRecord {
+    /// A new run, not yet started: status `running`, no steps, created now.
+    pub fn new(id: String, goal: String, settings: RunSettings) -> Self {
+        let now = now_rfc3339();
+        Self {
+            id,
+            goal,
+            settings,
+            status: RunStatus::Running,
+            created_at: now.clone(),
+            updated_at: now,
+            steps: 0,
+            usage: Usage::default(),
+            elapsed_ms: 0,
+            answer: None,
+            stop_reason: None,
+        }
+    }
+}
+
 /// What became of a step's action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
