@@ -48,7 +48,11 @@ use crate::tools::ToolRegistry;
 pub const PLANS_TREE: &str = "plans";
 
 /// Longest description or criterion the schema allows, in characters.
-const MAX_STEP_CHARS: u64 = 300;
+const MAX_STEP_CHARS: u64 = 160;
+/// Longest planner thought, in characters (short: the steps carry the plan).
+const MAX_PLAN_THOUGHT_CHARS: u64 = 200;
+/// Tokens a planner answer may take: room for the longest plan the schema allows.
+const PLANNER_TOKENS: usize = 768;
 /// Longest step result shown to the planner and the next steps.
 const RESULT_CHARS: usize = 800;
 /// Attempts at a valid plan or decision before the run stops.
@@ -285,7 +289,7 @@ pub struct PlanLimits {
 impl Default for PlanLimits {
     fn default() -> Self {
         Self {
-            max_plan_steps: 8,
+            max_plan_steps: 5,
             max_replans: 3,
             step_max_steps: 10,
             max_edits: 3,
@@ -408,7 +412,7 @@ fn steps_schema(max: usize) -> Value {
 }
 
 fn thought_schema() -> Value {
-    json!({"type": "string", "maxLength": crate::action::MAX_THOUGHT_CHARS})
+    json!({"type": "string", "maxLength": MAX_PLAN_THOUGHT_CHARS})
 }
 
 /// The schema of a plan with at most `max` steps.
@@ -848,7 +852,7 @@ impl PlanAgent {
         let limit = self.settings.model_timeout.min(remaining);
         let request = CompletionRequest {
             messages,
-            max_tokens: (self.settings.step_tokens as usize).max(512),
+            max_tokens: (self.settings.step_tokens as usize).max(PLANNER_TOKENS),
             temperature: self.settings.temperature,
             json_schema: Some(schema),
         };
@@ -1243,6 +1247,17 @@ fn step_result(number: usize, step: &PlanStep, child: &RunRecord, summary: &str)
     }
 }
 
+/// The first line of `text`, at most `max` characters (with `…` when cut).
+fn one_line(text: &str, max: usize) -> String {
+    let line = sanitize::strip_terminal_escapes(text.lines().next().unwrap_or(""));
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut cut: String = line.chars().take(max).collect();
+    cut.push('…');
+    cut
+}
+
 /// What a plan-and-execute run did, step by step.
 pub fn summarize_plan(state: &PlanState) -> String {
     if state.results.is_empty() {
@@ -1259,10 +1274,10 @@ pub fn summarize_plan(state: &PlanState) -> String {
             format!(
                 "{}. {} → {} in {} steps: {}",
                 r.number,
-                sanitize::cap_head_tail(&r.description, 120),
+                one_line(&r.description, 120),
                 r.status.as_str(),
                 r.steps,
-                sanitize::cap_head_tail(r.result.lines().next().unwrap_or(""), 160)
+                one_line(&r.result, 160)
             )
         })
         .collect();
@@ -1363,6 +1378,27 @@ mod tests {
             Ok(Decision::Finish(a)) => assert_eq!(a, "42"),
             _ => panic!("expected finish"),
         }
+    }
+
+    #[test]
+    fn the_summary_has_one_short_line_per_step() {
+        let mut state = PlanState::new();
+        state.results.push(StepResult {
+            number: 1,
+            description: "read it".into(),
+            run_id: "r.s1".into(),
+            status: RunStatus::Finished,
+            result: format!("{}\nsecond line", "x".repeat(500)),
+            steps: 2,
+            usage: Usage::default(),
+        });
+        state.replans = 1;
+        let summary = summarize_plan(&state);
+        let lines: Vec<&str> = summary.lines().collect();
+        assert_eq!(lines.len(), 2, "{summary}");
+        assert!(lines[0].starts_with("1. read it → finished in 2 steps: xxx"));
+        assert!(lines[0].ends_with('…') && lines[0].chars().count() < 220);
+        assert_eq!(lines[1], "(the plan was revised 1 times)");
     }
 
     #[test]
