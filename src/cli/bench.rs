@@ -46,6 +46,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         steps: u32,
     },
+    /// Long-term memory and knowledge base: insert/recall latency, ingestion, peak RSS.
+    Memory {
+        /// Largest collection (measured at 1k, 10k, 100k up to this).
+        #[arg(long, default_value_t = 100_000)]
+        max: usize,
+        /// Vectors: `random` (384-dim stand-ins), `none`, `minilm[:PATH]`.
+        #[arg(long, default_value = "random")]
+        embedder: String,
+    },
 }
 
 static NOOP_SPEC: LazyLock<ToolSpec> = LazyLock::new(|| ToolSpec {
@@ -151,6 +160,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
 pub async fn execute(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Model { model, steps } => model_speed(model, steps).await?,
+        BenchCommand::Memory { max, embedder } => super::memory::bench(max, &embedder)?,
         BenchCommand::Agent { steps } => {
             anyhow::ensure!(steps >= 2, "--steps must be at least 2");
             for (label, flush) in [

@@ -276,3 +276,199 @@ pub fn run_hook(
         memory, reflect,
     )))
 }
+
+/// Deterministic stand-in vectors (384 dimensions, like MiniLM) so the
+/// benchmark measures the dense search and fusion cost, not a model.
+struct RandomEmbedder;
+
+impl Embedder for RandomEmbedder {
+    fn id(&self) -> &str {
+        "random/384"
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, crate::memory::embed::EmbedError> {
+        use rand::{Rng, SeedableRng};
+        use std::hash::{Hash, Hasher};
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                t.hash(&mut h);
+                let mut rng = rand::rngs::StdRng::seed_from_u64(h.finish());
+                let mut v: Vec<f32> = (0..384).map(|_| rng.random_range(-1.0..1.0)).collect();
+                crate::memory::index::normalize(&mut v);
+                v
+            })
+            .collect())
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn sentence(rng: &mut rand::rngs::StdRng, words: usize) -> String {
+    use rand::Rng;
+    // Log-uniform over a 20k-word vocabulary: a few common words, a long tail.
+    (0..words)
+        .map(|_| format!("w{}", (20_000f64.powf(rng.random::<f64>()) as usize)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `agent bench memory`: insert and recall latency at 1k, 10k, 100k
+/// memories (BM25 and hybrid with stand-in vectors, or a real embedder),
+/// knowledge-base ingestion MB/s, and peak RSS.
+pub fn bench(max: usize, embedder_spec: &str) -> anyhow::Result<()> {
+    use crate::memory::index::{Index, NewDoc, WriteBatch};
+    use rand::SeedableRng;
+    use std::time::Instant;
+    let dirs = super::dirs()?;
+    let embedder: Option<Arc<dyn Embedder>> = match embedder_spec {
+        "random" => Some(Arc::new(RandomEmbedder)),
+        spec => crate::memory::embed::from_spec(spec, &dirs.models(), None, None)?,
+    };
+    let label = embedder.as_ref().map(|e| e.id().to_string());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for n in [1_000usize, 10_000, 100_000]
+        .into_iter()
+        .filter(|n| *n <= max)
+    {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        // Bulk load without per-write flushes (a fresh store filled fast).
+        let bulk = Index::open_unflushed(&store, "memories")?;
+        let loaded = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let batch = 1000.min(n - done);
+            let first = bulk.reserve_ids(batch as u64)?;
+            let texts: Vec<String> = (0..batch).map(|_| sentence(&mut rng, 12)).collect();
+            let vectors = match &embedder {
+                Some(e) => {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    e.embed(&refs)?.into_iter().map(Some).collect()
+                }
+                None => vec![None; batch],
+            };
+            let add = texts
+                .into_iter()
+                .zip(vectors)
+                .enumerate()
+                .map(|(i, (text, vector))| {
+                    let m = Memory {
+                        id: first + i as u64,
+                        text: text.clone(),
+                        kind: MemoryKind::Fact,
+                        provenance: Provenance::user(),
+                        created_at: String::new(),
+                        updated_at: String::new(),
+                        merged: 0,
+                        embedder: label.clone(),
+                    };
+                    Ok(NewDoc {
+                        id: m.id,
+                        text,
+                        record: serde_json::to_vec(&m)?,
+                        vector,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            bulk.write(&WriteBatch {
+                add,
+                ..Default::default()
+            })?;
+            done += batch;
+        }
+        store.flush()?;
+        let load_s = loaded.elapsed().as_secs_f64();
+        let memory = LongTermMemory::open(&store, embedder.clone())?;
+        // Durable single inserts at this size (dedup check + embed + flush).
+        let mut insert = Vec::new();
+        for _ in 0..100 {
+            let text = sentence(&mut rng, 12);
+            let t = Instant::now();
+            memory.add(NewMemory {
+                text,
+                kind: MemoryKind::Fact,
+                provenance: Provenance::user(),
+                created_at: None,
+            })?;
+            insert.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        // Recall: top-10, BM25 alone and hybrid (first query loads the vectors).
+        let queries: Vec<String> = (0..200).map(|_| sentence(&mut rng, 4)).collect();
+        let warm = Instant::now();
+        memory.search(&queries[0], 10)?;
+        let warm_ms = warm.elapsed().as_secs_f64() * 1e3;
+        let (mut bm25, mut hybrid) = (Vec::new(), Vec::new());
+        for q in &queries {
+            let t = Instant::now();
+            memory.index().bm25(q, 10)?;
+            bm25.push(t.elapsed().as_secs_f64() * 1e3);
+            let v = embedder.as_ref().map(|e| e.embed(&[q])).transpose()?;
+            let t = Instant::now();
+            memory
+                .index()
+                .hybrid(q, v.as_ref().map(|v| v[0].as_slice()), 10)?;
+            hybrid.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "memories {n:>6}: bulk load {load_s:.1}s; durable insert median {:.2} ms p95 {:.2} ms; recall top-10 BM25 median {:.2} ms p95 {:.2} ms; hybrid ({}) median {:.2} ms p95 {:.2} ms (first query {warm_ms:.0} ms loads vectors)",
+            percentile(&mut insert, 0.5),
+            percentile(&mut insert, 0.95),
+            percentile(&mut bm25, 0.5),
+            percentile(&mut bm25, 0.95),
+            label.as_deref().unwrap_or("no embedder"),
+            percentile(&mut hybrid, 0.5),
+            percentile(&mut hybrid, 0.95),
+        );
+    }
+    // Knowledge-base ingestion: 200 Markdown documents of ~50 KB, durable.
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let kb = crate::kb::KnowledgeBase::open(&store, None)?;
+    let docs: Vec<String> = (0..200)
+        .map(|d| {
+            let mut s = format!("# Document {d}\n\n");
+            for sec in 0..10 {
+                s.push_str(&format!("## Section {sec}\n\n"));
+                for _ in 0..6 {
+                    s.push_str(&sentence(&mut rng, 120));
+                    s.push_str(".\n\n");
+                }
+            }
+            s
+        })
+        .collect();
+    let bytes: usize = docs.iter().map(String::len).sum();
+    let t = Instant::now();
+    for (i, d) in docs.iter().enumerate() {
+        kb.add_bytes(
+            &format!("/bench/doc{i}.md"),
+            d.as_bytes(),
+            crate::kb::load::DocKind::Markdown,
+        )?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "kb ingestion (BM25 only, durable per document): {:.1} MB in {secs:.1}s = {:.2} MB/s, {} chunks",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / secs,
+        kb.chunk_count()?
+    );
+    if let Some(mb) = peak_rss_mb() {
+        println!("peak RSS (VmHWM): {mb:.0} MB");
+    }
+    Ok(())
+}

@@ -255,7 +255,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            out.contains("a.txt:3-3") && out.contains("vpn.corp.example"),
+            out.contains("a.txt:1-3") && out.contains("vpn.corp.example"),
             "{out}"
         );
     }
