@@ -837,6 +837,7 @@ impl PlanAgent {
     }
 
     /// Ask the model once for a JSON answer; `Err` ends the run.
+    #[allow(clippy::too_many_arguments)]
     async fn ask(
         &self,
         state: &mut PlanState,
