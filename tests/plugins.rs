@@ -1698,3 +1698,51 @@ fn a_read_only_grant_is_enforced_by_the_sandbox() {
     let out = env.call("files", "read_file", json!({"path": "a.txt"}));
     assert_ne!(out.code, 0, "{}", out.all());
 }
+
+#[test]
+fn a_read_only_tool_gets_a_read_only_workspace_even_when_its_plugin_may_write() {
+    let env = Env::new();
+    // Write access for the plugin, but `write_path` declared read-only.
+    env.install_evil(|m| {
+        m.replace(
+            "tools: [spin,",
+            "read_only_tools: [write_path]\ntools: [spin,",
+        )
+    });
+    let out = env.call(
+        "evil",
+        "write_path",
+        json!({"path": "/workspace/note.txt", "content": "x"}),
+    );
+    assert_ne!(out.code, 0, "a read-only tool wrote: {}", out.all());
+    assert!(!env.ws.join("note.txt").exists());
+    // The same plugin's other tools keep the full grant: reads still work.
+    std::fs::write(env.ws.join("seen.txt"), "visible").unwrap();
+    let out = env.call("evil", "read_path", json!({"path": "/workspace/seen.txt"}));
+    assert!(out.stdout.contains("visible"), "{}", out.all());
+    // And the built-in files plugin classes its readers as reads.
+    let out = env.run(&["plugin", "inspect", "files", "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let class = |name: &str| {
+        info["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["class"]
+            .clone()
+    };
+    assert_eq!(class("read_file"), "read");
+    assert_eq!(class("write_file"), "write");
+}
+
+#[test]
+fn read_only_tools_must_be_tools_of_the_plugin() {
+    let env = Env::new();
+    let manifest = evil_manifest(evil_wasm(), |m| {
+        m.replace("tools: [spin,", "read_only_tools: [nope]\ntools: [spin,")
+    });
+    let out = env.try_install(evil_wasm(), &manifest);
+    assert_ne!(out.code, 0);
+    assert!(out.all().contains("read_only_tools[0]"), "{}", out.all());
+}

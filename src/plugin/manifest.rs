@@ -89,6 +89,11 @@ pub struct Manifest {
     pub sha256: String,
     /// Names of the tools the plugin offers; must equal what `describe()` returns.
     pub tools: Vec<String>,
+    /// Tools that only read: they get a read-only workspace whatever the
+    /// plugin's grant, and approvals treat them as reads (a plugin's other
+    /// tools get its full grant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only_tools: Vec<String>,
     /// What the plugin asks to touch.
     #[serde(default)]
     pub permissions: Permissions,
@@ -366,6 +371,17 @@ impl Manifest {
             return Err(bad(
                 "tools",
                 "is empty; list the tools the plugin offers".into(),
+            ));
+        }
+        if let Some((i, t)) = self
+            .read_only_tools
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !self.tools.contains(t))
+        {
+            return Err(bad(
+                &format!("read_only_tools[{i}]"),
+                format!("`{t}` is not one of the plugin's `tools`"),
             ));
         }
         for (i, tool) in self.tools.iter().enumerate() {

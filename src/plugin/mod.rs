@@ -308,9 +308,22 @@ impl LoadedPlugin {
             Ok(p) => p,
             Err(e) => return fail(Err(ToolError::Observation(e.to_string()))),
         };
+        // A read-only tool never gets more than a read-only workspace.
+        let narrowed;
+        let grant = if self.manifest.read_only_tools.iter().any(|t| t == tool)
+            && self.grant.workspace == WorkspaceAccess::Write
+        {
+            narrowed = Grant {
+                workspace: WorkspaceAccess::Read,
+                ..self.grant.clone()
+            };
+            &narrowed
+        } else {
+            &self.grant
+        };
         let env = CallEnv {
             plugin: &self.manifest.name,
-            grant: &self.grant,
+            grant,
             workspace: &self.shared.workspace,
             full_access: true,
             resolver: self.shared.resolver.clone(),
@@ -1085,12 +1098,14 @@ pub fn locate_install_source(path: &Path) -> Result<(PathBuf, PathBuf), PluginEr
 }
 
 /// The class approvals key off (see the module doc).
-fn tool_class(manifest: &Manifest, grant: &Grant, is_builtin: bool) -> ToolClass {
+fn tool_class(manifest: &Manifest, grant: &Grant, is_builtin: bool, tool: &str) -> ToolClass {
     if grant.http.enabled() {
         ToolClass::Network
     } else if is_builtin && manifest.name == "code" {
         ToolClass::Execute
-    } else if grant.workspace == WorkspaceAccess::Write {
+    } else if grant.workspace == WorkspaceAccess::Write
+        && !manifest.read_only_tools.iter().any(|t| t == tool)
+    {
         ToolClass::Write
     } else {
         ToolClass::Read
@@ -1109,7 +1124,6 @@ fn build_specs(
         reason,
     };
     manifest.check_tools(described.iter().map(|(n, _, _)| n.as_str()))?;
-    let class = tool_class(manifest, grant, is_builtin);
     let mut specs = Vec::new();
     for (name, description, schema) in described {
         if specs.iter().any(|s: &ToolSpec| &s.name == name) {
@@ -1139,7 +1153,7 @@ fn build_specs(
             name: name.clone(),
             description: text::neutralize_controls(description),
             args_schema,
-            class,
+            class: tool_class(manifest, grant, is_builtin, name),
             source: manifest.name.clone(),
         });
     }
