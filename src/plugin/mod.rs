@@ -1190,21 +1190,30 @@ mod tests {
     fn classes_follow_the_grant() {
         let p = PluginPolicy::default();
         let m = manifest("web", "none", "[example.com]");
-        assert_eq!(tool_class(&m, &p.grant(&m), true), ToolClass::Network);
+        assert_eq!(tool_class(&m, &p.grant(&m), true, "t"), ToolClass::Network);
         let m = manifest("code", "write", "[]");
-        assert_eq!(tool_class(&m, &p.grant(&m), true), ToolClass::Execute);
+        assert_eq!(tool_class(&m, &p.grant(&m), true, "t"), ToolClass::Execute);
         assert_eq!(
-            tool_class(&m, &p.grant(&m), false),
+            tool_class(&m, &p.grant(&m), false, "t"),
             ToolClass::Write,
             "only the built-in `code` is Execute"
         );
         let m = manifest("files", "write", "[]");
-        assert_eq!(tool_class(&m, &p.grant(&m), true), ToolClass::Write);
+        assert_eq!(tool_class(&m, &p.grant(&m), true, "t"), ToolClass::Write);
         let p = PluginPolicy {
             max_workspace: WorkspaceAccess::Read,
             ..Default::default()
         };
-        assert_eq!(tool_class(&m, &p.grant(&m), true), ToolClass::Read);
+        assert_eq!(tool_class(&m, &p.grant(&m), true, "t"), ToolClass::Read);
+        // A tool the manifest declares read-only is a read even with write access.
+        let mut m = manifest("files", "write", "[]");
+        m.read_only_tools = vec!["t".into()];
+        let p = PluginPolicy::default();
+        assert_eq!(tool_class(&m, &p.grant(&m), true, "t"), ToolClass::Read);
+        assert_eq!(
+            tool_class(&m, &p.grant(&m), true, "other"),
+            ToolClass::Write
+        );
     }
 
     #[test]
