@@ -279,11 +279,19 @@ impl RunJournal {
         }
     }
 
-    /// The newest `limit` runs, newest first.
+    /// The newest `limit` top-level runs, newest first. Child runs (a plan's
+    /// steps, `PARENT.sN`) belong to their parent and are not listed; `find`
+    /// still reaches them by id.
     pub fn list(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.runs.iter().rev().take(limit) {
+        for item in self.runs.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = item?;
+            if k.contains(&b'.') {
+                continue;
+            }
             out.push(decode(&k, &v)?);
         }
         Ok(out)
@@ -383,6 +391,14 @@ mod tests {
         assert_eq!(j.find("20260101").unwrap().id, "20260101-000000-aaaa");
         assert!(matches!(j.find("2026"), Err(LookupError::Ambiguous { .. })));
         assert!(matches!(j.find("1999"), Err(LookupError::NotFound(_))));
+        // A plan's child runs are reached by id but not listed, nor `last`.
+        j.put_run(&run("20260102-000000-bbbb.s1")).unwrap();
+        assert_eq!(j.find("last").unwrap().id, "20260102-000000-bbbb");
+        assert_eq!(j.list(10).unwrap().len(), 2);
+        assert_eq!(
+            j.find("20260102-000000-bbbb.s1").unwrap().id,
+            "20260102-000000-bbbb.s1"
+        );
         // A run id that is a prefix of another run's id does not pick up its steps.
         assert!(j.steps("20260101-000000-aaa").unwrap().is_empty());
     }
