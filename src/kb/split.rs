@@ -120,7 +120,7 @@ pub fn split(sections: &[Section], opts: SplitOptions) -> Vec<Draft> {
         for p in paragraphs {
             let t = estimate_tokens(&p.text);
             if let Some(d) = cur.as_mut()
-                && cur_tokens + t + 1 <= opts.max_tokens
+                && cur_tokens + t < opts.max_tokens
             {
                 d.text.push_str("\n\n");
                 d.text.push_str(&p.text);

@@ -112,6 +112,9 @@ pub fn estimate_tokens(text: &str) -> usize {
     cjk + other.div_ceil(4)
 }
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One document to add.
 #[derive(Debug, Clone)]
 pub struct NewDoc {
@@ -462,7 +465,7 @@ impl Index {
     }
 
     /// Caller metadata whose key starts with `prefix`.
-    pub fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(key(META, prefix)) {
             let (k, v) = item?;
@@ -772,7 +775,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let idx = Index::open(&store, "t").unwrap();
-        let vecs = [[1.0, 0.0], [0.0, 1.0], [0.7071, 0.7071]];
+        let half = std::f32::consts::FRAC_1_SQRT_2;
+        let vecs = [[1.0, 0.0], [0.0, 1.0], [half, half]];
         let texts = ["red apple", "green pear", "red pear"];
         let first = idx.reserve_ids(3).unwrap();
         idx.write(&WriteBatch {
