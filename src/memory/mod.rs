@@ -3,9 +3,9 @@
 //! [`Store`].
 
 pub mod embed;
+pub mod hook;
 pub mod index;
 pub mod journal;
-pub mod hook;
 pub mod longterm;
 pub mod store;
 

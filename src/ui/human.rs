@@ -299,7 +299,11 @@ impl Renderer for Human {
                 tool,
                 ..
             } => {
-                if self.quiet() || tool.as_deref() == Some("finish") {
+                // Rejected output was shown by its `InvalidOutput` event already.
+                if self.quiet()
+                    || tool.as_deref() == Some("finish")
+                    || (tool.is_none() && *is_error)
+                {
                     return;
                 }
                 let text = strip_terminal_escapes(observation);
