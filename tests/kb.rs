@@ -7,27 +7,8 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
 
-use common::{TestEnv, action};
+use common::{TestEnv, action, json_lines, stdout};
 use predicates::prelude::*;
-
-fn stdout(env: &TestEnv, args: &[&str]) -> String {
-    let out = env
-        .agent()
-        .args(args)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    String::from_utf8(out).unwrap()
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn mixed_folder(env: &TestEnv) -> std::path::PathBuf {
     let docs = env.root.path().join("docs");

@@ -6,27 +6,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{TestEnv, action, events, finished};
+use common::{TestEnv, action, events, finished, json_lines, stdout};
 use predicates::prelude::*;
-
-fn stdout(env: &TestEnv, args: &[&str]) -> String {
-    let out = env
-        .agent()
-        .args(args)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    String::from_utf8(out).unwrap()
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[test]
 fn memory_commands_add_merge_search_show_forget_export_import() {

@@ -117,3 +117,21 @@ pub fn finished(events: &[serde_json::Value]) -> &serde_json::Value {
         .find(|e| e["type"] == "run_finished")
         .expect("a run_finished event")
 }
+
+/// Run `agent ARGS` in `env`, expect success, return stdout as text.
+pub fn stdout(env: &TestEnv, args: &[&str]) -> String {
+    let out = env
+        .agent()
+        .args(args)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(out).expect("utf-8 stdout")
+}
+
+/// Parse JSON-lines text (e.g. `--json` listings).
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    events(text.as_bytes())
+}
