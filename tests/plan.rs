@@ -112,6 +112,25 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
             .unwrap()
             .contains("Do only step 1 now: write hi to a.txt")
     );
+    // The plan run itself shows its steps' runs, in order.
+    let shown = env
+        .agent()
+        .args(["runs", "show", "--json", &run_id])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let shown: Value = serde_json::from_slice(&shown).unwrap();
+    let children = shown["children"].as_array().unwrap();
+    assert_eq!(children.len(), 2);
+    assert_eq!(children[0]["run"]["id"], format!("{run_id}.s1"));
+    assert_eq!(children[0]["steps"][0]["tool"], "write_file");
+    env.agent()
+        .args(["runs", "show", &run_id])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(format!("plan step {run_id}.s2")));
 }
 
 #[test]

@@ -93,10 +93,18 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             let (_store, journal) = open_journal()?;
             let run = journal.find(&id)?;
             let steps = journal.steps(&run.id)?;
+            // A plan run's steps live in its child runs, one per plan step.
+            let children = journal.children(&run.id)?;
             if json {
+                let children: Vec<_> = children
+                    .iter()
+                    .map(|c| Ok(serde_json::json!({"run": c, "steps": journal.steps(&c.id)?})))
+                    .collect::<Result<_, crate::memory::StoreError>>()?;
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"run": run, "steps": steps}))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"run": run, "steps": steps, "children": children})
+                    )?
                 );
                 return Ok(ExitCode::SUCCESS);
             }
@@ -149,7 +157,32 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                     println!("  ! {}", strip_terminal_escapes(note));
                 }
             }
-            if steps.is_empty() {
+            for child in &children {
+                let status = child
+                    .stop_reason
+                    .as_deref()
+                    .map(strip_terminal_escapes)
+                    .unwrap_or_default();
+                println!(
+                    "\nplan step {}: {}  ({}{})",
+                    child.id,
+                    strip_terminal_escapes(&child.goal)
+                        .lines()
+                        .next()
+                        .unwrap_or(""),
+                    shown_status(child.status),
+                    if status.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {status}")
+                    }
+                );
+                println!(
+                    "  {}",
+                    summarize(&journal.steps(&child.id)?).replace('\n', "\n  ")
+                );
+            }
+            if steps.is_empty() && children.is_empty() {
                 println!("\n{}", summarize(&steps));
             }
             Ok(ExitCode::SUCCESS)

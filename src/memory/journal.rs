@@ -297,6 +297,24 @@ impl RunJournal {
         Ok(out)
     }
 
+    /// A plan run's child runs (`ID.s1`, `ID.s2`, ...), in execution order.
+    pub fn children(&self, run_id: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let prefix = format!("{run_id}.");
+        let mut out: Vec<RunRecord> = Vec::new();
+        for item in self.runs.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        // `.s10` sorts before `.s2` as bytes; order by the number.
+        out.sort_by_key(|r| {
+            r.id[prefix.len()..]
+                .trim_start_matches('s')
+                .parse::<u32>()
+                .unwrap_or(u32::MAX)
+        });
+        Ok(out)
+    }
+
     /// A run's committed steps, in order.
     pub fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
