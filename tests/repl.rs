@@ -648,3 +648,49 @@ fn a_narrow_terminal_wraps_thoughts_with_a_hanging_indent() {
     s.send("\x04");
     assert!(s.wait(LONG).success());
 }
+
+#[test]
+fn agent_plan_shows_each_plan_to_edit_approve_or_reject() {
+    let env = TestEnv::new();
+    let plan = |d: &str| {
+        json!({"thought": "p", "steps": [{"description": d, "success_criterion": "done"}]})
+            .to_string()
+    };
+    let model = env.script(
+        "s",
+        &[
+            &plan("write hi to a.txt"),
+            &plan("write hello to a.txt"),
+            &action("write_file", json!({"path": "a.txt", "content": "hello"})),
+            &finish("wrote a.txt"),
+            &json!({"thought": "ok", "decision": "finish", "answer": "a.txt says hello"})
+                .to_string(),
+            &plan("delete everything"),
+        ],
+    );
+    let mut s = chat(&env, &["--model", &model]);
+    s.prompt();
+    s.line("/agent plan");
+    s.expect("plan strategy", LONG);
+    s.prompt();
+    s.line("write a greeting to a.txt");
+    s.expect("1. write hi to a.txt", LONG);
+    s.expect("Run this plan?", LONG);
+    // An edit goes back to the planner, whose new plan is shown again.
+    s.line("say hello, not hi");
+    s.expect("1. write hello to a.txt", LONG);
+    s.expect("Run this plan?", LONG);
+    s.line("y");
+    s.expect("a.txt says hello", LONG);
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("a.txt")).unwrap(),
+        "hello"
+    );
+    s.prompt();
+    s.line("wipe the workspace");
+    s.expect("1. delete everything", LONG);
+    s.expect("Run this plan?", LONG);
+    s.line("n");
+    s.expect("rejected", LONG);
+    assert!(env.workspace.join("a.txt").exists());
+}

@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 use super::GlobalArgs;
 use super::run::{RunOptions, Session, parse_duration};
 use crate::agent::hooks::{MemoryHook, Recalled};
+use crate::agent::plan::{
+    PlanAgent, PlanLimits, PlanPrompts, PlanReview, PlanReviewer, PlanStep, PlanStore,
+};
 use crate::agent::{Event, ReactAgent};
 use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
 use crate::memory::{RunRecord, StepRecord};
@@ -40,7 +43,7 @@ use crate::plugin::{GrantSummary, PluginInfo};
 use crate::prompt::PromptLibrary;
 use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
 use crate::tools::ToolRegistry;
-use crate::ui::approve::{Mode, PolicyApprover, TerminalPrompter, class_words};
+use crate::ui::approve::{Mode, PolicyApprover, Prompter, TerminalPrompter, class_words};
 use crate::ui::human::Human;
 use crate::ui::repl::{self, CtrlC, Exchange, Input, ReplHelper, TranscriptStep, TranscriptTurn};
 use crate::ui::{Renderer, Verbosity};
@@ -284,6 +287,43 @@ struct Chat<'a> {
     /// Tokens spent by the goals of this process.
     tokens: u64,
     out: anstream::AutoStream<std::io::Stdout>,
+    /// `/agent plan`: new goals run plan-and-execute (the plan is shown for
+    /// approval first) instead of plain ReAct.
+    plan: bool,
+}
+
+/// Shows a proposed plan on the terminal: Enter or `y` runs it, `n` (or
+/// Ctrl-C/Ctrl-D) rejects it, anything else goes back to the planner as the
+/// user's edit.
+struct TerminalPlanReviewer;
+
+#[async_trait::async_trait]
+impl PlanReviewer for TerminalPlanReviewer {
+    async fn review(&self, goal: &str, plan: &[PlanStep]) -> PlanReview {
+        let mut text = format!(
+            "Proposed plan for: {}\n",
+            strip_terminal_escapes(goal).lines().next().unwrap_or("")
+        );
+        for (i, step) in plan.iter().enumerate() {
+            text.push_str(&format!(
+                "  {}. {} (done when: {})\n",
+                i + 1,
+                strip_terminal_escapes(&step.description),
+                strip_terminal_escapes(&step.success_criterion)
+            ));
+        }
+        text.push_str("Run this plan? [Y]es, [n]o, or type changes for the planner");
+        let answer = tokio::task::spawn_blocking(move || TerminalPrompter.ask(&text))
+            .await
+            .ok()
+            .flatten();
+        match answer.as_deref().map(str::trim) {
+            None => PlanReview::Reject("the user rejected the plan".into()),
+            Some("" | "y" | "Y" | "yes") => PlanReview::Approve,
+            Some("n" | "N" | "no") => PlanReview::Reject("the user rejected the plan".into()),
+            Some(edit) => PlanReview::Edit(edit.to_string()),
+        }
+    }
 }
 
 const DIM: anstyle::Style = anstyle::Style::new().dimmed();
@@ -318,6 +358,38 @@ impl Chat<'_> {
         }
         let run = RunRecord::new(new_run_id(), goal, self.settings.clone());
         let run_id = run.id.clone();
+        let plan_agent = if self.plan {
+            let built = (|| -> anyhow::Result<PlanAgent> {
+                let plans = PlanStore::new(&self.session.store)?;
+                plans.mark(&run.id)?;
+                Ok(PlanAgent {
+                    model: self.model.clone(),
+                    tools: self.tools.clone(),
+                    prompts: PlanPrompts::load(&self.prompts)?,
+                    journal: self.session.journal.clone(),
+                    plans,
+                    events: events.clone(),
+                    settings: self.session.agent_settings(&self.settings),
+                    limits: PlanLimits::default(),
+                    approver: Some(self.approver.clone()),
+                    memory: Some(self.memory.clone()),
+                    // With --yes nothing is asked, plans included.
+                    reviewer: self
+                        .settings
+                        .interactive
+                        .then(|| Arc::new(TerminalPlanReviewer) as Arc<dyn PlanReviewer>),
+                })
+            })();
+            match built {
+                Ok(agent) => Some(agent),
+                Err(e) => {
+                    self.warn(&format!("error: {e}"));
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
         let mut agent = match ReactAgent::new(
             self.model.clone(),
             self.tools.clone(),
@@ -342,7 +414,11 @@ impl Chat<'_> {
             }
         });
         let result = {
-            let drive = agent.drive(run, Vec::new(), &cancel);
+            let drive: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
+                match &plan_agent {
+                    Some(plan) => Box::pin(plan.drive(run, &cancel)),
+                    None => Box::pin(agent.drive(run, Vec::new(), &cancel)),
+                };
             tokio::pin!(drive);
             let pump = self.pump.clone();
             loop {
@@ -354,6 +430,7 @@ impl Chat<'_> {
         };
         signals.abort();
         drop(agent);
+        drop(plan_agent);
         {
             let mut p = lock(&self.pump);
             p.drain();
@@ -455,6 +532,19 @@ impl Chat<'_> {
                 let text = lines.join("\n");
                 self.say(&text);
             }
+            "agent" => match arg {
+                "" => {
+                    let now = if self.plan { "plan" } else { "react" };
+                    self.say(&format!("strategy: {now} (set with /agent react|plan)"));
+                }
+                "plan" | "react" => {
+                    self.plan = arg == "plan";
+                    self.note(&format!("new goals run with the {arg} strategy"));
+                }
+                other => self.warn(&format!(
+                    "unknown strategy `{other}`; use /agent react or /agent plan"
+                )),
+            },
             "approve" => {
                 if arg.is_empty() {
                     let shown = self
@@ -778,6 +868,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         sessions,
         tokens: 0,
         out: anstream::AutoStream::auto(std::io::stdout()),
+        plan: false,
     };
     let resumed = if chat.saved.turns.is_empty() {
         String::new()

@@ -51,6 +51,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("/kb", "[QUERY]", "search the knowledge base"),
     ("/runs", "", "list recent runs"),
     (
+        "/agent",
+        "[react|plan]",
+        "show or set the strategy for new goals (plan: approve the plan first)",
+    ),
+    (
         "/approve",
         "[auto|ask|deny]",
         "show or set the approval policy for this session",
