@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::Event;
 use super::hooks::{Approver, MemoryHook, Recalled};
-use super::react::{AgentError, AgentSettings, ReactAgent, summarize};
+use super::react::{AgentError, AgentSettings, Ending, ReactAgent, summarize};
 use crate::memory::journal::now_rfc3339;
 use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, Store, StoreError};
 use crate::model::{ChatMessage, CompletionRequest, ModelBackend, ModelError, Usage};
@@ -352,21 +352,16 @@ impl MemoryHook for RecallOnly {
     async fn run_ended(&self, _run: &RunRecord, _steps: &[StepRecord], _model: &dyn ModelBackend) {}
 }
 
-/// How a run ended (before it is written down).
-struct Ending {
-    status: RunStatus,
-    reason: String,
-    answer: Option<String>,
-}
-
-impl Ending {
-    fn new(status: RunStatus, reason: impl Into<String>) -> Self {
-        Self {
-            status,
-            reason: reason.into(),
-            answer: None,
-        }
-    }
+/// How the planner's and replanner's answers are asked for again.
+struct Retry {
+    /// The call's kind in the journal (`plan`, `replan`).
+    kind: &'static str,
+    /// Who answers, for messages (`planner`).
+    role: &'static str,
+    /// What a valid answer is (`plan`, `decision`).
+    noun: &'static str,
+    /// The JSON object's shape, as told to the model.
+    shape: &'static str,
 }
 
 /// The replanner's choice.
@@ -913,6 +908,71 @@ impl PlanAgent {
             .collect()
     }
 
+    /// Ask the model (as `retry.kind`) until `parse` accepts its answer, at
+    /// most [`ATTEMPTS`] times; each rejection is journaled, shown as a notice
+    /// and told to the model so it can correct itself.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask_until_valid<T>(
+        &self,
+        run: &mut RunRecord,
+        state: &mut PlanState,
+        retry: &Retry,
+        mut messages: Vec<ChatMessage>,
+        schema: Value,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Result<T, Ending>, AgentError> {
+        let mut last_error = String::new();
+        for _ in 0..ATTEMPTS {
+            let text = match self
+                .ask(
+                    state,
+                    run,
+                    retry.kind,
+                    messages.clone(),
+                    schema.clone(),
+                    deadline,
+                    cancel,
+                )
+                .await?
+            {
+                Ok(t) => t,
+                Err(ending) => return Ok(Err(ending)),
+            };
+            self.tally(run, state)?;
+            match parse(&text) {
+                Ok(value) => return Ok(Ok(value)),
+                Err(e) => {
+                    if let Some(call) = state.calls.last_mut() {
+                        call.error = Some(e.clone());
+                    }
+                    self.save(run, state)?;
+                    self.emit(Event::Notice {
+                        step: 0,
+                        message: format!(
+                            "the {}'s output was not a valid {}: {e}",
+                            retry.role, retry.noun
+                        ),
+                    });
+                    messages.push(ChatMessage::assistant(sanitize::cap_head_tail(&text, 2000)));
+                    messages.push(ChatMessage::user(format!(
+                        "That is not a valid {} ({e}). Answer with exactly one JSON object {}.",
+                        retry.noun, retry.shape
+                    )));
+                    last_error = e;
+                }
+            }
+        }
+        Ok(Err(Ending::new(
+            RunStatus::Stopped,
+            format!(
+                "the {} gave no valid {} in {ATTEMPTS} tries (last error: {last_error})",
+                retry.role, retry.noun
+            ),
+        )))
+    }
+
     async fn make_plan(
         &self,
         run: &mut RunRecord,
@@ -929,50 +989,24 @@ impl PlanAgent {
             "goal",
             &json!({"goal": run.goal, "feedback": state.feedback}),
         )?;
-        let mut messages = vec![ChatMessage::system(system), ChatMessage::user(goal)];
-        let mut last_error = String::new();
-        for _ in 0..ATTEMPTS {
-            let text = match self
-                .ask(
-                    state,
-                    run,
-                    "plan",
-                    messages.clone(),
-                    plan_schema(max),
-                    deadline,
-                    cancel,
-                )
-                .await?
-            {
-                Ok(t) => t,
-                Err(ending) => return Ok(Err(ending)),
-            };
-            self.tally(run, state)?;
-            match parse_plan(&text, max) {
-                Ok(plan) => return Ok(Ok(plan)),
-                Err(e) => {
-                    if let Some(call) = state.calls.last_mut() {
-                        call.error = Some(e.clone());
-                    }
-                    self.save(run, state)?;
-                    self.emit(Event::Notice {
-                        step: 0,
-                        message: format!("the planner's output was not a valid plan: {e}"),
-                    });
-                    messages.push(ChatMessage::assistant(sanitize::cap_head_tail(&text, 2000)));
-                    messages.push(ChatMessage::user(format!(
-                        "That is not a valid plan ({e}). Answer with exactly one JSON object {{\"thought\", \"steps\"}}."
-                    )));
-                    last_error = e;
-                }
-            }
-        }
-        Ok(Err(Ending::new(
-            RunStatus::Stopped,
-            format!(
-                "the planner gave no valid plan in {ATTEMPTS} tries (last error: {last_error})"
-            ),
-        )))
+        let messages = vec![ChatMessage::system(system), ChatMessage::user(goal)];
+        let retry = Retry {
+            kind: "plan",
+            role: "planner",
+            noun: "plan",
+            shape: "{\"thought\", \"steps\"}",
+        };
+        self.ask_until_valid(
+            run,
+            state,
+            &retry,
+            messages,
+            plan_schema(max),
+            deadline,
+            cancel,
+            |t| parse_plan(t, max),
+        )
+        .await
     }
 
     fn done_list(state: &PlanState) -> Vec<Value> {
@@ -1010,50 +1044,25 @@ impl PlanAgent {
                 "replans_left": replans_left,
             }),
         )?;
-        let mut messages = vec![ChatMessage::system(system), ChatMessage::user(review)];
-        let mut last_error = String::new();
-        for _ in 0..ATTEMPTS {
-            let text = match self
-                .ask(
-                    state,
-                    run,
-                    "replan",
-                    messages.clone(),
-                    replan_schema(replans_left > 0, max),
-                    deadline,
-                    cancel,
-                )
-                .await?
-            {
-                Ok(t) => t,
-                Err(ending) => return Ok(Err(ending)),
-            };
-            self.tally(run, state)?;
-            match parse_decision(&text, max) {
-                Ok(d) => return Ok(Ok(d)),
-                Err(e) => {
-                    if let Some(call) = state.calls.last_mut() {
-                        call.error = Some(e.clone());
-                    }
-                    self.save(run, state)?;
-                    self.emit(Event::Notice {
-                        step: 0,
-                        message: format!("the replanner's output was not a valid decision: {e}"),
-                    });
-                    messages.push(ChatMessage::assistant(sanitize::cap_head_tail(&text, 2000)));
-                    messages.push(ChatMessage::user(format!(
-                        "That is not a valid decision ({e}). Answer with exactly one JSON object with `thought` and `decision`."
-                    )));
-                    last_error = e;
-                }
-            }
-        }
-        Ok(Err(Ending::new(
-            RunStatus::Stopped,
-            format!(
-                "the replanner gave no valid decision in {ATTEMPTS} tries (last error: {last_error})"
-            ),
-        )))
+        let messages = vec![ChatMessage::system(system), ChatMessage::user(review)];
+        let retry = Retry {
+            kind: "replan",
+            role: "replanner",
+            noun: "decision",
+            shape: "with `thought` and `decision`",
+        };
+        let schema = replan_schema(replans_left > 0, max);
+        self.ask_until_valid(
+            run,
+            state,
+            &retry,
+            messages,
+            schema,
+            deadline,
+            cancel,
+            |t| parse_decision(t, max),
+        )
+        .await
     }
 
     /// Carry out the current step in child run `child` (resuming it if it exists).

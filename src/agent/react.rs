@@ -70,15 +70,15 @@ pub struct ReactAgent {
     pub memory: Option<Arc<dyn MemoryHook>>,
 }
 
-/// How a run ended (before it is written down).
-struct Ending {
-    status: RunStatus,
-    reason: String,
-    answer: Option<String>,
+/// How a run ended (before it is written down); shared with the plan strategy.
+pub(super) struct Ending {
+    pub(super) status: RunStatus,
+    pub(super) reason: String,
+    pub(super) answer: Option<String>,
 }
 
 impl Ending {
-    fn new(status: RunStatus, reason: impl Into<String>) -> Self {
+    pub(super) fn new(status: RunStatus, reason: impl Into<String>) -> Self {
         Self {
             status,
             reason: reason.into(),
