@@ -133,15 +133,13 @@ impl ModelBackend for ScriptedBackend {
                 _ = cancel.cancelled() => return Err(ModelError::Cancelled),
             }
         }
-        let mut chars = text.char_indices().peekable();
+        // Fragments of about 8 bytes, cut on character boundaries.
         let mut start = 0;
-        while let Some((i, _)) = chars.next() {
-            let end = chars.peek().map(|(j, _)| *j).unwrap_or(text.len());
-            if end - start >= 8 || end == text.len() {
+        for (end, _) in text.char_indices().skip(1).chain([(text.len(), ' ')]) {
+            if end > start && (end - start >= 8 || end == text.len()) {
                 on_token(&text[start..end]);
                 start = end;
             }
-            let _ = i;
         }
         let prompt_chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
         Ok(Completion {
