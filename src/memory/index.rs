@@ -801,7 +801,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let idx = Index::open_unflushed(&store, "t").unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let mut unit = |rng: &mut rand::rngs::StdRng| {
+        let unit = |rng: &mut rand::rngs::StdRng| {
             let mut v: Vec<f32> = (0..48).map(|_| rng.random::<f32>() - 0.5).collect();
             normalize(&mut v);
             v
