@@ -7,6 +7,9 @@
 //! into it: a second `agent` learns at once which process holds the store.
 //! A failed or panicking sled open becomes [`StoreError::Corrupt`], which
 //! names the path and how to move it aside; nothing is deleted for the user.
+//! When the disk is full (sled says so, or almost no space is left) it is
+//! [`StoreError::DiskFull`] instead: moving a healthy store aside would be
+//! the wrong advice.
 //!
 //! Durability: sled flushes on its own every 500 ms; anything acknowledged to
 //! the user goes through [`Store::flush`] first.
@@ -35,15 +38,61 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("store write failed: {0}. Is the disk full? The last acknowledged step is safe")]
+    #[error("store write failed: {0}. The last acknowledged step is safe")]
     Write(String),
+    #[error(
+        "the disk holding the store {path} is full ({detail}). Free some space and run the command again; \
+         nothing that was acknowledged is lost"
+    )]
+    DiskFull { path: String, detail: String },
     #[error("a record in the store is unreadable ({key}): {detail}")]
     BadRecord { key: String, detail: String },
 }
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Write(e.to_string())
+        if is_disk_full(&e) {
+            StoreError::DiskFull {
+                path: "(agent's data directory)".into(),
+                detail: e.to_string(),
+            }
+        } else {
+            StoreError::Write(e.to_string())
+        }
+    }
+}
+
+/// True when sled failed for want of space (or quota).
+fn is_disk_full(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+                || matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        }
+        _ => false,
+    }
+}
+
+/// Below this much free space a failed open is blamed on a full disk.
+const LOW_SPACE: u64 = 4 << 20;
+
+/// A failed open as an error: a full disk when sled said so or the disk
+/// has almost no space left, otherwise damage, with the way out.
+fn open_failure(path: &Path, error: Option<&sled::Error>, detail: String) -> StoreError {
+    let free = fs2::available_space(path).ok();
+    if error.is_some_and(is_disk_full) || free.is_some_and(|f| f < LOW_SPACE) {
+        return StoreError::DiskFull {
+            path: path.display().to_string(),
+            detail: match free {
+                Some(f) => format!("{detail}; {} KiB free", f / 1024),
+                None => detail,
+            },
+        };
+    }
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
     }
 }
 
@@ -97,17 +146,13 @@ impl Store {
         let opened = std::panic::catch_unwind(|| sled::Config::new().path(&db_path).open());
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(e)) => {
-                return Err(StoreError::Corrupt {
-                    path: path.to_path_buf(),
-                    detail: e.to_string(),
-                });
-            }
+            Ok(Err(e)) => return Err(open_failure(path, Some(&e), e.to_string())),
             Err(_) => {
-                return Err(StoreError::Corrupt {
-                    path: path.to_path_buf(),
-                    detail: "the storage engine crashed while reading it".into(),
-                });
+                return Err(open_failure(
+                    path,
+                    None,
+                    "the storage engine crashed while reading it".into(),
+                ));
             }
         };
         Ok(Self {
@@ -168,5 +213,22 @@ mod tests {
         let e = Store::open(dir.path()).unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("mv "), "{e}");
+    }
+
+    #[test]
+    fn no_space_is_told_apart_from_damage() {
+        let full = sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let e = StoreError::from(full);
+        assert!(matches!(e, StoreError::DiskFull { .. }), "{e}");
+        assert!(e.to_string().contains("Free some space"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let full = sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let e = open_failure(dir.path(), Some(&full), full.to_string());
+        assert!(e.to_string().contains("is full"), "{e}");
+        assert!(!e.to_string().contains("mv "), "{e}");
+        // Other failures on a disk with room are damage, with the way out.
+        let other = sled::Error::Unsupported("bad config".into());
+        let e = open_failure(dir.path(), Some(&other), other.to_string());
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     }
 }
