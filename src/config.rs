@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::memory::settings::{MemoryLayer, MemorySettings};
 use crate::plugin::policy::PluginPolicy;
 use crate::ui::approve::ApprovalConfig;
 use crate::ui::repl::ReplConfig;
@@ -96,6 +97,11 @@ pub struct ConfigLayer {
     /// The interactive session (`agent`, `agent chat`): edit mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repl: Option<ReplConfig>,
+    /// Long-term memory and the knowledge base: embedder, recall, chunks.
+    /// Merged key by key across layers; `AGENT_EMBEDDER` and
+    /// `AGENT_EMBED_ENDPOINT` set its first two keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryLayer>,
 }
 
 /// The resolved configuration.
@@ -116,6 +122,7 @@ pub struct Config {
     pub plugins: PluginPolicy,
     pub approvals: ApprovalConfig,
     pub repl: ReplConfig,
+    pub memory: MemorySettings,
     /// Where each key's value came from.
     #[serde(skip)]
     pub sources: BTreeMap<&'static str, Source>,
@@ -168,6 +175,7 @@ const KEYS: &[&str] = &[
     "plugins",
     "approvals",
     "repl",
+    "memory",
 ];
 
 impl ConfigLayer {
@@ -189,6 +197,7 @@ impl ConfigLayer {
             plugins: Some(PluginPolicy::default()),
             approvals: Some(ApprovalConfig::default()),
             repl: Some(ReplConfig::default()),
+            memory: Some(MemoryLayer::default()),
         }
     }
 
@@ -224,7 +233,7 @@ impl ConfigLayer {
         for key in KEYS
             .iter()
             .copied()
-            .filter(|k| !matches!(*k, "plugins" | "approvals" | "repl"))
+            .filter(|k| !matches!(*k, "plugins" | "approvals" | "repl" | "memory"))
         {
             let var = format!("AGENT_{}", key.to_ascii_uppercase());
             let Some(value) = get(&var) else { continue };
@@ -251,13 +260,28 @@ impl ConfigLayer {
             map.insert(serde_yaml::Value::String(key.into()), parsed);
             vars.insert(key, var);
         }
-        let layer = serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(|e| {
-            ConfigError::Env {
+        let mut layer: ConfigLayer = serde_yaml::from_value(serde_yaml::Value::Mapping(map))
+            .map_err(|e| ConfigError::Env {
                 var: "AGENT_*".into(),
                 value: String::new(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
+        // Two keys of the `memory:` section have variables of their own.
+        let embedder = get("AGENT_EMBEDDER");
+        let embed_endpoint = get("AGENT_EMBED_ENDPOINT");
+        if embedder.is_some() || embed_endpoint.is_some() {
+            let var = if embedder.is_some() {
+                "AGENT_EMBEDDER"
+            } else {
+                "AGENT_EMBED_ENDPOINT"
+            };
+            vars.insert("memory", var.to_string());
+            layer.memory = Some(MemoryLayer {
+                embedder,
+                embed_endpoint,
+                ..Default::default()
+            });
+        }
         Ok((layer, vars))
     }
 }
@@ -298,6 +322,10 @@ fn overlay(
         approvals,
         repl
     );
+    if let Some(m) = &layer.memory {
+        merged.memory.get_or_insert_default().merge(m);
+        sources.insert("memory", source("memory"));
+    }
 }
 
 impl Config {
@@ -364,6 +392,18 @@ impl Config {
             plugins: merged.plugins.unwrap_or_default(),
             approvals: merged.approvals.unwrap_or_default(),
             repl: merged.repl.unwrap_or_default(),
+            memory: merged
+                .memory
+                .unwrap_or_default()
+                .resolve()
+                .map_err(|(key, message)| ConfigError::Invalid {
+                    key,
+                    source_desc: sources
+                        .get("memory")
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    message,
+                })?,
             sources: BTreeMap::new(),
         };
         if config.model.trim().is_empty() {
@@ -551,6 +591,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("endpoint"), "{e}");
+    }
+
+    #[test]
+    fn the_memory_section_merges_with_the_embedder_variables() {
+        let path = Path::new("/c.yaml");
+        let file = ConfigLayer::from_yaml(
+            "memory:\n  embedder: minilm\n  min_bm25: 0.6\n  kb_chunk_tokens: 128\n",
+            path,
+        )
+        .unwrap();
+        let (env, vars) = ConfigLayer::from_env(|k| {
+            (k == "AGENT_EMBEDDER").then(|| "hf:BAAI/bge-small-en-v1.5".to_string())
+        })
+        .unwrap();
+        let c = Config::resolve(Some((&file, path)), Some((&env, &vars)), None).unwrap();
+        assert_eq!(c.memory.embedder, "hf:BAAI/bge-small-en-v1.5");
+        assert_eq!(c.memory.min_bm25, 0.6);
+        assert_eq!(c.memory.kb_chunk_tokens, 128);
+        assert_eq!(c.sources["memory"], Source::Env("AGENT_EMBEDDER".into()));
+
+        let e = resolve_file("memory:\n  min_cosine: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("memory.min_cosine") && e.contains("config.yaml"),
+            "{e}"
+        );
+        let e = resolve_file("memory:\n  embeder: minilm\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("embeder") && e.contains("line 2"), "{e}");
+        let (env, vars) =
+            ConfigLayer::from_env(|k| (k == "AGENT_EMBEDDER").then(|| "glove".to_string()))
+                .unwrap();
+        let e = Config::resolve(None, Some((&env, &vars)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AGENT_EMBEDDER") && e.contains("glove"), "{e}");
     }
 
     #[test]

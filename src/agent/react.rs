@@ -256,7 +256,9 @@ impl ReactAgent {
             history.push(self.history_entry(step, history_budget)?);
         }
         let time_budget = self.settings.timeout.as_millis() as u64;
-        let mut after_untrusted = false;
+        // What the last step read from outside (a web page, a file), when it
+        // did: approvals ask after it, and memories stored next say so.
+        let mut untrusted_source: Option<String> = None;
         let mut summary = Summary::default();
 
         loop {
@@ -452,7 +454,7 @@ impl ReactAgent {
                     let verdict = match guard.check(index, &action_key(&action.tool, &action.args))
                     {
                         Verdict::Run if action.tool != FINISH => match self
-                            .approve(index, &action, after_untrusted)
+                            .approve(index, &action, untrusted_source.is_some())
                             .await
                         {
                             Approval::Approve => Verdict::Run,
@@ -482,7 +484,12 @@ impl ReactAgent {
                             let result = self
                                 .call_tool(
                                     &action,
-                                    cancel,
+                                    ToolContext {
+                                        cancel: cancel.child_token(),
+                                        run_id: Some(run.id.clone()),
+                                        step: Some(index),
+                                        untrusted_source: untrusted_source.clone(),
+                                    },
                                     remaining.saturating_sub(model_started.elapsed()),
                                 )
                                 .await;
@@ -574,7 +581,7 @@ impl ReactAgent {
                 is_error: step.outcome != StepOutcome::Ok,
                 tool_ms: step.tool_ms,
             });
-            after_untrusted = step.outcome == StepOutcome::Ok
+            let read_outside = step.outcome == StepOutcome::Ok
                 && step
                     .tool
                     .as_deref()
@@ -582,6 +589,7 @@ impl ReactAgent {
                     .is_some_and(|t| {
                         matches!(t.spec().class, ToolClass::Read | ToolClass::Network)
                     });
+            untrusted_source = read_outside.then(|| untrusted_label(&step));
             history.push(self.history_entry(&step, history_budget)?);
             if let Some(ending) = ending {
                 return Ok(ending);
@@ -618,7 +626,7 @@ impl ReactAgent {
     async fn call_tool(
         &self,
         action: &Action,
-        cancel: &CancellationToken,
+        ctx: ToolContext,
         remaining: Duration,
     ) -> Result<String, ToolError> {
         let Some(tool) = self.tools.get(&action.tool) else {
@@ -626,9 +634,6 @@ impl ReactAgent {
                 "unknown tool `{}`",
                 action.tool
             )));
-        };
-        let ctx = ToolContext {
-            cancel: cancel.child_token(),
         };
         match tokio::time::timeout(
             remaining.max(Duration::from_millis(1)),
@@ -827,4 +832,19 @@ pub fn summarize(steps: &[StepRecord]) -> String {
 
 fn first_line(text: &str) -> String {
     sanitize::cap_head_tail(text.lines().next().unwrap_or(""), 160)
+}
+
+/// How a step that read outside content names its source: the tool, and
+/// the URL, path or query it was given (`fetch_page https://…`).
+fn untrusted_label(step: &StepRecord) -> String {
+    let tool = step.tool.as_deref().unwrap_or("a tool");
+    let arg = step.args.as_ref().and_then(|a| {
+        ["url", "path", "query"]
+            .iter()
+            .find_map(|k| a.get(*k).and_then(|v| v.as_str()))
+    });
+    match arg {
+        Some(a) => format!("{tool} {}", sanitize::cap_head_tail(a, 200)),
+        None => tool.to_string(),
+    }
 }

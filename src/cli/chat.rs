@@ -613,10 +613,11 @@ impl Chat<'_> {
     }
 
     fn memory_command(&mut self, query: &str) {
-        let embedder = match super::memory::embedder(&self.session.dirs, &self.session.config) {
-            Ok(e) => e,
-            Err(e) => return self.warn(&format!("cannot load the embedder: {e:#}")),
-        };
+        let embedder =
+            match super::memory::shared_embedder(&self.session.dirs, &self.session.config) {
+                Ok(e) => e,
+                Err(e) => return self.warn(&format!("cannot load the embedder: {e:#}")),
+            };
         let memory =
             match crate::memory::longterm::LongTermMemory::open(&self.session.store, embedder) {
                 Ok(m) => m,
@@ -658,11 +659,16 @@ impl Chat<'_> {
     }
 
     fn kb_command(&mut self, query: &str) {
-        let embedder = match super::memory::embedder(&self.session.dirs, &self.session.config) {
-            Ok(e) => e,
-            Err(e) => return self.warn(&format!("cannot load the embedder: {e:#}")),
-        };
-        let kb = match crate::kb::KnowledgeBase::open(&self.session.store, embedder) {
+        let embedder =
+            match super::memory::shared_embedder(&self.session.dirs, &self.session.config) {
+                Ok(e) => e,
+                Err(e) => return self.warn(&format!("cannot load the embedder: {e:#}")),
+            };
+        let kb = match super::memory::knowledge_base(
+            &self.session.store,
+            &self.session.config,
+            embedder,
+        ) {
             Ok(kb) => kb,
             Err(e) => return self.warn(&format!("cannot open the knowledge base: {e}")),
         };

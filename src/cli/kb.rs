@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::memory::{embedder, open_store};
 use crate::kb::load::kind_for;
-use crate::kb::{AddOutcome, KbError, KnowledgeBase, collect_files, fetch_url};
+use crate::kb::{AddOutcome, KbError, collect_files, fetch_url};
 
 /// Knowledge-base commands.
 #[derive(Debug, Subcommand)]
@@ -70,7 +70,7 @@ fn source_key(arg: &str) -> String {
 /// Run a knowledge-base command.
 pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
     let (dirs, config, store) = open_store()?;
-    let kb = KnowledgeBase::open(&store, embedder(&dirs, &config)?)?;
+    let kb = super::memory::knowledge_base(&store, &config, embedder(&dirs, &config)?)?;
     let mut out = std::io::stdout().lock();
     match cmd {
         KbCommand::Add { sources } => {

@@ -73,13 +73,36 @@ pub enum MemoryCommand {
     },
 }
 
-/// The embedder the environment selects; a broken one is an error that
-/// says how to fix it.
+/// The embedder `memory.embedder` selects, pulled on first use (with
+/// progress on stderr); a broken one is an error that says how to fix it.
 pub fn embedder(dirs: &Dirs, config: &Config) -> anyhow::Result<Option<Arc<dyn Embedder>>> {
-    Ok(crate::memory::embed::from_env(
+    let key = std::env::var(&config.api_key_env)
+        .ok()
+        .filter(|k| !k.is_empty());
+    let progress = super::run::PullProgress::new();
+    let e = crate::memory::embed::open(
+        &config.memory.embedder,
         &dirs.models(),
-        &config.api_key_env,
-    )?)
+        config.memory.embed_endpoint.as_deref(),
+        key,
+        &progress,
+    );
+    progress.clear();
+    Ok(e?)
+}
+
+/// The knowledge base with the configured embedder and chunk sizes.
+pub fn knowledge_base(
+    store: &Store,
+    config: &Config,
+    embedder: Option<Arc<dyn Embedder>>,
+) -> anyhow::Result<crate::kb::KnowledgeBase> {
+    Ok(crate::kb::KnowledgeBase::open(store, embedder)?.with_split(
+        crate::kb::split::SplitOptions {
+            max_tokens: config.memory.kb_chunk_tokens as usize,
+            overlap: config.memory.kb_overlap_tokens as usize,
+        },
+    ))
 }
 
 /// The user's store, config and directories.
@@ -233,7 +256,10 @@ pub fn execute(cmd: MemoryCommand) -> anyhow::Result<ExitCode> {
 /// The embedder loaded once per process (a MiniLM load reads 90 MB).
 static EMBEDDER: std::sync::Mutex<Option<Option<Arc<dyn Embedder>>>> = std::sync::Mutex::new(None);
 
-fn shared_embedder(dirs: &Dirs, config: &Config) -> anyhow::Result<Option<Arc<dyn Embedder>>> {
+pub(crate) fn shared_embedder(
+    dirs: &Dirs,
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn Embedder>>> {
     let mut slot = EMBEDDER
         .lock()
         .map_err(|_| anyhow::anyhow!("embedder cache poisoned"))?;
@@ -254,7 +280,7 @@ pub fn run_tools(
     use crate::tools::memory::{KbSearch, Recall, Remember};
     let e = shared_embedder(dirs, config)?;
     let memory = Arc::new(LongTermMemory::open(store, e.clone())?);
-    let kb = Arc::new(crate::kb::KnowledgeBase::open(store, e)?);
+    let kb = Arc::new(knowledge_base(store, config, e)?);
     Ok(vec![
         Arc::new(Remember::new(memory.clone())),
         Arc::new(Recall::new(memory)),
@@ -269,11 +295,15 @@ pub fn run_hook(
     config: &Config,
 ) -> anyhow::Result<Arc<dyn crate::agent::hooks::MemoryHook>> {
     let memory = Arc::new(LongTermMemory::open(store, shared_embedder(dirs, config)?)?);
-    let reflect = crate::prompt::PromptLibrary::new(&dirs.prompts)
-        .load("reflect")
-        .ok();
+    let reflect = if config.memory.reflect {
+        Some(crate::prompt::PromptLibrary::new(&dirs.prompts).load("reflect")?)
+    } else {
+        None
+    };
     Ok(Arc::new(crate::memory::hook::LongTermHook::new(
-        memory, reflect,
+        memory,
+        reflect,
+        config.memory.clone(),
     )))
 }
 
@@ -336,7 +366,13 @@ pub fn bench(max: usize, embedder_spec: &str) -> anyhow::Result<()> {
     let dirs = super::dirs()?;
     let embedder: Option<Arc<dyn Embedder>> = match embedder_spec {
         "random" => Some(Arc::new(RandomEmbedder)),
-        spec => crate::memory::embed::from_spec(spec, &dirs.models(), None, None)?,
+        spec => crate::memory::embed::open(
+            spec,
+            &dirs.models(),
+            None,
+            None,
+            &super::run::PullProgress::new(),
+        )?,
     };
     let label = embedder.as_ref().map(|e| e.id().to_string());
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

@@ -282,7 +282,7 @@ impl Session {
             context_tokens: Some(self.config.context_tokens as usize),
             force_cpu: false,
         };
-        let progress = RunProgress(ProgressBars::new());
+        let progress = PullProgress(ProgressBars::new());
         let backend = open_backend(&options, &self.dirs, &progress).await;
         progress.0.clear();
         Ok(backend?)
@@ -322,17 +322,30 @@ impl Session {
 /// Model download and load progress: bars on a terminal, and a plain line
 /// on stderr either way when a model is pulled, so a first run says why it
 /// is waiting.
-struct RunProgress(ProgressBars);
+pub(crate) struct PullProgress(ProgressBars);
 
-impl ModelProgress for RunProgress {
+impl PullProgress {
+    pub(crate) fn new() -> Self {
+        Self(ProgressBars::new())
+    }
+
+    /// Remove whatever bar is showing.
+    pub(crate) fn clear(&self) {
+        self.0.clear();
+    }
+}
+
+impl ModelProgress for PullProgress {
     fn event(&self, event: &ModelEvent) {
         if !std::io::stderr().is_terminal() {
             match event {
                 ModelEvent::DownloadStarted { what, source, .. } => {
                     eprintln!("pulling model {what} from {source} (first use; cached afterwards)")
                 }
+                // The bars would say it a second time.
                 ModelEvent::FallingBack { reason, source } => {
-                    eprintln!("{reason}; trying {source}")
+                    eprintln!("{reason}; trying {source}");
+                    return;
                 }
                 _ => {}
             }

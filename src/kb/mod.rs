@@ -48,6 +48,11 @@ pub struct DocRecord {
     pub chunks: Vec<u64>,
     /// When it was (last) added.
     pub added_at: String,
+    /// The embedder and chunk sizes it was indexed with: re-adding the same
+    /// bytes under other settings indexes it again. (Empty in records
+    /// written before this existed; those are indexed again once.)
+    #[serde(default)]
+    pub indexed_with: String,
 }
 
 /// One stored chunk.
@@ -156,10 +161,20 @@ impl KnowledgeBase {
         })
     }
 
-    /// Change chunk sizes (tests and benchmarks).
+    /// Change chunk sizes (`memory.kb_chunk_tokens`, `kb_overlap_tokens`).
     pub fn with_split(mut self, split: SplitOptions) -> Self {
         self.split = split;
         self
+    }
+
+    /// What a chunk's index entry depends on besides the bytes.
+    fn indexed_with(&self) -> String {
+        format!(
+            "embedder={}; chunk={}/{}",
+            self.embedder.as_ref().map(|e| e.id()).unwrap_or("none"),
+            self.split.max_tokens,
+            self.split.overlap
+        )
     }
 
     /// A document's record.
@@ -199,7 +214,11 @@ impl KnowledgeBase {
         }
         let hash = hex::encode(Sha256::digest(bytes));
         let old = self.doc(source)?;
-        if old.as_ref().is_some_and(|d| d.hash == hash) {
+        let indexed_with = self.indexed_with();
+        if old
+            .as_ref()
+            .is_some_and(|d| d.hash == hash && d.indexed_with == indexed_with)
+        {
             return Ok(AddOutcome::Unchanged);
         }
         let sections = load::load(source, bytes, kind).map_err(|error| KbError::Load {
@@ -252,6 +271,7 @@ impl KnowledgeBase {
             bytes: bytes.len() as u64,
             chunks: add.iter().map(|d| d.id).collect(),
             added_at: now_rfc3339(),
+            indexed_with,
         };
         let n = add.len();
         self.index.write(&WriteBatch {
@@ -433,6 +453,18 @@ mod tests {
         .unwrap();
         assert_eq!(kb.add_file(&f).unwrap(), AddOutcome::Added(1));
         assert_eq!(kb.add_file(&f).unwrap(), AddOutcome::Unchanged);
+        // Other chunk sizes index the same bytes again.
+        let smaller = KnowledgeBase::open(&store, None)
+            .unwrap()
+            .with_split(SplitOptions {
+                max_tokens: 64,
+                overlap: 8,
+            });
+        assert!(matches!(
+            smaller.add_file(&f).unwrap(),
+            AddOutcome::Updated(_)
+        ));
+        assert_eq!(smaller.add_file(&f).unwrap(), AddOutcome::Unchanged);
         let hits = kb.search("where is the deploy key", 3).unwrap();
         assert_eq!(hits[0].chunk.heading, "Deploy");
         assert!(hits[0].chunk.location().contains("notes.md:3-3"));

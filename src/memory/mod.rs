@@ -3,10 +3,12 @@
 //! [`Store`].
 
 pub mod embed;
+pub mod embed_pull;
 pub mod hook;
 pub mod index;
 pub mod journal;
 pub mod longterm;
+pub mod settings;
 pub mod store;
 
 pub use journal::{RunJournal, RunRecord, RunStatus, StepRecord};

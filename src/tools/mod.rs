@@ -56,6 +56,14 @@ pub struct ToolSpec {
 pub struct ToolContext {
     /// Cancelled when the user interrupts the step.
     pub cancel: CancellationToken,
+    /// The run making the call (None outside a run, e.g. in benchmarks).
+    pub run_id: Option<String>,
+    /// Its step.
+    pub step: Option<u32>,
+    /// What the previous step read from outside the agent (a web page or a
+    /// file: the tool and its URL or path), if it did. Whatever the model
+    /// writes now may carry that content's words.
+    pub untrusted_source: Option<String>,
 }
 
 /// A tool failure.
