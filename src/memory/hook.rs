@@ -67,11 +67,14 @@ impl LongTermHook {
         let mut used = 0;
         let mut out = Vec::new();
         for hit in hits {
-            let relevant = hit.scored.bm25.is_some_and(|s| s >= self.settings.min_bm25)
+            let relevant = hit
+                .scored
+                .bm25
+                .is_some_and(|s| f64::from(s) >= self.settings.min_bm25)
                 || hit
                     .scored
                     .cosine
-                    .is_some_and(|c| c >= self.settings.min_cosine);
+                    .is_some_and(|c| f64::from(c) >= self.settings.min_cosine);
             if !relevant {
                 continue;
             }

@@ -31,10 +31,10 @@ pub struct MemoryLayer {
     pub reflect: Option<bool>,
     /// Least normalised BM25 score (0–1) for a memory to be recalled.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_bm25: Option<f32>,
+    pub min_bm25: Option<f64>,
     /// Least cosine similarity (-1–1) for a memory to be recalled.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_cosine: Option<f32>,
+    pub min_cosine: Option<f64>,
     /// Target size of a knowledge-base chunk, in tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kb_chunk_tokens: Option<u32>,
@@ -50,8 +50,8 @@ pub struct MemorySettings {
     pub embed_endpoint: Option<String>,
     pub recall: bool,
     pub reflect: bool,
-    pub min_bm25: f32,
-    pub min_cosine: f32,
+    pub min_bm25: f64,
+    pub min_cosine: f64,
     pub kb_chunk_tokens: u32,
     pub kb_overlap_tokens: u32,
 }
