@@ -422,10 +422,10 @@ fn minilm_dir() -> std::path::PathBuf {
 }
 
 #[test]
-fn a_configured_minilm_is_fetched_on_first_use_and_recalls_paraphrases() {
+fn turning_on_minilm_then_reembedding_recalls_paraphrases() {
     minilm_dir();
     let env = TestEnv::new();
-    env.config("memory:\n  embedder: minilm\n");
+    // Memories stored while no embedder was configured have no vectors.
     for text in [
         "The staging database listens on port 5433",
         "Lunch is served at noon on Fridays",
@@ -433,30 +433,50 @@ fn a_configured_minilm_is_fetched_on_first_use_and_recalls_paraphrases() {
     ] {
         stdout(&env, &["memory", "add", text]);
     }
-    // No word in common with the memory: only the dense vectors find it.
+    let notes = env.root.path().join("notes.md");
+    std::fs::write(&notes, "# Access\n\nThe VPN gateway is vpn.corp.example.\n").unwrap();
+    stdout(&env, &["kb", "add", notes.to_str().unwrap()]);
+    // No word in common with the memory: only dense vectors can find it.
     let query = "Which socket does the pre-production DB accept connections on?";
-    let hits = json_lines(&stdout(&env, &["memory", "search", query, "--json"]));
+    let search = |env: &TestEnv| json_lines(&stdout(env, &["memory", "search", query, "--json"]));
+    assert!(search(&env).is_empty());
+
+    env.config("memory:\n  embedder: minilm\n");
+    assert!(search(&env).is_empty(), "old memories have no vectors yet");
+    let done = stdout(&env, &["memory", "reembed"]);
+    assert!(
+        done.contains(
+            "re-embedded 3 memories and 1 knowledge-base chunks with all-minilm-l6-v2/384"
+        ),
+        "{done}"
+    );
+    let hits = search(&env);
     assert!(
         hits.first()
             .is_some_and(|h| h["text"].as_str().unwrap_or_default().contains("5433")),
         "{hits:?}"
     );
-    // The same store searched by keywords alone finds nothing for it.
-    let keywords = env
-        .agent()
-        .env("AGENT_EMBEDDER", "none")
-        .args(["memory", "search", query, "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert!(json_lines(&String::from_utf8_lossy(&keywords)).is_empty());
+    // New memories get vectors at once.
+    stdout(&env, &["memory", "add", "The office cat is called Miso"]);
+    let pet = json_lines(&stdout(
+        &env,
+        &["memory", "search", "what is our feline named", "--json"],
+    ));
+    assert!(
+        pet.first()
+            .is_some_and(|h| h["text"].as_str().unwrap_or_default().contains("Miso")),
+        "{pet:?}"
+    );
 }
 
 #[test]
 fn a_misconfigured_embedder_is_refused_with_what_to_write() {
     let env = TestEnv::new();
+    env.agent()
+        .args(["memory", "reembed"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("memory.embedder is `none`"));
     env.config("memory:\n  embedder: word2vec\n");
     env.agent()
         .args(["memory", "search", "x"])

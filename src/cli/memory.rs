@@ -71,6 +71,9 @@ pub enum MemoryCommand {
         /// The JSON-lines file.
         file: PathBuf,
     },
+    /// Embed every memory and knowledge-base chunk again with the
+    /// configured embedder (after changing `memory.embedder`).
+    Reembed,
 }
 
 /// The embedder `memory.embedder` selects, pulled on first use (with
@@ -137,9 +140,47 @@ fn line(m: &Memory) -> String {
 /// Run a memory command.
 pub fn execute(cmd: MemoryCommand) -> anyhow::Result<ExitCode> {
     let (dirs, config, store) = open_store()?;
-    let memory = LongTermMemory::open(&store, embedder(&dirs, &config)?)?;
+    let embedder = embedder(&dirs, &config)?;
+    let mut memory = LongTermMemory::open(&store, embedder.clone())?;
     let mut out = std::io::stdout().lock();
     match cmd {
+        MemoryCommand::Reembed => {
+            let Some(e) = &embedder else {
+                return Err(crate::memory::longterm::MemoryError::NoEmbedder.into());
+            };
+            let bar = |what: &'static str| {
+                let bar = if std::io::stderr().is_terminal() {
+                    indicatif::ProgressBar::new(0)
+                } else {
+                    indicatif::ProgressBar::hidden()
+                };
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                bar.set_message(what);
+                bar
+            };
+            let b = bar("memories");
+            let memories = memory.reembed(&|done, total| {
+                b.set_length(total);
+                b.set_position(done);
+            })?;
+            b.finish_and_clear();
+            let mut kb = knowledge_base(&store, &config, embedder.clone())?;
+            let b = bar("knowledge base");
+            let chunks = kb.reembed(&|done, total| {
+                b.set_length(total);
+                b.set_position(done);
+            })?;
+            b.finish_and_clear();
+            writeln!(
+                out,
+                "re-embedded {memories} memories and {chunks} knowledge-base chunks with {}",
+                e.id()
+            )?;
+        }
         MemoryCommand::List { json, limit } => {
             let all = memory.list()?;
             if all.is_empty() && !json {
@@ -422,6 +463,7 @@ pub fn bench(max: usize, embedder_spec: &str) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             bulk.write(&WriteBatch {
                 add,
+                space: label.clone(),
                 ..Default::default()
             })?;
             done += batch;

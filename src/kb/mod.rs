@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::memory::embed::{EmbedError, Embedder};
-use crate::memory::index::{Index, NewDoc, Scored, WriteBatch};
+use crate::memory::index::{Index, NewDoc, Scored, SpaceCheck, WriteBatch};
 use crate::memory::journal::now_rfc3339;
 use crate::memory::{Store, StoreError};
 use load::{DocKind, LoadError};
@@ -132,6 +132,18 @@ pub enum KbError {
     BadRecord { key: String, detail: String },
 }
 
+/// What a chunk's BM25 terms and vector are made from.
+fn indexed_text(heading: &str, text: &str) -> String {
+    format!("{heading}\n{text}")
+}
+
+impl Chunk {
+    /// The text indexed for this chunk.
+    pub fn indexed_text(&self) -> String {
+        indexed_text(&self.heading, &self.text)
+    }
+}
+
 fn doc_key(source: &str) -> Vec<u8> {
     let mut k = b"d".to_vec();
     k.extend_from_slice(source.as_bytes());
@@ -143,6 +155,10 @@ pub struct KnowledgeBase {
     index: Index,
     embedder: Option<Arc<dyn Embedder>>,
     split: SplitOptions,
+    /// The embedder the stored vectors come from, when it is not ours: then
+    /// chunks are searched by keywords only, and stored without vectors,
+    /// until [`KnowledgeBase::reembed`].
+    mismatch: Option<String>,
 }
 
 impl std::fmt::Debug for KnowledgeBase {
@@ -154,11 +170,107 @@ impl std::fmt::Debug for KnowledgeBase {
 impl KnowledgeBase {
     /// The knowledge base in `store`, embedding chunks with `embedder` when given.
     pub fn open(store: &Store, embedder: Option<Arc<dyn Embedder>>) -> Result<Self, KbError> {
+        let index = Index::open(store, "kb")?;
+        let mismatch = match &embedder {
+            Some(e) => match index.check_space(e.id())? {
+                SpaceCheck::Usable => None,
+                SpaceCheck::Mismatch { stored } => {
+                    tracing::warn!(
+                        "the knowledge base was embedded with {stored}, but memory.embedder gives {}: \
+                         searching it by keywords only until `agent memory reembed` is run",
+                        e.id()
+                    );
+                    Some(stored)
+                }
+            },
+            None => None,
+        };
         Ok(Self {
-            index: Index::open(store, "kb")?,
+            index,
             embedder,
             split: SplitOptions::default(),
+            mismatch,
         })
+    }
+
+    /// The embedder for new vectors and queries: none while the stored
+    /// vectors come from another one.
+    fn active(&self) -> Option<&Arc<dyn Embedder>> {
+        self.embedder.as_ref().filter(|_| self.mismatch.is_none())
+    }
+
+    /// The embedder the stored vectors come from, when it is not ours.
+    pub fn space_mismatch(&self) -> Option<&str> {
+        self.mismatch.as_deref()
+    }
+
+    /// Embed every chunk again with the configured embedder, reporting
+    /// (done, total); returns how many. Like the memories' re-embedding, a
+    /// crash part-way leaves the index marked unfinished.
+    pub fn reembed(&mut self, progress: &dyn Fn(u64, u64)) -> Result<u64, KbError> {
+        let Some(e) = self.embedder.clone() else {
+            return Ok(0);
+        };
+        let total = self.index.len()?;
+        self.index.write(&WriteBatch {
+            space: Some(format!("unfinished re-embedding with {}", e.id())),
+            ..Default::default()
+        })?;
+        let mut done = 0;
+        let mut batch: Vec<(u64, String, String)> = Vec::new();
+        let flush = |batch: &mut Vec<(u64, String, String)>, done: &mut u64| {
+            if batch.is_empty() {
+                return Ok::<(), KbError>(());
+            }
+            let texts: Vec<&str> = batch.iter().map(|(_, text, _)| text.as_str()).collect();
+            let vectors = e.embed(&texts).map_err(|error| KbError::Embed {
+                doc: batch[0].2.clone(),
+                error,
+            })?;
+            self.index.write(&WriteBatch {
+                vectors: batch.iter().map(|(id, _, _)| *id).zip(vectors).collect(),
+                ..Default::default()
+            })?;
+            *done += batch.len() as u64;
+            progress(*done, total);
+            batch.clear();
+            Ok(())
+        };
+        for item in self.index.records() {
+            let (id, bytes) = item?;
+            let chunk: Chunk =
+                serde_json::from_slice(&bytes).map_err(|err| KbError::BadRecord {
+                    key: id.to_string(),
+                    detail: err.to_string(),
+                })?;
+            batch.push((id, chunk.indexed_text(), chunk.source));
+            if batch.len() == 32 {
+                flush(&mut batch, &mut done)?;
+            }
+        }
+        flush(&mut batch, &mut done)?;
+        // The documents now carry this embedder's vectors (same chunks).
+        let mut meta = Vec::new();
+        for mut doc in self.list()? {
+            let chunking = doc
+                .indexed_with
+                .split_once("; ")
+                .map(|(_, c)| c.to_string())
+                .unwrap_or_default();
+            doc.indexed_with = format!("embedder={}; {chunking}", e.id());
+            let bytes = serde_json::to_vec(&doc).map_err(|err| KbError::BadRecord {
+                key: doc.source.clone(),
+                detail: err.to_string(),
+            })?;
+            meta.push((doc_key(&doc.source), Some(bytes)));
+        }
+        self.index.write(&WriteBatch {
+            meta,
+            space: Some(e.id().to_string()),
+            ..Default::default()
+        })?;
+        self.mismatch = None;
+        Ok(done)
     }
 
     /// Change chunk sizes (`memory.kb_chunk_tokens`, `kb_overlap_tokens`).
@@ -171,7 +283,7 @@ impl KnowledgeBase {
     fn indexed_with(&self) -> String {
         format!(
             "embedder={}; chunk={}/{}",
-            self.embedder.as_ref().map(|e| e.id()).unwrap_or("none"),
+            self.active().map(|e| e.id()).unwrap_or("none"),
             self.split.max_tokens,
             self.split.overlap
         )
@@ -231,9 +343,9 @@ impl KnowledgeBase {
         }
         let indexed: Vec<String> = drafts
             .iter()
-            .map(|d| format!("{}\n{}", d.heading, d.text))
+            .map(|d| indexed_text(&d.heading, &d.text))
             .collect();
-        let vectors = match &self.embedder {
+        let vectors = match self.active() {
             Some(e) => {
                 let refs: Vec<&str> = indexed.iter().map(String::as_str).collect();
                 let v = e.embed(&refs).map_err(|error| KbError::Embed {
@@ -284,6 +396,7 @@ impl KnowledgeBase {
                     detail: e.to_string(),
                 })?),
             )],
+            space: self.active().map(|e| e.id().to_string()),
             ..Default::default()
         })?;
         Ok(if old.is_some() {
@@ -333,7 +446,7 @@ impl KnowledgeBase {
 
     /// The `k` chunks most relevant to `query`.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>, KbError> {
-        let vector = match &self.embedder {
+        let vector = match self.active() {
             Some(e) => match e.embed(&[query]) {
                 Ok(mut v) if !v.is_empty() => Some(v.swap_remove(0)),
                 Ok(_) => None,
@@ -476,5 +589,41 @@ mod tests {
         assert_eq!(removed.len(), 1);
         assert_eq!(kb.chunk_count().unwrap(), 0);
         assert!(matches!(kb.remove("/nope"), Err(KbError::NotFound(_))));
+    }
+
+    struct Fixed(&'static str);
+
+    impl Embedder for Fixed {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())
+        }
+    }
+
+    #[test]
+    fn another_embedder_means_keywords_only_until_reembed_and_then_files_are_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let f = dir.path().join("notes.md");
+        std::fs::write(&f, "# Deploy\n\nThe deploy key lives in vault.\n").unwrap();
+        let a = KnowledgeBase::open(&store, Some(Arc::new(Fixed("fake-a/2")))).unwrap();
+        assert_eq!(a.add_file(&f).unwrap(), AddOutcome::Added(1));
+        drop(a);
+        let mut b = KnowledgeBase::open(&store, Some(Arc::new(Fixed("fake-b/2")))).unwrap();
+        assert_eq!(b.space_mismatch(), Some("fake-a/2"));
+        let hits = b.search("deploy key", 3).unwrap();
+        assert!(hits[0].scored.cosine.is_none());
+        assert_eq!(b.reembed(&|_, _| {}).unwrap(), 1);
+        assert_eq!(b.space_mismatch(), None);
+        assert!(
+            b.search("deploy key", 3).unwrap()[0]
+                .scored
+                .cosine
+                .is_some()
+        );
+        // The file's record now names the new embedder: re-adding skips it.
+        assert_eq!(b.add_file(&f).unwrap(), AddOutcome::Unchanged);
     }
 }

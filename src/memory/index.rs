@@ -46,6 +46,7 @@ const TERMS: u8 = b't';
 const VEC: u8 = b'v';
 const META: u8 = b'm';
 const STATS: &[u8] = b"s";
+const SPACE: &[u8] = b"e";
 
 const STOP_WORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "in",
@@ -145,6 +146,21 @@ pub struct WriteBatch {
     pub update: Vec<(u64, Vec<u8>)>,
     /// Caller metadata: key → Some(value) to set, None to delete.
     pub meta: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// New vectors for existing documents (re-embedding), text unchanged.
+    pub vectors: Vec<(u64, Vec<f32>)>,
+    /// Record which embedder the stored vectors come from (see
+    /// [`Index::check_space`]).
+    pub space: Option<String>,
+}
+
+/// Whether an index's vectors can be compared with an embedder's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpaceCheck {
+    /// Same embedder, or no vectors recorded yet.
+    Usable,
+    /// The vectors come from another embedder (or a re-embedding that did
+    /// not finish): comparing them with this one's would be noise.
+    Mismatch { stored: String },
 }
 
 /// One scored document.
@@ -366,6 +382,14 @@ impl Index {
                 p.set(k, record.clone());
             }
         }
+        for (id, v) in &batch.vectors {
+            if p.get(&key(REC, &id.to_be_bytes()))?.is_some() {
+                p.set(key(VEC, &id.to_be_bytes()), encode_vec(v));
+            }
+        }
+        if let Some(space) = &batch.space {
+            p.set(SPACE.to_vec(), space.as_bytes().to_vec());
+        }
         for (k, v) in &batch.meta {
             let k = key(META, k);
             match v {
@@ -402,11 +426,27 @@ impl Index {
                 .add
                 .iter()
                 .any(|d| c.ids.last().is_some_and(|last| *last >= d.id));
-            if !batch.remove.is_empty() || replaced {
+            if !batch.remove.is_empty() || replaced || !batch.vectors.is_empty() {
                 *cache = None;
             }
         }
         Ok(())
+    }
+
+    /// The embedder id recorded for the stored vectors, if any.
+    pub fn space(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree
+            .get(SPACE)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Whether the stored vectors can be searched with `embedder`'s.
+    pub fn check_space(&self, embedder: &str) -> Result<SpaceCheck, StoreError> {
+        Ok(match self.space()? {
+            Some(stored) if stored != embedder => SpaceCheck::Mismatch { stored },
+            _ => SpaceCheck::Usable,
+        })
     }
 
     /// A document's record.

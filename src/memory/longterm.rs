@@ -13,6 +13,10 @@
 //!   keeps the first text and provenance.
 //! - An embedder failure never loses a memory: it is stored without a vector
 //!   (BM25 still finds it) and a warning is logged.
+//! - Vectors from two embedders are never compared: the index records which
+//!   embedder its vectors come from, and when the configured one differs,
+//!   memories are searched by keywords alone (and stored without vectors)
+//!   until `agent memory reembed` embeds them all again.
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
@@ -22,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::embed::{EmbedError, Embedder};
-use super::index::{Index, NewDoc, Scored, WriteBatch, tokenize};
+use super::index::{Index, NewDoc, Scored, SpaceCheck, WriteBatch, tokenize};
 use super::journal::now_rfc3339;
 use super::store::{Store, StoreError};
 
@@ -166,6 +170,12 @@ pub enum MemoryError {
     BadImport { line: usize, detail: String },
     #[error("cannot write the export: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(
+        "memory.embedder is `none`, so there is nothing to embed with; set it in config.yaml (e.g. `embedder: minilm`) first"
+    )]
+    NoEmbedder,
 }
 
 /// Case, punctuation and spacing removed: what "the same text" means.
@@ -207,6 +217,8 @@ pub fn parse_id(text: &str) -> Result<u64, MemoryError> {
 pub struct LongTermMemory {
     index: Index,
     embedder: Option<Arc<dyn Embedder>>,
+    /// The embedder the stored vectors come from, when it is not ours.
+    mismatch: Option<String>,
 }
 
 impl std::fmt::Debug for LongTermMemory {
@@ -223,15 +235,92 @@ impl std::fmt::Debug for LongTermMemory {
 impl LongTermMemory {
     /// Memories in `store`, embedded with `embedder` when given.
     pub fn open(store: &Store, embedder: Option<Arc<dyn Embedder>>) -> Result<Self, MemoryError> {
-        Ok(Self {
-            index: Index::open(store, "memories")?,
-            embedder,
-        })
+        Self::with_index(Index::open(store, "memories")?, embedder)
     }
 
     /// The same over an existing index (benchmarks use an unflushed one).
-    pub fn with_index(index: Index, embedder: Option<Arc<dyn Embedder>>) -> Self {
-        Self { index, embedder }
+    pub fn with_index(
+        index: Index,
+        embedder: Option<Arc<dyn Embedder>>,
+    ) -> Result<Self, MemoryError> {
+        let mismatch = match &embedder {
+            Some(e) => match index.check_space(e.id())? {
+                SpaceCheck::Usable => None,
+                SpaceCheck::Mismatch { stored } => {
+                    tracing::warn!(
+                        "memories were embedded with {stored}, but memory.embedder gives {}: \
+                         searching them by keywords only until `agent memory reembed` is run",
+                        e.id()
+                    );
+                    Some(stored)
+                }
+            },
+            None => None,
+        };
+        Ok(Self {
+            index,
+            embedder,
+            mismatch,
+        })
+    }
+
+    /// The embedder used for new vectors and queries: none while the stored
+    /// vectors come from another one.
+    fn active(&self) -> Option<&Arc<dyn Embedder>> {
+        self.embedder.as_ref().filter(|_| self.mismatch.is_none())
+    }
+
+    /// The embedder the stored vectors come from, when it is not the
+    /// configured one (`agent memory reembed` fixes that).
+    pub fn space_mismatch(&self) -> Option<&str> {
+        self.mismatch.as_deref()
+    }
+
+    /// Embed every memory again with the configured embedder, in batches,
+    /// reporting (done, total) to `progress`; returns how many. A crash
+    /// part-way leaves the index marked as mid-way, so keyword search goes
+    /// on and running this again finishes the job.
+    pub fn reembed(&mut self, progress: &dyn Fn(u64, u64)) -> Result<u64, MemoryError> {
+        let e = self.embedder.clone().ok_or(MemoryError::NoEmbedder)?;
+        let total = self.index.len()?;
+        self.index.write(&WriteBatch {
+            space: Some(format!("unfinished re-embedding with {}", e.id())),
+            ..Default::default()
+        })?;
+        let mut done = 0;
+        let mut batch: Vec<Memory> = Vec::new();
+        let flush = |batch: &mut Vec<Memory>, done: &mut u64| -> Result<(), MemoryError> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let texts: Vec<&str> = batch.iter().map(|m| m.text.as_str()).collect();
+            let vectors = e.embed(&texts)?;
+            let mut w = WriteBatch::default();
+            for (m, v) in batch.iter_mut().zip(vectors) {
+                m.embedder = Some(e.id().to_string());
+                w.update.push((m.id, encode(m)?));
+                w.vectors.push((m.id, v));
+            }
+            self.index.write(&w)?;
+            *done += batch.len() as u64;
+            progress(*done, total);
+            batch.clear();
+            Ok(())
+        };
+        for item in self.index.records() {
+            let (id, bytes) = item?;
+            batch.push(decode(id, &bytes)?);
+            if batch.len() == 32 {
+                flush(&mut batch, &mut done)?;
+            }
+        }
+        flush(&mut batch, &mut done)?;
+        self.index.write(&WriteBatch {
+            space: Some(e.id().to_string()),
+            ..Default::default()
+        })?;
+        self.mismatch = None;
+        Ok(done)
     }
 
     /// The underlying index.
@@ -240,7 +329,7 @@ impl LongTermMemory {
     }
 
     fn embed_one(&self, text: &str) -> Option<(Vec<f32>, String)> {
-        let e = self.embedder.as_ref()?;
+        let e = self.active()?;
         match e.embed(&[text]) {
             Ok(mut v) if !v.is_empty() => Some((v.swap_remove(0), e.id().to_string())),
             Ok(_) => None,
@@ -309,9 +398,10 @@ impl LongTermMemory {
                 id,
                 text,
                 record: encode(&memory)?,
-                vector: embedded.map(|(v, _)| v),
+                vector: embedded.as_ref().map(|(v, _)| v.clone()),
             }],
             meta: vec![(hash, Some(id.to_be_bytes().to_vec()))],
+            space: embedded.map(|(_, e)| e),
             ..Default::default()
         })?;
         Ok(Added { id, merged: false })
@@ -432,13 +522,6 @@ fn decode(id: u64, bytes: &[u8]) -> Result<Memory, MemoryError> {
     })
 }
 
-/// Errors from embedding surface as memory errors where they must.
-impl From<EmbedError> for MemoryError {
-    fn from(e: EmbedError) -> Self {
-        MemoryError::Store(StoreError::Write(e.to_string()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +579,79 @@ mod tests {
         assert!(matches!(
             mem.add(new(&"x".repeat(MAX_MEMORY_CHARS + 1))),
             Err(MemoryError::TooLong(_))
+        ));
+    }
+
+    /// A deterministic stand-in: words hashed into 16 buckets.
+    struct Hashed(&'static str);
+
+    impl Embedder for Hashed {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    let mut v = vec![0.01f32; 16];
+                    for w in tokenize(t) {
+                        let h = w.bytes().fold(self.0.len(), |h, b| h * 31 + b as usize);
+                        v[h % 16] += 1.0;
+                    }
+                    super::super::index::normalize(&mut v);
+                    v
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn vectors_of_another_embedder_are_not_compared_until_reembedded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a: Arc<dyn Embedder> = Arc::new(Hashed("fake-a/16"));
+        let b: Arc<dyn Embedder> = Arc::new(Hashed("fake-b/16"));
+        let first = {
+            let mem = LongTermMemory::open(&store, Some(a.clone())).unwrap();
+            let id = mem
+                .add(new("The staging database listens on port 5433"))
+                .unwrap()
+                .id;
+            assert!(mem.index().vector(id).unwrap().is_some());
+            assert_eq!(mem.index().space().unwrap().as_deref(), Some("fake-a/16"));
+            id
+        };
+        let mut mem = LongTermMemory::open(&store, Some(b.clone())).unwrap();
+        assert_eq!(mem.space_mismatch(), Some("fake-a/16"));
+        // Keywords still find it; no cosine against the other model's vector.
+        let hits = mem.search("staging database port", 5).unwrap();
+        assert_eq!(hits[0].memory.id, first);
+        assert!(hits[0].scored.cosine.is_none());
+        // A memory added meanwhile gets no vector of the wrong kind.
+        let second = mem
+            .add(new("Lunch is served at noon on Fridays"))
+            .unwrap()
+            .id;
+        assert!(mem.index().vector(second).unwrap().is_none());
+
+        let last = std::cell::Cell::new((0, 0));
+        let n = mem.reembed(&|done, total| last.set((done, total))).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(last.get(), (2, 2), "progress reaches the total");
+        assert_eq!(mem.space_mismatch(), None);
+        assert_eq!(mem.index().space().unwrap().as_deref(), Some("fake-b/16"));
+        let hit = &mem.search("staging database port", 5).unwrap()[0];
+        assert!(hit.scored.cosine.is_some(), "{hit:?}");
+        assert_eq!(hit.memory.embedder.as_deref(), Some("fake-b/16"));
+        assert!(mem.index().vector(second).unwrap().is_some());
+        drop(mem);
+        let again = LongTermMemory::open(&store, Some(b)).unwrap();
+        assert_eq!(again.space_mismatch(), None);
+        // Without an embedder there is nothing to re-embed with.
+        let mut none = LongTermMemory::open(&store, None).unwrap();
+        assert!(matches!(
+            none.reembed(&|_, _| {}),
+            Err(MemoryError::NoEmbedder)
         ));
     }
 }
