@@ -34,6 +34,11 @@ fn mixed_folder(env: &TestEnv) -> std::path::PathBuf {
         "Office wifi password rotates each quarter.\n",
     )
     .unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kb/report.pdf"),
+        docs.join("report.pdf"),
+    )
+    .unwrap();
     std::fs::write(docs.join("blob.bin"), [0u8, 1, 2, 3, 255]).unwrap();
     std::fs::write(docs.join(".git/config"), "[core]\nhidden = true\n").unwrap();
     docs
@@ -45,13 +50,13 @@ fn a_mixed_folder_is_ingested_searched_updated_and_removed() {
     let docs = mixed_folder(&env);
     let out = stdout(&env, &["kb", "add", docs.to_str().unwrap()]);
     assert!(
-        out.contains("4 added, 0 updated, 0 unchanged, 1 skipped"),
+        out.contains("5 added, 0 updated, 0 unchanged, 1 skipped"),
         "{out}"
     );
     let list = json_lines(&stdout(&env, &["kb", "list", "--json"]));
     assert_eq!(
         list.len(),
-        4,
+        5,
         "hidden folders and binary files are left out"
     );
     let kinds: Vec<_> = list
@@ -62,6 +67,22 @@ fn a_mixed_folder_is_ingested_searched_updated_and_removed() {
         kinds.contains(&"markdown".into())
             && kinds.contains(&"html".into())
             && kinds.contains(&"code".into())
+            && kinds.contains(&"pdf".into())
+    );
+    // A PDF's passages say which page they are on.
+    let hits = json_lines(&stdout(
+        &env,
+        &[
+            "kb",
+            "search",
+            "where are the backup tapes stored",
+            "--json",
+        ],
+    ));
+    let location = hits[0]["location"].as_str().unwrap();
+    assert!(
+        location.contains("report.pdf") && location.contains("(page 2)"),
+        "{hits:?}"
     );
 
     let hits = json_lines(&stdout(
@@ -87,14 +108,14 @@ fn a_mixed_folder_is_ingested_searched_updated_and_removed() {
     // Unchanged files are skipped; a changed one replaces its chunks.
     std::fs::write(docs.join("notes.txt"), "The wifi is now managed by IT.\n").unwrap();
     let out = stdout(&env, &["kb", "add", docs.to_str().unwrap()]);
-    assert!(out.contains("0 added, 1 updated, 3 unchanged"), "{out}");
-    assert!(json_lines(&stdout(&env, &["kb", "search", "quarter", "--json"])).is_empty());
+    assert!(out.contains("0 added, 1 updated, 4 unchanged"), "{out}");
+    assert!(json_lines(&stdout(&env, &["kb", "search", "rotates", "--json"])).is_empty());
 
     let out = stdout(&env, &["kb", "remove", docs.join("src").to_str().unwrap()]);
     assert!(out.contains("lib.rs"));
     assert_eq!(
         json_lines(&stdout(&env, &["kb", "list", "--json"])).len(),
-        3
+        4
     );
     env.agent()
         .args(["kb", "remove", "/no/such/doc"])
@@ -275,6 +296,14 @@ fn a_full_disk_is_an_error_and_the_store_still_opens() {
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("is full") && err.contains("Free some space"),
+        "a full disk is named as such: {err}"
+    );
+    assert!(
+        !err.contains("mv "),
+        "no advice to move a healthy store: {err}"
+    );
     let acknowledged: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {

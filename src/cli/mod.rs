@@ -95,7 +95,8 @@ pub fn init_tracing(global: &GlobalArgs) {
     let default = match (global.quiet, global.verbose) {
         (true, _) => "error",
         (_, 0 | 1) => {
-            "warn,mistralrs_core=error,mistralrs_quant=error,mistralrs=error,candle_core=error"
+            // sled logs each failed write itself; our error says it once.
+            "warn,mistralrs_core=error,mistralrs_quant=error,mistralrs=error,candle_core=error,sled=off"
         }
         (_, 2) => "agent=debug,info",
         _ => "debug",

@@ -3,9 +3,11 @@
 //!
 //! Plain text and source code split on blank lines; Markdown also on
 //! headings (code fences stay whole); HTML is reduced with scraper to its
-//! headings and block elements. PDF is not supported: the Rust PDF text
-//! extractors either pull in a large font stack or mangle layout; the error
-//! tells the user to convert with `pdftotext` first.
+//! headings and block elements. PDF text is extracted page by page with
+//! `pdf-extract` (pure Rust, on lopdf), each page a section headed
+//! `page N`. That parser panics on some malformed files, so it runs on a
+//! thread of its own whose panics are caught, kept off the terminal, and
+//! reported as an unreadable PDF with the way round it (`pdftotext`).
 
 use std::path::Path;
 
@@ -23,6 +25,8 @@ pub enum DocKind {
     Html,
     /// Source code.
     Code,
+    /// A PDF document (text extracted page by page).
+    Pdf,
 }
 
 /// A paragraph and the line it starts on (1-based; 0 when unknown).
@@ -49,9 +53,9 @@ pub struct Section {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "PDF is not supported; convert it to text first (`pdftotext FILE.pdf`) and add the .txt"
+        "the PDF cannot be read ({0}); if it is a scan, encrypted or damaged, convert it to text first (`pdftotext FILE.pdf`) and add the .txt"
     )]
-    Pdf,
+    Pdf(String),
     #[error("it looks binary (not UTF-8 text)")]
     Binary,
 }
@@ -71,6 +75,9 @@ pub fn kind_for(path: &str, content_type: Option<&str>) -> DocKind {
         if ct.contains("markdown") {
             return DocKind::Markdown;
         }
+        if ct.contains("pdf") {
+            return DocKind::Pdf;
+        }
     }
     let ext = Path::new(path.split(['?', '#']).next().unwrap_or(path))
         .extension()
@@ -80,6 +87,7 @@ pub fn kind_for(path: &str, content_type: Option<&str>) -> DocKind {
     match ext.as_str() {
         "md" | "markdown" | "mdx" => DocKind::Markdown,
         "html" | "htm" | "xhtml" => DocKind::Html,
+        "pdf" => DocKind::Pdf,
         e if CODE_EXT.contains(&e) => DocKind::Code,
         _ => DocKind::Text,
     }
@@ -87,8 +95,11 @@ pub fn kind_for(path: &str, content_type: Option<&str>) -> DocKind {
 
 /// Decode `bytes` and load them as `kind`.
 pub fn load(name: &str, bytes: &[u8], kind: DocKind) -> Result<Vec<Section>, LoadError> {
-    if bytes.starts_with(b"%PDF") || name.to_ascii_lowercase().ends_with(".pdf") {
-        return Err(LoadError::Pdf);
+    if bytes.starts_with(b"%PDF")
+        || kind == DocKind::Pdf
+        || name.to_ascii_lowercase().ends_with(".pdf")
+    {
+        return pdf(bytes);
     }
     if bytes.iter().take(8192).any(|b| *b == 0) {
         return Err(LoadError::Binary);
@@ -98,7 +109,50 @@ pub fn load(name: &str, bytes: &[u8], kind: DocKind) -> Result<Vec<Section>, Loa
         DocKind::Text | DocKind::Code => plain(text),
         DocKind::Markdown => markdown(text),
         DocKind::Html => html(text),
+        // Handled above; a PDF's bytes never reach here.
+        DocKind::Pdf => plain(text),
     })
+}
+
+/// Name of the threads that run the PDF parser (their panics stay quiet).
+const PDF_THREAD: &str = "kb-pdf-extract";
+
+/// Each page's text as a section headed `page N` (paragraphs and line
+/// numbers within the page).
+fn pdf(bytes: &[u8]) -> Result<Vec<Section>, LoadError> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(PDF_THREAD) {
+                previous(info);
+            }
+        }));
+    });
+    let owned = bytes.to_vec();
+    let pages = std::thread::Builder::new()
+        .name(PDF_THREAD.into())
+        .spawn(move || pdf_extract::extract_text_from_mem_by_pages(&owned))
+        .map_err(|e| LoadError::Pdf(format!("cannot start the reader: {e}")))?
+        .join()
+        .map_err(|_| LoadError::Pdf("the PDF parser failed on it".into()))?
+        .map_err(|e| LoadError::Pdf(e.to_string()))?;
+    let sections: Vec<Section> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut page = plain(text).into_iter().next().unwrap_or_default();
+            page.heading = format!("page {}", i + 1);
+            page
+        })
+        .filter(|s| !s.paragraphs.is_empty())
+        .collect();
+    if sections.is_empty() {
+        return Err(LoadError::Pdf(
+            "it has no extractable text; a scanned PDF needs OCR".into(),
+        ));
+    }
+    Ok(sections)
 }
 
 fn push_para(section: &mut Section, lines: &mut Vec<&str>, start: usize) {
@@ -301,13 +355,40 @@ mod tests {
     }
 
     #[test]
-    fn binary_and_pdf_are_refused_with_a_reason() {
+    fn binary_files_and_unreadable_pdfs_are_refused_with_a_reason() {
         assert!(matches!(
             load("x.bin", b"ab\0cd", DocKind::Text),
             Err(LoadError::Binary)
         ));
         let e = load("x.pdf", b"%PDF-1.7", DocKind::Text).unwrap_err();
-        assert!(e.to_string().contains("pdftotext"));
+        assert!(e.to_string().contains("pdftotext"), "{e}");
+        // Garbage after the header: an error, not a crash.
+        let mut junk = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 9 0 R >> endobj\n".to_vec();
+        junk.extend(std::iter::repeat_n(b'x', 500));
+        assert!(matches!(
+            load("y.pdf", &junk, DocKind::Pdf),
+            Err(LoadError::Pdf(_))
+        ));
+    }
+
+    #[test]
+    fn a_pdf_becomes_one_section_per_page_with_its_text() {
+        let bytes = include_bytes!("../../tests/fixtures/kb/report.pdf");
+        assert_eq!(kind_for("q3/report.PDF", None), DocKind::Pdf);
+        assert_eq!(kind_for("x", Some("application/pdf")), DocKind::Pdf);
+        let sections = load("report.pdf", bytes, DocKind::Pdf).unwrap();
+        assert_eq!(sections.len(), 2, "{sections:?}");
+        assert_eq!(sections[0].heading, "page 1");
+        assert_eq!(sections[1].heading, "page 2");
+        let page2: String = sections[1]
+            .paragraphs
+            .iter()
+            .map(|p| p.text.as_str())
+            .collect();
+        assert!(
+            page2.contains("backup tapes are stored in the Lisbon"),
+            "{page2}"
+        );
         assert_eq!(kind_for("src/main.rs", None), DocKind::Code);
         assert_eq!(
             kind_for("http://h/x", Some("text/html; charset=utf-8")),
