@@ -446,18 +446,19 @@ impl KnowledgeBase {
 
     /// The `k` chunks most relevant to `query`.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<ChunkHit>, KbError> {
-        let vector = match self.active() {
-            Some(e) => match e.embed(&[query]) {
-                Ok(mut v) if !v.is_empty() => Some(v.swap_remove(0)),
-                Ok(_) => None,
-                Err(err) => {
-                    tracing::warn!("embedding the query failed, keyword search only: {err}");
-                    None
-                }
-            },
-            None => None,
+        let scored = match self.active() {
+            Some(e) => self
+                .index
+                .hybrid_with(query, k, || match e.embed(&[query]) {
+                    Ok(mut v) if !v.is_empty() => Some(v.swap_remove(0)),
+                    Ok(_) => None,
+                    Err(err) => {
+                        tracing::warn!("embedding the query failed, keyword search only: {err}");
+                        None
+                    }
+                })?,
+            None => self.index.hybrid(query, None, k)?,
         };
-        let scored = self.index.hybrid(query, vector.as_deref(), k)?;
         let mut out = Vec::new();
         for s in scored {
             if let Some(bytes) = self.index.record(s.id)? {

@@ -648,15 +648,29 @@ impl Index {
         vector: Option<&[f32]>,
         k: usize,
     ) -> Result<Vec<Scored>, StoreError> {
+        match vector {
+            None => Ok(fuse(&self.bm25(query, (k * 4).max(40))?, &[], k)),
+            Some(v) => self.hybrid_with(query, k, || Some(v.to_vec())),
+        }
+    }
+
+    /// [`Index::hybrid`] with the query vector made by `vector` (embedding
+    /// the query) while the keyword search runs on another thread: the two
+    /// share nothing, and the first query of a process loads both indexes
+    /// (about 0.3 s each at 100k documents).
+    pub fn hybrid_with(
+        &self,
+        query: &str,
+        k: usize,
+        vector: impl FnOnce() -> Option<Vec<f32>>,
+    ) -> Result<Vec<Scored>, StoreError> {
         let depth = (k * 4).max(40);
-        let Some(v) = vector else {
-            return Ok(fuse(&self.bm25(query, depth)?, &[], k));
-        };
-        // The two retrievers share nothing: run them side by side (the
-        // first query of a process loads both indexes, ~0.3 s each at 100k).
         let (lexical, dense) = std::thread::scope(|s| {
             let lexical = s.spawn(|| self.bm25(query, depth));
-            let dense = self.dense(v, depth);
+            let dense = match vector() {
+                Some(v) => self.dense(&v, depth),
+                None => Ok(Vec::new()),
+            };
             (lexical.join(), dense)
         });
         let lexical =

@@ -451,8 +451,12 @@ impl LongTermMemory {
     /// The `k` most relevant memories: BM25, fused with dense similarity
     /// when an embedder is configured.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, MemoryError> {
-        let vector = self.embed_one(query).map(|(v, _)| v);
-        let scored = self.index.hybrid(query, vector.as_deref(), k)?;
+        let scored = if self.active().is_some() {
+            self.index
+                .hybrid_with(query, k, || self.embed_one(query).map(|(v, _)| v))?
+        } else {
+            self.index.hybrid(query, None, k)?
+        };
         let mut out = Vec::with_capacity(scored.len());
         for s in scored {
             if let Some(memory) = self.get(s.id)? {
