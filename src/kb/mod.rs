@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::memory::embed::{EmbedError, Embedder};
-use crate::memory::index::{Index, NewDoc, Scored, SpaceCheck, WriteBatch};
+use crate::memory::index::{Index, NewDoc, Scored, WriteBatch};
 use crate::memory::journal::now_rfc3339;
 use crate::memory::{Store, StoreError};
 use load::{DocKind, LoadError};
@@ -171,20 +171,8 @@ impl KnowledgeBase {
     /// The knowledge base in `store`, embedding chunks with `embedder` when given.
     pub fn open(store: &Store, embedder: Option<Arc<dyn Embedder>>) -> Result<Self, KbError> {
         let index = Index::open(store, "kb")?;
-        let mismatch = match &embedder {
-            Some(e) => match index.check_space(e.id())? {
-                SpaceCheck::Usable => None,
-                SpaceCheck::Mismatch { stored } => {
-                    tracing::warn!(
-                        "the knowledge base was embedded with {stored}, but memory.embedder gives {}: \
-                         searching it by keywords only until `agent memory reembed` is run",
-                        e.id()
-                    );
-                    Some(stored)
-                }
-            },
-            None => None,
-        };
+        let mismatch =
+            index.space_mismatch(embedder.as_ref().map(|e| e.id()), "knowledge-base chunks")?;
         Ok(Self {
             index,
             embedder,
@@ -211,45 +199,7 @@ impl KnowledgeBase {
         let Some(e) = self.embedder.clone() else {
             return Ok(0);
         };
-        let total = self.index.len()?;
-        self.index.write(&WriteBatch {
-            space: Some(format!("unfinished re-embedding with {}", e.id())),
-            ..Default::default()
-        })?;
-        let mut done = 0;
-        let mut batch: Vec<(u64, String, String)> = Vec::new();
-        let flush = |batch: &mut Vec<(u64, String, String)>, done: &mut u64| {
-            if batch.is_empty() {
-                return Ok::<(), KbError>(());
-            }
-            let texts: Vec<&str> = batch.iter().map(|(_, text, _)| text.as_str()).collect();
-            let vectors = e.embed(&texts).map_err(|error| KbError::Embed {
-                doc: batch[0].2.clone(),
-                error,
-            })?;
-            self.index.write(&WriteBatch {
-                vectors: batch.iter().map(|(id, _, _)| *id).zip(vectors).collect(),
-                ..Default::default()
-            })?;
-            *done += batch.len() as u64;
-            progress(*done, total);
-            batch.clear();
-            Ok(())
-        };
-        for item in self.index.records() {
-            let (id, bytes) = item?;
-            let chunk: Chunk =
-                serde_json::from_slice(&bytes).map_err(|err| KbError::BadRecord {
-                    key: id.to_string(),
-                    detail: err.to_string(),
-                })?;
-            batch.push((id, chunk.indexed_text(), chunk.source));
-            if batch.len() == 32 {
-                flush(&mut batch, &mut done)?;
-            }
-        }
-        flush(&mut batch, &mut done)?;
-        // The documents now carry this embedder's vectors (same chunks).
+        // The documents keep their chunks; their records name the new embedder.
         let mut meta = Vec::new();
         for mut doc in self.list()? {
             let chunking = doc
@@ -264,11 +214,25 @@ impl KnowledgeBase {
             })?;
             meta.push((doc_key(&doc.source), Some(bytes)));
         }
-        self.index.write(&WriteBatch {
+        let done = self.index.reembed::<KbError>(
+            e.id(),
+            &|texts| {
+                e.embed(texts).map_err(|error| KbError::Embed {
+                    doc: "the knowledge base".into(),
+                    error,
+                })
+            },
+            &|id, bytes| {
+                let chunk: Chunk =
+                    serde_json::from_slice(bytes).map_err(|err| KbError::BadRecord {
+                        key: id.to_string(),
+                        detail: err.to_string(),
+                    })?;
+                Ok((chunk.indexed_text(), None))
+            },
             meta,
-            space: Some(e.id().to_string()),
-            ..Default::default()
-        })?;
+            progress,
+        )?;
         self.mismatch = None;
         Ok(done)
     }

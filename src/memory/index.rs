@@ -47,6 +47,8 @@ const VEC: u8 = b'v';
 const META: u8 = b'm';
 const STATS: &[u8] = b"s";
 const SPACE: &[u8] = b"e";
+/// How [`Index::reembed`] marks an index while it runs.
+const UNFINISHED: &str = "unfinished re-embedding with ";
 
 const STOP_WORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "in",
@@ -152,6 +154,12 @@ pub struct WriteBatch {
     /// [`Index::check_space`]).
     pub space: Option<String>,
 }
+
+/// Embeds a batch of texts, for [`Index::reembed`].
+pub type EmbedBatch<'a, E> = &'a dyn Fn(&[&str]) -> Result<Vec<Vec<f32>>, E>;
+/// Turns a stored record into the text to embed and, optionally, an
+/// updated record, for [`Index::reembed`].
+pub type PrepareRecord<'a, E> = &'a dyn Fn(u64, &[u8]) -> Result<(String, Option<Vec<u8>>), E>;
 
 /// Whether an index's vectors can be compared with an embedder's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,6 +455,86 @@ impl Index {
             Some(stored) if stored != embedder => SpaceCheck::Mismatch { stored },
             _ => SpaceCheck::Usable,
         })
+    }
+
+    /// The other embedder the stored vectors come from, when `configured`
+    /// is not it; says so in a warning naming `what` the index holds.
+    pub fn space_mismatch(
+        &self,
+        configured: Option<&str>,
+        what: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(id) = configured else {
+            return Ok(None);
+        };
+        let SpaceCheck::Mismatch { stored } = self.check_space(id)? else {
+            return Ok(None);
+        };
+        let was = match stored.strip_prefix(UNFINISHED) {
+            Some(e) => format!("re-embedding {what} with {e} was interrupted"),
+            None => format!("{what} were embedded with {stored}"),
+        };
+        tracing::warn!(
+            "{was}, but memory.embedder gives {id}: they are searched by keywords only \
+             until `agent memory reembed` is run"
+        );
+        Ok(Some(stored))
+    }
+
+    /// Give every document a new vector, in batches of 32: `prepare` turns
+    /// a record into the text to embed and, optionally, an updated record;
+    /// `embed` makes the vectors; `meta` is written with the final batch,
+    /// which records `space` as the vectors' embedder. Until then the index
+    /// is marked as mid-way, so a crash leaves it searched by keywords and
+    /// running this again finishes the job. Progress is (done, total).
+    pub fn reembed<E: From<StoreError>>(
+        &self,
+        space: &str,
+        embed: EmbedBatch<'_, E>,
+        prepare: PrepareRecord<'_, E>,
+        meta: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<u64, E> {
+        let total = self.len()?;
+        self.write(&WriteBatch {
+            space: Some(format!("{UNFINISHED}{space}")),
+            ..Default::default()
+        })?;
+        let mut done = 0;
+        let mut batch: Vec<(u64, String, Option<Vec<u8>>)> = Vec::new();
+        let flush = |batch: &mut Vec<(u64, String, Option<Vec<u8>>)>, done: &mut u64| {
+            if batch.is_empty() {
+                return Ok::<(), E>(());
+            }
+            let texts: Vec<&str> = batch.iter().map(|(_, t, _)| t.as_str()).collect();
+            let vectors = embed(&texts)?;
+            let mut w = WriteBatch::default();
+            for ((id, _, record), v) in batch.drain(..).zip(vectors) {
+                if let Some(r) = record {
+                    w.update.push((id, r));
+                }
+                w.vectors.push((id, v));
+            }
+            self.write(&w)?;
+            *done += w.vectors.len() as u64;
+            progress(*done, total);
+            Ok(())
+        };
+        for item in self.records() {
+            let (id, bytes) = item?;
+            let (text, record) = prepare(id, &bytes)?;
+            batch.push((id, text, record));
+            if batch.len() == 32 {
+                flush(&mut batch, &mut done)?;
+            }
+        }
+        flush(&mut batch, &mut done)?;
+        self.write(&WriteBatch {
+            meta,
+            space: Some(space.to_string()),
+            ..Default::default()
+        })?;
+        Ok(done)
     }
 
     /// A document's record.
@@ -907,5 +995,49 @@ mod tests {
         })
         .unwrap();
         assert!(idx.dense(&q, 10).unwrap().iter().all(|s| s.id != first + 5));
+    }
+
+    #[test]
+    fn an_interrupted_reembedding_leaves_the_index_keyword_only_until_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let idx = Index::open(&store, "t").unwrap();
+        for i in 0..40 {
+            doc(&idx, &format!("note number {i}"));
+        }
+        let calls = std::cell::Cell::new(0);
+        let failing = |texts: &[&str]| -> Result<Vec<Vec<f32>>, StoreError> {
+            calls.set(calls.get() + 1);
+            if calls.get() == 2 {
+                return Err(StoreError::Write("the embedder died".into()));
+            }
+            Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())
+        };
+        let prepare = |_: u64, r: &[u8]| -> Result<(String, Option<Vec<u8>>), StoreError> {
+            Ok((String::from_utf8_lossy(r).into_owned(), None))
+        };
+        assert!(
+            idx.reembed("new/2", &failing, &prepare, Vec::new(), &|_, _| {})
+                .is_err()
+        );
+        assert!(matches!(
+            idx.check_space("new/2").unwrap(),
+            SpaceCheck::Mismatch { .. }
+        ));
+        assert!(
+            idx.space_mismatch(Some("new/2"), "notes")
+                .unwrap()
+                .is_some()
+        );
+        let ok = |texts: &[&str]| -> Result<Vec<Vec<f32>>, StoreError> {
+            Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())
+        };
+        assert_eq!(
+            idx.reembed("new/2", &ok, &prepare, Vec::new(), &|_, _| {})
+                .unwrap(),
+            40
+        );
+        assert_eq!(idx.check_space("new/2").unwrap(), SpaceCheck::Usable);
+        assert_eq!(idx.dense(&[1.0, 0.0], 50).unwrap().len(), 40);
     }
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::embed::{EmbedError, Embedder};
-use super::index::{Index, NewDoc, Scored, SpaceCheck, WriteBatch, tokenize};
+use super::index::{Index, NewDoc, Scored, WriteBatch, tokenize};
 use super::journal::now_rfc3339;
 use super::store::{Store, StoreError};
 
@@ -243,20 +243,7 @@ impl LongTermMemory {
         index: Index,
         embedder: Option<Arc<dyn Embedder>>,
     ) -> Result<Self, MemoryError> {
-        let mismatch = match &embedder {
-            Some(e) => match index.check_space(e.id())? {
-                SpaceCheck::Usable => None,
-                SpaceCheck::Mismatch { stored } => {
-                    tracing::warn!(
-                        "memories were embedded with {stored}, but memory.embedder gives {}: \
-                         searching them by keywords only until `agent memory reembed` is run",
-                        e.id()
-                    );
-                    Some(stored)
-                }
-            },
-            None => None,
-        };
+        let mismatch = index.space_mismatch(embedder.as_ref().map(|e| e.id()), "memories")?;
         Ok(Self {
             index,
             embedder,
@@ -282,43 +269,17 @@ impl LongTermMemory {
     /// on and running this again finishes the job.
     pub fn reembed(&mut self, progress: &dyn Fn(u64, u64)) -> Result<u64, MemoryError> {
         let e = self.embedder.clone().ok_or(MemoryError::NoEmbedder)?;
-        let total = self.index.len()?;
-        self.index.write(&WriteBatch {
-            space: Some(format!("unfinished re-embedding with {}", e.id())),
-            ..Default::default()
-        })?;
-        let mut done = 0;
-        let mut batch: Vec<Memory> = Vec::new();
-        let flush = |batch: &mut Vec<Memory>, done: &mut u64| -> Result<(), MemoryError> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let texts: Vec<&str> = batch.iter().map(|m| m.text.as_str()).collect();
-            let vectors = e.embed(&texts)?;
-            let mut w = WriteBatch::default();
-            for (m, v) in batch.iter_mut().zip(vectors) {
+        let done = self.index.reembed::<MemoryError>(
+            e.id(),
+            &|texts| Ok(e.embed(texts)?),
+            &|id, bytes| {
+                let mut m = decode(id, bytes)?;
                 m.embedder = Some(e.id().to_string());
-                w.update.push((m.id, encode(m)?));
-                w.vectors.push((m.id, v));
-            }
-            self.index.write(&w)?;
-            *done += batch.len() as u64;
-            progress(*done, total);
-            batch.clear();
-            Ok(())
-        };
-        for item in self.index.records() {
-            let (id, bytes) = item?;
-            batch.push(decode(id, &bytes)?);
-            if batch.len() == 32 {
-                flush(&mut batch, &mut done)?;
-            }
-        }
-        flush(&mut batch, &mut done)?;
-        self.index.write(&WriteBatch {
-            space: Some(e.id().to_string()),
-            ..Default::default()
-        })?;
+                Ok((m.text.clone(), Some(encode(&m)?)))
+            },
+            Vec::new(),
+            progress,
+        )?;
         self.mismatch = None;
         Ok(done)
     }
