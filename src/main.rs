@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         Err(e) => {
             let mut out = anstream::AutoStream::auto(std::io::stderr());
             let red = anstyle::AnsiColor::Red.on_default().bold();
-            let _ = std::io::Write::write_fmt(&mut out, format_args!("{red}error:{red:#} {e:#}\n"));
+            let _ = std::io::Write::write_fmt(
+                &mut out,
+                format_args!("{red}error:{red:#} {}\n", agent::cli::describe(&e)),
+            );
             ExitCode::from(1)
         }
     }

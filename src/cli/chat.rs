@@ -460,7 +460,7 @@ impl Chat<'_> {
         });
         self.saved.updated_at = now_rfc3339();
         if let Err(e) = self.sessions.save(&self.saved) {
-            self.warn(&format!("warning: {e:#}"));
+            self.warn(&format!("warning: {}", super::describe(&e)));
         }
         Ok(())
     }
@@ -607,7 +607,8 @@ impl Chat<'_> {
                 self.say(&format!("model: {arg}"));
             }
             Err(e) => self.warn(&format!(
-                "could not load {arg}: {e:#}; keeping the current model"
+                "could not load {arg}: {}; keeping the current model",
+                super::describe(&e)
             )),
         }
     }
@@ -616,7 +617,12 @@ impl Chat<'_> {
         let embedder =
             match super::memory::shared_embedder(&self.session.dirs, &self.session.config) {
                 Ok(e) => e,
-                Err(e) => return self.warn(&format!("cannot load the embedder: {e:#}")),
+                Err(e) => {
+                    return self.warn(&format!(
+                        "cannot load the embedder: {}",
+                        super::describe(&e)
+                    ));
+                }
             };
         let memory =
             match crate::memory::longterm::LongTermMemory::open(&self.session.store, embedder) {
@@ -662,7 +668,12 @@ impl Chat<'_> {
         let embedder =
             match super::memory::shared_embedder(&self.session.dirs, &self.session.config) {
                 Ok(e) => e,
-                Err(e) => return self.warn(&format!("cannot load the embedder: {e:#}")),
+                Err(e) => {
+                    return self.warn(&format!(
+                        "cannot load the embedder: {}",
+                        super::describe(&e)
+                    ));
+                }
             };
         let kb = match super::memory::knowledge_base(
             &self.session.store,

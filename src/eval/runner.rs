@@ -166,7 +166,7 @@ impl EvalRunner {
             Err(e) => Outcome {
                 result: "failed".into(),
                 seconds: started.elapsed().as_secs_f64(),
-                stop_reason: format!("error: {e:#}"),
+                stop_reason: format!("error: {}", crate::cli::describe(&e)),
                 ..Self::skipped(challenge, attempt, String::new())
             },
         }
