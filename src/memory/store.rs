@@ -143,7 +143,21 @@ impl Store {
         let _ = lock.flush();
 
         let db_path = path.join("db");
-        let opened = std::panic::catch_unwind(|| sled::Config::new().path(&db_path).open());
+        // We hold agent.lock, so another holder of sled's own lock can only
+        // be a handle this process just dropped whose flusher thread has
+        // not let go yet (a reopen in the same process): wait for it.
+        let mut opened;
+        let mut waited = 0;
+        loop {
+            opened = std::panic::catch_unwind(|| sled::Config::new().path(&db_path).open());
+            let busy = matches!(&opened, Ok(Err(sled::Error::Io(e)))
+                if e.to_string().contains("could not acquire lock"));
+            if !busy || waited >= 40 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            waited += 1;
+        }
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(open_failure(path, Some(&e), e.to_string())),
