@@ -14,8 +14,16 @@
 //!      │   guard    repetition and invalid-output limits; budgets
 //!      │   tools    ToolRegistry: finish, ask_human, WASM plugins (plugin host)
 //!      │   sanitize escapes stripped, observations capped head + tail
+//!      │   recall   memory::hook: relevant memories into the prompt, as data
+//!      │            with their source; a reflection stored when the run ends
 //!      ▼
 //!  memory::journal (sled) ── every step committed and flushed before the next
+//!      │
+//!  memory::longterm, kb ── remember / recall / kb_search tools, `agent memory|kb`
+//!      │   index    one sled tree each: BM25 (forward index in sled, postings
+//!      │            in memory) + vectors (int8 scan in the vecscan crate, exact
+//!      │            re-score), fused by reciprocal rank
+//!      │   embed    MiniLM via candle (fetched on first use) | OpenAI endpoint
 //!      │
 //!  agent::events ──► ui::human (transcript, spinner) | ui::jsonl (--json)
 //! ```
