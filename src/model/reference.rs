@@ -4,7 +4,7 @@
 //! - `scripted:FILE.yaml`: replay canned outputs (tests, demos);
 //! - `hf:OWNER/NAME/FILE.gguf` (or `hf:OWNER/NAME@REVISION/FILE.gguf`): any
 //!   GGUF file on the Hugging Face hub;
-//! - a short name from the built-in [registry](super::registry);
+//! - a short name from the built-in [registry];
 //! - a path to a local `.gguf` file, which must exist.
 //!
 //! Hub parts are validated strictly (no `..`, no empty segments, a `.gguf`

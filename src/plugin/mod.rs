@@ -4,7 +4,7 @@
 //! - [`manifest`]: the YAML beside each `.wasm` (strict, checked against the
 //!   `.wasm`'s sha256 and the plugin's own `describe()`).
 //! - [`policy`]: the user's `plugins:` config and the grant it yields.
-//! - [`host`](self::host): wasmtime (engine, cache, one fresh store per call).
+//! - `host`: wasmtime (engine, cache, one fresh store per call).
 //! - [`http`]: the `http-fetch` capability and its egress checks.
 //! - [`builtin`]: `files`, `web` and `code`, compiled into the binary.
 //! - [`scaffold`]: `agent plugin new/build` (writing and building plugin crates).
