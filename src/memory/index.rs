@@ -527,10 +527,17 @@ impl Index {
             Some(e) => format!("re-embedding {what} with {e} was interrupted"),
             None => format!("{what} were embedded with {stored}"),
         };
-        tracing::warn!(
-            "{was}, but memory.embedder gives {id}: they are searched by keywords only \
-             until `agent memory reembed` is run"
-        );
+        // Said once per process, however often the index is opened.
+        static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        if let Ok(mut warned) = WARNED.lock()
+            && !warned.contains(&was)
+        {
+            tracing::warn!(
+                "{was}, but memory.embedder gives {id}: they are searched by keywords only \
+                 until `agent memory reembed` is run"
+            );
+            warned.push(was);
+        }
         Ok(Some(stored))
     }
 
