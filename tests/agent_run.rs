@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, action, events, finished};
+use common::{TestEnv, action, events, finished, run_stdout};
 use predicates::prelude::*;
 use serde_json::json;
 
@@ -38,14 +38,7 @@ fn a_scripted_run_finishes_and_prints_the_answer() {
 fn json_mode_emits_typed_events_ending_with_run_finished() {
     let env = TestEnv::new();
     let model = env.script("s", &[&finish("done")]);
-    let out = env
-        .agent()
-        .args(["run", "--json", "--model", &model, "g"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(&env, &["run", "--json", "--model", &model, "g"], 0);
     let ev = events(&out);
     assert_eq!(ev[0]["type"], "run_started");
     assert!(ev[0]["run_id"].as_str().is_some_and(|s| !s.is_empty()));
@@ -73,14 +66,7 @@ fn invalid_output_becomes_an_observation_and_the_run_recovers() {
             &finish("recovered"),
         ],
     );
-    let out = env
-        .agent()
-        .args(["run", "--json", "--model", &model, "g"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(&env, &["run", "--json", "--model", &model, "g"], 0);
     let ev = events(&out);
     let observations: Vec<&serde_json::Value> =
         ev.iter().filter(|e| e["type"] == "observation").collect();
@@ -114,14 +100,7 @@ fn three_invalid_outputs_in_a_row_stop_the_run_with_exit_3() {
         "s",
         &["not json", "{\"thought\": 1}", "[]", &finish("never")],
     );
-    let out = env
-        .agent()
-        .args(["run", "--json", "--model", &model, "g"])
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(&env, &["run", "--json", "--model", &model, "g"], 3);
     let end = events(&out)
         .into_iter()
         .rev()
@@ -137,9 +116,9 @@ fn a_ten_megabyte_argument_is_rejected_before_dispatch() {
     let huge = action("finish", json!({"answer": "x".repeat(10 * 1024 * 1024)}));
     let model = env.script("s", &[&huge, &finish("small")]);
     // The scripted model bills the 10 MB as output tokens; lift the token budget.
-    let out = env
-        .agent()
-        .args([
+    let out = run_stdout(
+        &env,
+        &[
             "run",
             "--json",
             "--max-tokens",
@@ -147,12 +126,9 @@ fn a_ten_megabyte_argument_is_rejected_before_dispatch() {
             "--model",
             &model,
             "g",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        ],
+        0,
+    );
     let ev = events(&out);
     let invalid = ev
         .iter()
@@ -167,14 +143,7 @@ fn a_repeated_action_is_nudged_then_stopped_with_a_summary() {
     let env = TestEnv::new();
     let same = action("list_files", json!({}));
     let model = env.script("s", &[&same, &same, &same, &same, &finish("never")]);
-    let out = env
-        .agent()
-        .args(["run", "--json", "--model", &model, "g"])
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(&env, &["run", "--json", "--model", &model, "g"], 3);
     let ev = events(&out);
     let notices: Vec<&serde_json::Value> = ev.iter().filter(|e| e["type"] == "notice").collect();
     assert_eq!(notices.len(), 2, "a nudge, then a last warning: {ev:?}");
@@ -201,14 +170,11 @@ fn a_repeated_action_is_nudged_then_stopped_with_a_summary() {
 fn the_step_budget_stops_the_run_and_says_so() {
     let env = TestEnv::new();
     let model = env.script("s", &["bad", &finish("late")]);
-    let out = env
-        .agent()
-        .args(["run", "--json", "--max-steps", "1", "--model", &model, "g"])
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--max-steps", "1", "--model", &model, "g"],
+        3,
+    );
     let end = finished(&events(&out)).clone();
     assert_eq!(end["status"], "budget_exhausted");
     assert!(end["reason"].as_str().unwrap().contains("step budget"));
@@ -220,9 +186,9 @@ fn the_step_budget_stops_the_run_and_says_so() {
 fn the_token_budget_stops_the_run() {
     let env = TestEnv::new();
     let model = env.script("s", &["bad", &finish("late")]);
-    let out = env
-        .agent()
-        .args([
+    let out = run_stdout(
+        &env,
+        &[
             "run",
             "--json",
             "--max-tokens",
@@ -230,12 +196,9 @@ fn the_token_budget_stops_the_run() {
             "--model",
             &model,
             "g",
-        ])
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+        ],
+        3,
+    );
     let end = finished(&events(&out)).clone();
     assert_eq!(end["status"], "budget_exhausted");
     assert!(
@@ -249,14 +212,11 @@ fn the_time_budget_stops_a_slow_model() {
     let env = TestEnv::new();
     let model = env.script_yaml("s", "responses:\n  - text: '{\"thought\":\"t\",\"tool\":\"finish\",\"args\":{\"answer\":\"late\"}}'\n    delay_ms: 30000\n");
     let started = Instant::now();
-    let out = env
-        .agent()
-        .args(["run", "--json", "--timeout", "1", "--model", &model, "g"])
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--timeout", "1", "--model", &model, "g"],
+        3,
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "the budget did not interrupt the model call"
@@ -273,14 +233,7 @@ fn the_time_budget_stops_a_slow_model() {
 fn an_exhausted_script_fails_cleanly_with_exit_1() {
     let env = TestEnv::new();
     let model = env.script("s", &["bad"]);
-    let out = env
-        .agent()
-        .args(["run", "--json", "--model", &model, "g"])
-        .assert()
-        .code(1)
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(&env, &["run", "--json", "--model", &model, "g"], 1);
     let end = finished(&events(&out)).clone();
     assert_eq!(end["status"], "failed");
     assert!(
@@ -301,27 +254,13 @@ fn runs_are_journaled_and_shown() {
         .assert()
         .success()
         .stdout("journaled\n");
-    let list = env
-        .agent()
-        .args(["runs", "list", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let list = run_stdout(&env, &["runs", "list", "--json"], 0);
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&list).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["goal"], "remember me");
     assert_eq!(runs[0]["status"], "finished");
     let id = runs[0]["id"].as_str().unwrap();
-    let shown = env
-        .agent()
-        .args(["runs", "show", id, "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let shown = run_stdout(&env, &["runs", "show", id, "--json"], 0);
     let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
     let steps = shown["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
@@ -378,14 +317,7 @@ fn kill_9_mid_run_loses_no_committed_step_and_the_run_resumes() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let shown = env
-        .agent()
-        .args(["runs", "show", &run_id, "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let shown = run_stdout(&env, &["runs", "show", &run_id, "--json"], 0);
     let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
     assert_eq!(shown["run"]["status"], "running");
     let steps = shown["steps"].as_array().unwrap();
@@ -397,14 +329,7 @@ fn kill_9_mid_run_loses_no_committed_step_and_the_run_resumes() {
         .success()
         .stdout(predicate::str::contains("interrupted"));
 
-    let out = env
-        .agent()
-        .args(["runs", "resume", &run_id, "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(&env, &["runs", "resume", &run_id, "--json"], 0);
     let ev = events(&out);
     assert_eq!(ev[0]["resumed_after"], 2);
     let end = finished(&ev);
@@ -457,14 +382,7 @@ fn ctrl_c_cancels_the_step_and_records_the_run_as_cancelled() {
     assert_eq!(end["status"], "cancelled");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3));
-    let list = env
-        .agent()
-        .args(["runs", "list", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let list = run_stdout(&env, &["runs", "list", "--json"], 0);
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&list).unwrap();
     assert_eq!(runs[0]["status"], "cancelled");
 }
@@ -544,14 +462,7 @@ fn prompts_are_listed_shown_and_overridden() {
         .assert()
         .success()
         .stdout(predicate::str::contains("react"));
-    let text = env
-        .agent()
-        .args(["prompts", "show", "react"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let text = run_stdout(&env, &["prompts", "show", "react"], 0);
     let text = String::from_utf8(text)
         .unwrap()
         .replace("You are agent,", "You are Zed the agent,");
@@ -642,14 +553,7 @@ fn a_long_run_with_huge_observations_compacts_instead_of_overflowing() {
 #[test]
 fn config_init_writes_a_valid_template_once_and_path_points_to_it() {
     let env = TestEnv::new();
-    let path = env
-        .agent()
-        .args(["config", "path"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let path = run_stdout(&env, &["config", "path"], 0);
     let path = std::path::PathBuf::from(String::from_utf8(path).unwrap().trim());
     assert!(path.starts_with(&env.home), "{}", path.display());
     env.agent().args(["config", "init"]).assert().success();

@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
 
-use common::{TestEnv, action, json_lines, stdout};
+use common::{TestEnv, action, json_lines, run_stdout, stdout};
 use predicates::prelude::*;
 
 fn mixed_folder(env: &TestEnv) -> std::path::PathBuf {
@@ -165,21 +165,18 @@ fn a_url_is_fetched_as_html_and_found_by_the_kb_search_tool() {
             &action("finish", serde_json::json!({"answer": "02:00 UTC"})),
         ],
     );
-    let out = env
-        .agent()
-        .args([
+    let out = run_stdout(
+        &env,
+        &[
             "run",
             "--yes",
             "--json",
             "--model",
             &run,
             "when is the nightly build?",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        ],
+        0,
+    );
     let text = String::from_utf8_lossy(&out);
     assert!(
         text.contains("runner-7") && text.contains(&format!("{url} block 1 (Build)")),

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{TestEnv, action, events, finished, json_lines, stdout};
+use common::{TestEnv, action, events, finished, json_lines, run_stdout, stdout};
 use predicates::prelude::*;
 
 #[test]
@@ -99,21 +99,18 @@ fn memory_tools_in_scripted_runs_and_a_reflection_at_the_end() {
             r#"{"lesson": "Deploys for this user go to fly.io."}"#,
         ],
     );
-    let out = env
-        .agent()
-        .args([
+    let out = run_stdout(
+        &env,
+        &[
             "run",
             "--yes",
             "--json",
             "--model",
             &first,
             "remember where I deploy",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        ],
+        0,
+    );
     let ev = events(&out);
     assert!(
         ev.iter()
@@ -153,21 +150,18 @@ fn memory_tools_in_scripted_runs_and_a_reflection_at_the_end() {
             &action("finish", serde_json::json!({"answer": "fly.io"})),
         ],
     );
-    let out = env
-        .agent()
-        .args([
+    let out = run_stdout(
+        &env,
+        &[
             "run",
             "--yes",
             "--json",
             "--model",
             &second,
             "where do I deploy?",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        ],
+        0,
+    );
     let text = String::from_utf8_lossy(&out);
     assert!(
         text.contains("fly.io") && text.contains("data, not instructions"),
@@ -200,14 +194,11 @@ fn planted_instructions_stay_data_with_their_source() {
             &action("finish", serde_json::json!({"answer": "ok"})),
         ],
     );
-    let out = env
-        .agent()
-        .args(["run", "--yes", "--json", "--model", &run, "read the page"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(
+        &env,
+        &["run", "--yes", "--json", "--model", &run, "read the page"],
+        0,
+    );
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("Memories (data, not instructions)"), "{text}");
     // The memory says it was written right after reading the page, by

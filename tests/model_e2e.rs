@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use common::{TestEnv, events, finished};
+use common::{TestEnv, events, finished, run_stdout};
 use serde_json::json;
 
 /// Serve `responses` (one per request, as SSE chat-completion chunks) and
@@ -132,14 +132,11 @@ fn an_unreachable_endpoint_fails_the_run_with_a_clear_reason() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/v1");
-    let out = env
-        .agent()
-        .args(["run", "--json", "--endpoint", &url, "--model", "m", "g"])
-        .assert()
-        .code(1)
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--endpoint", &url, "--model", "m", "g"],
+        1,
+    );
     let end = finished(&events(&out)).clone();
     assert_eq!(end["status"], "failed");
     assert!(
@@ -193,14 +190,7 @@ fn the_default_local_model_runs_a_goal_within_its_budget() {
     // on to the token limit (512 per step): every journaled step is whole
     // and used fewer tokens than the limit.
     let run_id = end["run_id"].as_str().unwrap();
-    let shown = env
-        .agent()
-        .args(["runs", "show", run_id, "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let shown = run_stdout(&env, &["runs", "show", run_id, "--json"], 0);
     let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
     for step in shown["steps"].as_array().unwrap() {
         let used = step["usage"]["completion_tokens"].as_u64().unwrap();

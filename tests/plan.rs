@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{TestEnv, action, events, finished};
+use common::{TestEnv, action, events, finished, run_stdout};
 use serde_json::{Value, json};
 
 fn plan(steps: &[&str]) -> String {
@@ -56,14 +56,11 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
             &done("a.txt now holds: hi"),
         ],
     );
-    let out = env
-        .agent()
-        .args(["run", "--agent", "plan", "--json", "--model", &model, "g"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(
+        &env,
+        &["run", "--agent", "plan", "--json", "--model", &model, "g"],
+        0,
+    );
     let ev = events(&out);
     let created = of_type(&ev, "plan_created");
     assert_eq!(created.len(), 1);
@@ -95,14 +92,11 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
     // Each plan step is an ordinary run in the journal, named after the plan run.
     let run_id = ev[0]["run_id"].as_str().unwrap().to_string();
     assert_eq!(started[1]["run_id"], format!("{run_id}.s2"));
-    let shown = env
-        .agent()
-        .args(["runs", "show", "--json", &format!("{run_id}.s1")])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let shown = run_stdout(
+        &env,
+        &["runs", "show", "--json", &format!("{run_id}.s1")],
+        0,
+    );
     let shown: Value = serde_json::from_slice(&shown).unwrap();
     assert_eq!(shown["run"]["status"], "finished");
     assert_eq!(shown["steps"][0]["tool"], "write_file");
@@ -113,14 +107,7 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
             .contains("Do only step 1 now: write hi to a.txt")
     );
     // The plan run itself shows its steps' runs, in order.
-    let shown = env
-        .agent()
-        .args(["runs", "show", "--json", &run_id])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let shown = run_stdout(&env, &["runs", "show", "--json", &run_id], 0);
     let shown: Value = serde_json::from_slice(&shown).unwrap();
     let children = shown["children"].as_array().unwrap();
     assert_eq!(children.len(), 2);
@@ -149,14 +136,11 @@ fn a_stuck_step_leads_to_a_revision_that_reaches_the_goal() {
             &done("There are no notes."),
         ],
     );
-    let out = env
-        .agent()
-        .args(["run", "--agent", "plan", "--json", "--model", &model, "g"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(
+        &env,
+        &["run", "--agent", "plan", "--json", "--model", &model, "g"],
+        0,
+    );
     let ev = events(&out);
     let ended = of_type(&ev, "plan_step_finished");
     assert_eq!(ended[0]["status"], "stopped");
@@ -192,14 +176,11 @@ fn revisions_are_bounded() {
     }
     let refs: Vec<&str> = script.iter().map(String::as_str).collect();
     let model = env.script("s", &refs);
-    let out = env
-        .agent()
-        .args(["run", "--agent", "plan", "--json", "--model", &model, "g"])
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(
+        &env,
+        &["run", "--agent", "plan", "--json", "--model", &model, "g"],
+        3,
+    );
     let ev = events(&out);
     assert_eq!(of_type(&ev, "plan_revised").len(), 3);
     assert_eq!(of_type(&ev, "plan_step_started").len(), 4);
@@ -224,9 +205,9 @@ fn a_resumed_plan_run_continues_inside_its_current_step() {
         ],
     );
     // One step of budget: the first plan step is cut off after its first action.
-    let out = env
-        .agent()
-        .args([
+    let out = run_stdout(
+        &env,
+        &[
             "run",
             "--agent",
             "plan",
@@ -236,26 +217,20 @@ fn a_resumed_plan_run_continues_inside_its_current_step() {
             "--model",
             &model,
             "g",
-        ])
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+        ],
+        3,
+    );
     let ev = events(&out);
     let end = finished(&ev);
     assert_eq!(end["status"], "budget_exhausted");
     assert_eq!(end["steps"], 1);
     let run_id = ev[0]["run_id"].as_str().unwrap().to_string();
 
-    let out = env
-        .agent()
-        .args(["runs", "resume", "--json", "--max-steps", "10", &run_id])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = run_stdout(
+        &env,
+        &["runs", "resume", "--json", "--max-steps", "10", &run_id],
+        0,
+    );
     let ev = events(&out);
     assert_eq!(ev[0]["type"], "run_started");
     assert_eq!(ev[0]["resumed_after"], 1);
@@ -270,14 +245,11 @@ fn a_resumed_plan_run_continues_inside_its_current_step() {
     assert_eq!(end["answer"], "all done");
     assert_eq!(end["steps"], 3);
     // The file was written once (the write was not repeated).
-    let shown = env
-        .agent()
-        .args(["runs", "show", "--json", &format!("{run_id}.s1")])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let shown = run_stdout(
+        &env,
+        &["runs", "show", "--json", &format!("{run_id}.s1")],
+        0,
+    );
     let shown: Value = serde_json::from_slice(&shown).unwrap();
     let tools: Vec<&str> = shown["steps"]
         .as_array()

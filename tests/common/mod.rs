@@ -131,6 +131,18 @@ pub fn stdout(env: &TestEnv, args: &[&str]) -> String {
     String::from_utf8(out).expect("utf-8 stdout")
 }
 
+/// Run `agent ARGS` in `env`, expect exit `code`, return stdout (e.g. the
+/// `--json` events, for [`events`]).
+pub fn run_stdout(env: &TestEnv, args: &[&str], code: i32) -> Vec<u8> {
+    env.agent()
+        .args(args)
+        .assert()
+        .code(code)
+        .get_output()
+        .stdout
+        .clone()
+}
+
 /// Parse JSON-lines text (e.g. `--json` listings).
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     events(text.as_bytes())
