@@ -613,17 +613,25 @@ impl Chat<'_> {
         }
     }
 
+    /// The configured embedder (loaded once per process), or a warning
+    /// and `None` when it cannot be loaded.
+    fn embedder(&mut self) -> Option<Option<std::sync::Arc<dyn crate::memory::embed::Embedder>>> {
+        match super::memory::shared_embedder(&self.session.dirs, &self.session.config) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                self.warn(&format!(
+                    "cannot load the embedder: {}",
+                    super::describe(&e)
+                ));
+                None
+            }
+        }
+    }
+
     fn memory_command(&mut self, query: &str) {
-        let embedder =
-            match super::memory::shared_embedder(&self.session.dirs, &self.session.config) {
-                Ok(e) => e,
-                Err(e) => {
-                    return self.warn(&format!(
-                        "cannot load the embedder: {}",
-                        super::describe(&e)
-                    ));
-                }
-            };
+        let Some(embedder) = self.embedder() else {
+            return;
+        };
         let memory =
             match crate::memory::longterm::LongTermMemory::open(&self.session.store, embedder) {
                 Ok(m) => m,
@@ -665,16 +673,9 @@ impl Chat<'_> {
     }
 
     fn kb_command(&mut self, query: &str) {
-        let embedder =
-            match super::memory::shared_embedder(&self.session.dirs, &self.session.config) {
-                Ok(e) => e,
-                Err(e) => {
-                    return self.warn(&format!(
-                        "cannot load the embedder: {}",
-                        super::describe(&e)
-                    ));
-                }
-            };
+        let Some(embedder) = self.embedder() else {
+            return;
+        };
         let kb = match super::memory::knowledge_base(
             &self.session.store,
             &self.session.config,
