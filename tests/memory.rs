@@ -480,6 +480,14 @@ fn a_misconfigured_embedder_is_refused_with_what_to_write() {
         );
     // A hub model that cannot be fetched says which file and what to do.
     env.config("memory:\n  embedder: hf:acme/no-such-model\n");
+    // Commands that need no model neither load nor fetch one.
+    for args in [&["memory", "list"][..], &["kb", "list"][..]] {
+        env.agent()
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .args(args)
+            .assert()
+            .success();
+    }
     env.agent()
         .env("HF_ENDPOINT", "http://127.0.0.1:9")
         .args(["memory", "search", "x"])

@@ -70,7 +70,13 @@ fn source_key(arg: &str) -> String {
 /// Run a knowledge-base command.
 pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
     let (dirs, config, store) = open_store()?;
-    let kb = super::memory::knowledge_base(&store, &config, embedder(&dirs, &config)?)?;
+    // Listing and removing need no model: do not load (or fetch) one.
+    let embedder = if matches!(cmd, KbCommand::Add { .. } | KbCommand::Search { .. }) {
+        embedder(&dirs, &config)?
+    } else {
+        None
+    };
+    let kb = super::memory::knowledge_base(&store, &config, embedder)?;
     let mut out = std::io::stdout().lock();
     match cmd {
         KbCommand::Add { sources } => {

@@ -140,7 +140,20 @@ fn line(m: &Memory) -> String {
 /// Run a memory command.
 pub fn execute(cmd: MemoryCommand) -> anyhow::Result<ExitCode> {
     let (dirs, config, store) = open_store()?;
-    let embedder = embedder(&dirs, &config)?;
+    // Listing, showing, forgetting and exporting need no model: do not load
+    // (or fetch) one for them.
+    let needs_embedder = matches!(
+        cmd,
+        MemoryCommand::Search { .. }
+            | MemoryCommand::Add { .. }
+            | MemoryCommand::Import { .. }
+            | MemoryCommand::Reembed
+    );
+    let embedder = if needs_embedder {
+        embedder(&dirs, &config)?
+    } else {
+        None
+    };
     let mut memory = LongTermMemory::open(&store, embedder.clone())?;
     let mut out = std::io::stdout().lock();
     match cmd {
