@@ -36,6 +36,7 @@ pub mod action;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod errors;
 pub mod eval;
 pub mod kb;
 pub mod memory;

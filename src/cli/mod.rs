@@ -88,22 +88,9 @@ pub enum Command {
     },
 }
 
-/// An error and its causes as one line (`what: why: root cause`), leaving
-/// out a cause whose text the line already holds: many errors quote their
-/// source in their own message, and `{:#}` would print it twice.
+/// An error and its causes as one line, each once (see [`crate::errors`]).
 pub fn describe(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    crate::errors::chain(e.as_ref())
 }
 
 /// Set up `tracing` from `-v`/`-q` and `RUST_LOG`. Logs go to stderr.
@@ -171,27 +158,4 @@ pub fn dirs() -> anyhow::Result<crate::paths::Dirs> {
 /// Make `path` absolute against the current directory.
 pub fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(std::path::absolute(path)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::describe;
-
-    #[test]
-    fn causes_already_quoted_are_not_repeated() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("cannot read config file /c.yaml: {source}")]
-        struct Read {
-            source: std::io::Error,
-        }
-        let e = anyhow::Error::new(Read {
-            source: std::io::Error::other("permission denied"),
-        });
-        assert_eq!(
-            describe(&e),
-            "cannot read config file /c.yaml: permission denied"
-        );
-        let e = anyhow::Error::new(std::io::Error::other("disk on fire")).context("saving the run");
-        assert_eq!(describe(&e), "saving the run: disk on fire");
-    }
 }

@@ -173,7 +173,7 @@ impl OpenAiBackend {
                 Err(e) if e.is_connect() => {
                     return Err(ModelError::EndpointUnreachable {
                         url: self.config.base_url.clone(),
-                        reason: error_chain(&e.without_url()),
+                        reason: crate::errors::chain(&e.without_url()),
                     });
                 }
                 Err(e) if e.is_timeout() => {
@@ -184,7 +184,7 @@ impl OpenAiBackend {
                     after: None,
                     last: ModelError::EndpointUnreachable {
                         url: self.config.base_url.clone(),
-                        reason: error_chain(&e.without_url()),
+                        reason: crate::errors::chain(&e.without_url()),
                     },
                 },
                 Ok(resp) if resp.status().is_success() => {
@@ -283,7 +283,7 @@ impl OpenAiBackend {
             } else {
                 ModelError::BadResponse(format!(
                     "the stream broke off: {}",
-                    error_chain(&e.without_url())
+                    crate::errors::chain(&e.without_url())
                 ))
             }
         };
@@ -377,20 +377,6 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     let capped = exp.min(policy.max_delay);
     // Jitter: between half and all of the delay, so clients spread out.
     capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// The human message of an error body, and the text to search for hints.

@@ -310,7 +310,7 @@ impl Puller {
             }
             let resp = req.send().await.map_err(|e| PullError::Unreachable {
                 url: url.to_string(),
-                reason: error_chain(&e.without_url()),
+                reason: crate::errors::chain(&e.without_url()),
             })?;
             let h = resp.headers();
             if let Some(tag) = h.get("x-linked-etag").and_then(|v| v.to_str().ok()) {
@@ -385,7 +385,7 @@ impl Puller {
         loop {
             let chunk = resp.chunk().await.map_err(|e| PullError::Unreachable {
                 url: first.clone(),
-                reason: error_chain(&e.without_url()),
+                reason: crate::errors::chain(&e.without_url()),
             })?;
             let Some(chunk) = chunk else { break };
             part.write(&chunk).await?;
@@ -683,21 +683,6 @@ fn unique_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{}-{nanos}-{}", std::process::id(), rand::random::<u32>())
-}
-
-/// The whole chain of an error's causes, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// A `.part` file that is removed unless committed.
