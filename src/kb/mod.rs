@@ -48,11 +48,15 @@ pub struct DocRecord {
     pub chunks: Vec<u64>,
     /// When it was (last) added.
     pub added_at: String,
-    /// The embedder and chunk sizes it was indexed with: re-adding the same
-    /// bytes under other settings indexes it again. (Empty in records
-    /// written before this existed; those are indexed again once.)
+    /// The embedder its vectors come from (`none` without): re-adding the
+    /// same bytes under another embedder indexes them again.
     #[serde(default)]
-    pub indexed_with: String,
+    pub embedder: String,
+    /// The chunk size and overlap it was cut with (`256/32`): re-adding the
+    /// same bytes with other sizes cuts them again. (Both are empty in
+    /// records written before they existed; those are indexed again once.)
+    #[serde(default)]
+    pub chunking: String,
 }
 
 /// One stored chunk.
@@ -202,12 +206,7 @@ impl KnowledgeBase {
         // The documents keep their chunks; their records name the new embedder.
         let mut meta = Vec::new();
         for mut doc in self.list()? {
-            let chunking = doc
-                .indexed_with
-                .split_once("; ")
-                .map(|(_, c)| c.to_string())
-                .unwrap_or_default();
-            doc.indexed_with = format!("embedder={}; {chunking}", e.id());
+            doc.embedder = e.id().to_string();
             let bytes = serde_json::to_vec(&doc).map_err(|err| KbError::BadRecord {
                 key: doc.source.clone(),
                 detail: err.to_string(),
@@ -243,13 +242,12 @@ impl KnowledgeBase {
         self
     }
 
-    /// What a chunk's index entry depends on besides the bytes.
-    fn indexed_with(&self) -> String {
-        format!(
-            "embedder={}; chunk={}/{}",
-            self.active().map(|e| e.id()).unwrap_or("none"),
-            self.split.max_tokens,
-            self.split.overlap
+    /// What a document's index entries depend on besides its bytes: the
+    /// embedder making vectors now, and the chunk sizes.
+    fn indexed_with(&self) -> (String, String) {
+        (
+            self.active().map_or("none", |e| e.id()).to_string(),
+            format!("{}/{}", self.split.max_tokens, self.split.overlap),
         )
     }
 
@@ -290,10 +288,10 @@ impl KnowledgeBase {
         }
         let hash = hex::encode(Sha256::digest(bytes));
         let old = self.doc(source)?;
-        let indexed_with = self.indexed_with();
+        let (embedder, chunking) = self.indexed_with();
         if old
             .as_ref()
-            .is_some_and(|d| d.hash == hash && d.indexed_with == indexed_with)
+            .is_some_and(|d| d.hash == hash && d.embedder == embedder && d.chunking == chunking)
         {
             return Ok(AddOutcome::Unchanged);
         }
@@ -347,7 +345,8 @@ impl KnowledgeBase {
             bytes: bytes.len() as u64,
             chunks: add.iter().map(|d| d.id).collect(),
             added_at: now_rfc3339(),
-            indexed_with,
+            embedder,
+            chunking,
         };
         let n = add.len();
         self.index.write(&WriteBatch {
