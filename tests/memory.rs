@@ -499,3 +499,26 @@ fn a_misconfigured_embedder_is_refused_with_what_to_write() {
                 .and(predicate::str::contains("HF_ENDPOINT")),
         );
 }
+
+#[test]
+fn sources_with_terminal_escapes_are_shown_without_them() {
+    let env = TestEnv::new();
+    stdout(&env, &["memory", "add", "The build cache lives on the NAS"]);
+    let export = stdout(&env, &["memory", "export"]);
+    let mut m: serde_json::Value = serde_json::from_str(export.trim()).unwrap();
+    m["provenance"]["source"] = "agent, after fetch_page https://x.example/\u{1b}[2J\u{7}".into();
+    m["text"] = "The build cache moved to the SAN".into();
+    let file = env.root.path().join("evil.jsonl");
+    std::fs::write(&file, format!("{m}\n")).unwrap();
+    stdout(&env, &["memory", "import", file.to_str().unwrap()]);
+    let list = stdout(&env, &["memory", "list"]);
+    let id = json_lines(&stdout(&env, &["memory", "list", "--json"]))[0]["id"].to_string();
+    let show = stdout(&env, &["memory", "show", &format!("m{id}")]);
+    for out in [&list, &show] {
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    }
+    assert!(
+        show.contains("after fetch_page https://x.example/"),
+        "{show}"
+    );
+}

@@ -844,7 +844,11 @@ fn untrusted_label(step: &StepRecord) -> String {
             .find_map(|k| a.get(*k).and_then(|v| v.as_str()))
     });
     match arg {
-        Some(a) => format!("{tool} {}", sanitize::cap_head_tail(a, 200)),
+        // The model wrote the argument: no terminal escapes in what lists show.
+        Some(a) => format!(
+            "{tool} {}",
+            sanitize::cap_head_tail(&sanitize::strip_terminal_escapes(a), 200)
+        ),
         None => tool.to_string(),
     }
 }

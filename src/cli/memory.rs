@@ -131,7 +131,10 @@ fn line(m: &Memory) -> String {
         "m{:<5} {:<10} {:<20} {}{}",
         m.id,
         m.kind.as_str(),
-        m.provenance.source.chars().take(20).collect::<String>(),
+        crate::sanitize::strip_terminal_escapes(&m.provenance.source)
+            .chars()
+            .take(20)
+            .collect::<String>(),
         crate::sanitize::strip_terminal_escapes(&text).replace('\n', " "),
         more
     )
@@ -216,7 +219,11 @@ pub fn execute(cmd: MemoryCommand) -> anyhow::Result<ExitCode> {
             } else {
                 writeln!(out, "id:       m{}", m.id)?;
                 writeln!(out, "kind:     {}", m.kind.as_str())?;
-                writeln!(out, "source:   {}", m.provenance.label())?;
+                writeln!(
+                    out,
+                    "source:   {}",
+                    crate::sanitize::strip_terminal_escapes(&m.provenance.label())
+                )?;
                 writeln!(out, "created:  {}", m.created_at)?;
                 writeln!(
                     out,
