@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::memory::settings::{MemoryLayer, MemorySettings};
+use crate::model::local::Engine;
 use crate::plugin::policy::PluginPolicy;
 use crate::ui::approve::ApprovalConfig;
 use crate::ui::repl::ReplConfig;
 
 /// The default model reference.
-pub const DEFAULT_MODEL: &str = "smollm2-135m";
+pub use crate::model::registry::DEFAULT_MODEL;
 
 /// Where a resolved value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,6 +59,10 @@ pub struct ConfigLayer {
     /// Base URL of an OpenAI-compatible server (e.g. `http://127.0.0.1:8000/v1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The engine for local GGUF models: `auto` (llama.cpp on a CPU,
+    /// mistral.rs in a CUDA build), `llama.cpp` or `mistral.rs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Name of the environment variable that holds the endpoint's API key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
@@ -104,11 +109,18 @@ pub struct ConfigLayer {
     pub memory: Option<MemoryLayer>,
 }
 
+/// Serialise a value by its `Display` form.
+fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub model: String,
     pub endpoint: Option<String>,
+    #[serde(serialize_with = "display")]
+    pub engine: Engine,
     pub api_key_env: String,
     pub max_steps: u32,
     pub max_tokens: u64,
@@ -162,6 +174,7 @@ pub enum ConfigError {
 const KEYS: &[&str] = &[
     "model",
     "endpoint",
+    "engine",
     "api_key_env",
     "max_steps",
     "max_tokens",
@@ -184,6 +197,7 @@ impl ConfigLayer {
         Self {
             model: Some(DEFAULT_MODEL.into()),
             endpoint: None,
+            engine: Some("auto".into()),
             api_key_env: Some("OPENAI_API_KEY".into()),
             max_steps: Some(20),
             max_tokens: Some(200_000),
@@ -239,7 +253,7 @@ impl ConfigLayer {
             let Some(value) = get(&var) else { continue };
             // Strings stay strings even when they look like numbers or bools.
             let parsed = match key {
-                "model" | "endpoint" | "api_key_env" | "workspace" => {
+                "model" | "endpoint" | "engine" | "api_key_env" | "workspace" => {
                     serde_yaml::Value::String(value.clone())
                 }
                 _ => {
@@ -308,6 +322,7 @@ fn overlay(
     keys!(
         model,
         endpoint,
+        engine,
         api_key_env,
         max_steps,
         max_tokens,
@@ -377,6 +392,12 @@ impl Config {
         let config = Config {
             model: merged.model.unwrap_or_else(|| DEFAULT_MODEL.into()),
             endpoint: merged.endpoint.filter(|e| !e.is_empty()),
+            engine: merged
+                .engine
+                .as_deref()
+                .unwrap_or("auto")
+                .parse()
+                .map_err(|message: String| invalid("engine", &message))?,
             api_key_env: merged.api_key_env.unwrap_or_default(),
             max_steps: merged.max_steps.unwrap_or(20),
             max_tokens: merged.max_tokens.unwrap_or(200_000),
@@ -407,7 +428,10 @@ impl Config {
             sources: BTreeMap::new(),
         };
         if config.model.trim().is_empty() {
-            return Err(invalid("model", "must not be empty; e.g. smollm2-135m"));
+            return Err(invalid(
+                "model",
+                "must not be empty; e.g. qwen2.5-coder-1.5b",
+            ));
         }
         if config.max_steps == 0 {
             return Err(invalid("max_steps", "must be at least 1"));

@@ -84,6 +84,11 @@ impl Dirs {
     pub fn compiled_plugins(&self) -> PathBuf {
         self.cache.join("plugins")
     }
+
+    /// Saved prompt-prefix states of local models (llama.cpp engine).
+    pub fn prefix_states(&self) -> PathBuf {
+        self.cache.join("prefix-states")
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,12 @@
 //!   token accounting, parsing, schema checks, loop guards, events and the
 //!   durable journal commit. Reported with and without the commit's flush
 //!   (an fsync, which depends on the disk more than on our code).
-//! - `agent bench model [--model REF]`: load time, decode tokens/s and
-//!   seconds per constrained ReAct step of a real model.
+//! - `agent bench model [--model REF] [--messages FILE] [--json]`: load
+//!   time, decode tokens/s and seconds per constrained ReAct step of a real
+//!   model, in a fresh process (so step 1 is what `agent run`'s first step
+//!   costs). `--messages` takes the first step's messages from `agent run
+//!   --dry-run --json`; `bench/engine-vs-llamacpp.sh` runs this beside
+//!   llama.cpp's reference on the same prompt and prints the ratios.
 //!
 //! A subcommand rather than `cargo bench`: the bench profile would rebuild
 //! mistral.rs and wasmtime in a second profile (40 minutes here).
@@ -15,6 +19,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use async_trait::async_trait;
 use clap::Subcommand;
 use serde_json::json;
@@ -42,9 +47,22 @@ pub enum BenchCommand {
         /// Model reference (default: the configured model).
         #[arg(long)]
         model: Option<String>,
+        /// Engine for a local model: auto, llama.cpp, mistral.rs.
+        #[arg(long)]
+        engine: Option<String>,
         /// Constrained steps to time.
         #[arg(long, default_value_t = 5)]
         steps: u32,
+        /// The first step's messages and schema (`agent run --dry-run --json`);
+        /// default: the haiku goal with the configured tools.
+        #[arg(long, value_name = "FILE")]
+        messages: Option<std::path::PathBuf>,
+        /// Tokens of the free (unconstrained) generation.
+        #[arg(long, default_value_t = 200)]
+        free_tokens: usize,
+        /// One JSON object on stdout instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Long-term memory and knowledge base: insert/recall latency, ingestion, peak RSS.
     Memory {
@@ -159,7 +177,19 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
 /// Run a benchmark and print its results.
 pub async fn execute(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        BenchCommand::Model { model, steps } => model_speed(model, steps).await?,
+        BenchCommand::Model {
+            model,
+            engine,
+            steps,
+            messages,
+            free_tokens,
+            json,
+        } => {
+            let report = model_speed(model, engine, steps, messages, free_tokens, json).await?;
+            if json {
+                println!("{report}");
+            }
+        }
         BenchCommand::Memory { max, embedder } => super::memory::bench(max, &embedder)?,
         BenchCommand::Agent { steps } => {
             anyhow::ensure!(steps >= 2, "--steps must be at least 2");
@@ -183,13 +213,28 @@ pub async fn execute(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Time a real model: load, a free 200-token generation, and `steps`
-/// constrained ReAct steps over the real tool list with a growing history
-/// (so prefix reuse shows: later steps re-process only new tokens).
-async fn model_speed(model: Option<String>, steps: u32) -> anyhow::Result<()> {
+/// Time a real model: load, `steps` constrained ReAct steps over the real
+/// tool list with a growing history (so prefix reuse shows: later steps
+/// re-process only new tokens), then a free generation for decode speed.
+/// Steps come first so that step 1 is a fresh process's first step.
+async fn model_speed(
+    model: Option<String>,
+    engine: Option<String>,
+    steps: u32,
+    messages: Option<std::path::PathBuf>,
+    free_tokens: usize,
+    json: bool,
+) -> anyhow::Result<serde_json::Value> {
     use crate::model::{ChatMessage, CompletionRequest};
+    anyhow::ensure!(steps >= 1, "--steps must be at least 1");
+    let say = |line: String| {
+        if !json {
+            println!("{line}");
+        }
+    };
     let options = super::run::RunOptions {
         model,
+        engine,
         ..Default::default()
     };
     let session = super::run::Session::open(&options)?;
@@ -204,20 +249,102 @@ async fn model_speed(model: Option<String>, steps: u32) -> anyhow::Result<()> {
         workspace: session.workspace.display().to_string(),
         interactive: false,
     };
+    let (mut messages, schema) = match messages {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not the JSON of `agent run --dry-run --json`",
+                    path.display()
+                )
+            })?;
+            let messages: Vec<ChatMessage> = serde_json::from_value(v["messages"].clone())
+                .with_context(|| format!("{}: no `messages` list", path.display()))?;
+            anyhow::ensure!(
+                !messages.is_empty() && v["schema"].is_object(),
+                "{}: needs `messages` and `schema`",
+                path.display()
+            );
+            (messages, v["schema"].clone())
+        }
+        None => {
+            let tools = session.tools(false).await?;
+            let prompts = PromptLibrary::new(&session.dirs.prompts);
+            let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+            let agent = ReactAgent::new(
+                Arc::new(ScriptedBackend::from_texts(Vec::<String>::new())),
+                Arc::new(tools),
+                &prompts,
+                session.journal.clone(),
+                events,
+                session.agent_settings(&settings),
+            )?;
+            let (system, schema) = agent.render_system()?;
+            (
+                vec![
+                    ChatMessage::system(system),
+                    ChatMessage::user(
+                        "Goal: Write a haiku about the sea to haiku.txt, then read it back.",
+                    ),
+                ],
+                schema,
+            )
+        }
+    };
+
     let started = Instant::now();
     let backend = session.model(&settings, 0).await?;
-    println!(
-        "model {}: loaded in {:.2} s",
-        backend.name(),
-        started.elapsed().as_secs_f64()
-    );
+    let load_s = started.elapsed().as_secs_f64();
+    say(format!("model {}: loaded in {load_s:.2} s", backend.name()));
 
     let cancel = CancellationToken::new();
+    let mut step_reports = Vec::new();
+    for step in 1..=steps {
+        let request = CompletionRequest {
+            messages: messages.clone(),
+            max_tokens: settings.step_tokens as usize,
+            temperature: 0.0,
+            json_schema: Some(schema.clone()),
+        };
+        let t = Instant::now();
+        let c = backend.complete(request, &|_: &str| {}, &cancel).await?;
+        let secs = t.elapsed().as_secs_f64();
+        let parsed = crate::action::parse(&c.text).is_ok();
+        say(format!(
+            "step {step}: {secs:.2} s, {} prompt + {} completion tokens, action {}",
+            c.usage.prompt_tokens,
+            c.usage.completion_tokens,
+            if parsed { "parses" } else { "INVALID" }
+        ));
+        let observation = format!("Observation: step {step} done; nothing else changed.");
+        step_reports.push(json!({
+            "secs": secs,
+            "prompt_tokens": c.usage.prompt_tokens,
+            "completion_tokens": c.usage.completion_tokens,
+            "messages": messages,
+            "output": c.text,
+            "parses": parsed,
+        }));
+        messages.push(ChatMessage::assistant(c.text));
+        messages.push(ChatMessage::user(observation));
+    }
+    let times: Vec<f64> = step_reports
+        .iter()
+        .filter_map(|s| s["secs"].as_f64())
+        .collect();
+    let later = &times[1.min(times.len() - 1)..];
+    say(format!(
+        "constrained ReAct step: first {:.2} s, later mean {:.2} s",
+        times[0],
+        later.iter().sum::<f64>() / later.len().max(1) as f64
+    ));
+
     let story = CompletionRequest {
         messages: vec![ChatMessage::user(
             "Write a long story about a lighthouse keeper.",
         )],
-        max_tokens: 200,
+        max_tokens: free_tokens.max(2),
         temperature: 0.0,
         json_schema: None,
     };
@@ -237,53 +364,21 @@ async fn model_speed(model: Option<String>, steps: u32) -> anyhow::Result<()> {
         .map(|f| f.duration_since(t).as_secs_f64())
         .unwrap_or(total);
     let decode = c.usage.completion_tokens.saturating_sub(1) as f64 / (total - first_at).max(1e-6);
-    println!(
+    say(format!(
         "free generation: {} prompt + {} completion tokens in {total:.2} s; first token after {first_at:.2} s; decode {decode:.1} tok/s",
         c.usage.prompt_tokens, c.usage.completion_tokens
-    );
-
-    let tools = session.tools(false).await?;
-    let prompts = PromptLibrary::new(&session.dirs.prompts);
-    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let agent = ReactAgent::new(
-        backend.clone(),
-        Arc::new(tools),
-        &prompts,
-        session.journal.clone(),
-        events,
-        session.agent_settings(&settings),
-    )?;
-    let (system, schema) = agent.render_system()?;
-    let mut messages = vec![
-        ChatMessage::system(system),
-        ChatMessage::user("Goal: Write a haiku about the sea to haiku.txt, then read it back."),
-    ];
-    let mut times = Vec::new();
-    for step in 1..=steps {
-        let request = CompletionRequest {
-            messages: messages.clone(),
-            max_tokens: settings.step_tokens as usize,
-            temperature: 0.0,
-            json_schema: Some(schema.clone()),
-        };
-        let t = Instant::now();
-        let c = backend.complete(request, &|_: &str| {}, &cancel).await?;
-        let secs = t.elapsed().as_secs_f64();
-        let parsed = crate::action::parse(&c.text).is_ok();
-        println!(
-            "step {step}: {:.2} s, {} prompt + {} completion tokens, action {}",
-            secs,
-            c.usage.prompt_tokens,
-            c.usage.completion_tokens,
-            if parsed { "parses" } else { "INVALID" }
-        );
-        times.push(secs);
-        messages.push(ChatMessage::assistant(c.text));
-        messages.push(ChatMessage::user(format!(
-            "Observation from tool: step {step} done; nothing else changed."
-        )));
-    }
-    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    println!("constrained ReAct step: mean {mean:.2} s over {steps} steps");
-    Ok(())
+    ));
+    Ok(json!({
+        "model": backend.name(),
+        "engine": session.config.engine.to_string(),
+        "load_s": load_s,
+        "steps": step_reports,
+        "free": {
+            "prompt_tokens": c.usage.prompt_tokens,
+            "completion_tokens": c.usage.completion_tokens,
+            "secs": total,
+            "first_token_s": first_at,
+            "decode_tps": decode,
+        },
+    }))
 }

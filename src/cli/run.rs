@@ -43,6 +43,9 @@ pub struct RunOptions {
     /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// Engine for local models: auto, llama.cpp or mistral.rs.
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<String>,
     /// Most steps the run may take.
     #[arg(long, value_name = "N")]
     pub max_steps: Option<u32>,
@@ -125,6 +128,7 @@ impl RunOptions {
         };
         note("model", self.model.is_some(), "--model");
         note("endpoint", self.endpoint.is_some(), "--endpoint");
+        note("engine", self.engine.is_some(), "--engine");
         note("max_steps", self.max_steps.is_some(), "--max-steps");
         note("max_tokens", self.max_tokens.is_some(), "--max-tokens");
         note("timeout_secs", self.timeout.is_some(), "--timeout");
@@ -132,6 +136,7 @@ impl RunOptions {
         let layer = ConfigLayer {
             model: self.model.clone(),
             endpoint: self.endpoint.clone(),
+            engine: self.engine.clone(),
             max_steps: self.max_steps,
             max_tokens: self.max_tokens,
             timeout_secs: self.timeout,
@@ -281,6 +286,7 @@ impl Session {
             request_timeout: Duration::from_secs(self.config.model_timeout_secs),
             context_tokens: Some(self.config.context_tokens as usize),
             force_cpu: false,
+            engine: self.config.engine,
         };
         let progress = PullProgress(ProgressBars::new());
         let backend = open_backend(&options, &self.dirs, &progress).await;
@@ -375,7 +381,7 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     let prompts = PromptLibrary::new(&session.dirs.prompts);
 
     if args.dry_run {
-        return dry_run(&session, &args.goal, tools, &prompts, &settings);
+        return dry_run(&session, &args.goal, tools, &prompts, &settings, args.json);
     }
 
     let model = session.model(&settings, 0).await?;
@@ -396,12 +402,16 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     .await
 }
 
+/// `--dry-run`: the first step's messages and the action schema, as text
+/// or (with `--json`) as one object that `agent bench model --messages`
+/// and the engine benchmark read.
 fn dry_run(
     session: &Session,
     goal: &str,
     tools: ToolRegistry,
     prompts: &PromptLibrary,
     settings: &RunSettings,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
     let agent = ReactAgent::new(
@@ -417,6 +427,19 @@ fn dry_run(
         "goal",
         &serde_json::json!({"goal": goal, "omitted": 0, "summary": null}),
     )?;
+    if json {
+        let out = serde_json::json!({
+            "messages": [
+                crate::model::ChatMessage::system(&system),
+                crate::model::ChatMessage::user(&goal_msg),
+            ],
+            "schema": schema,
+            "model": settings.model,
+            "workspace": session.workspace.display().to_string(),
+        });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "=== system ===\n{system}\n\n=== user ===\n{goal_msg}\n\n=== action schema ===\n{}",
         serde_json::to_string_pretty(&schema)?

@@ -1,8 +1,9 @@
-//! The in-process backend: a GGUF model run by mistral.rs (CPU by default,
-//! CUDA when built with `--features cuda`).
+//! The mistral.rs engine: a GGUF model run in-process by mistral.rs, the
+//! default with CUDA (`--features cuda`) and available on CPU with
+//! `engine: mistral.rs` (llama.cpp is the CPU default: see [`super::local`]).
 //!
 //! Decisions:
-//! - The model is loaded once ([`LocalBackend::load`]) and the backend object
+//! - The model is loaded once ([`MistralRsBackend::load`]) and the backend object
 //!   owns it; the agent keeps that object across steps and goals, so
 //!   mistral.rs's prefix cache lets a step re-process only its new tokens.
 //! - Stop tokens are derived from the GGUF's tokenizer metadata (EOS, the
@@ -32,10 +33,10 @@ use mistralrs::{
     ChatCompletionChunkResponse, Constraint, GgufModelBuilder, Model, RequestBuilder, Response,
     StopTokens, TextMessageRole, TextMessages, TokenSource,
 };
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::gguf::GgufMetadata;
+use super::local::{LocalOptions, TokenCounts, compact_schema};
 use super::progress::{ModelEvent, ModelProgress};
 use super::{Completion, CompletionRequest, ModelBackend, ModelError, Role, TokenSink, Usage};
 
@@ -51,17 +52,8 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "mistral3",
 ];
 
-/// How to load a local model. Plain data.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LocalOptions {
-    /// Cap the context below the model's own (to bound memory).
-    pub context_tokens: Option<usize>,
-    /// Run on the CPU even in a CUDA build.
-    pub force_cpu: bool,
-}
-
 /// A GGUF model loaded in this process.
-pub struct LocalBackend {
+pub struct MistralRsBackend {
     model: Model,
     name: String,
     stop_ids: Vec<u32>,
@@ -69,15 +61,12 @@ pub struct LocalBackend {
     architecture: String,
     /// Token counts by text hash: history is re-counted every step, and a
     /// round trip to the engine costs about a millisecond.
-    token_counts: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
+    token_counts: TokenCounts,
 }
 
-/// Entries kept in the token-count cache before it is emptied.
-const TOKEN_COUNT_CACHE: usize = 4096;
-
-impl std::fmt::Debug for LocalBackend {
+impl std::fmt::Debug for MistralRsBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalBackend")
+        f.debug_struct("MistralRsBackend")
             .field("name", &self.name)
             .field("architecture", &self.architecture)
             .field("stop_ids", &self.stop_ids)
@@ -86,7 +75,7 @@ impl std::fmt::Debug for LocalBackend {
     }
 }
 
-impl LocalBackend {
+impl MistralRsBackend {
     /// Load the GGUF file at `path`; `name` labels it in transcripts.
     /// Reports [`ModelEvent::LoadStarted`]/[`ModelEvent::LoadFinished`].
     pub async fn load(
@@ -102,7 +91,7 @@ impl LocalBackend {
         if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
             return Err(ModelError::Load(format!(
                 "{} is a `{architecture}` model, which mistral.rs cannot run; supported architectures: {}. \
-                 Choose another GGUF, or serve it elsewhere and use --endpoint",
+                 Use the llama.cpp engine (`--engine llama.cpp`, the default on a CPU), choose another GGUF, or serve it elsewhere and use --endpoint",
                 path.display(),
                 SUPPORTED_ARCHITECTURES.join(", ")
             )));
@@ -288,17 +277,6 @@ fn engine_role(role: Role) -> TextMessageRole {
     }
 }
 
-/// The schema with llguidance told to emit compact JSON (no free whitespace),
-/// unless the caller already set `x-guidance` options.
-pub fn compact_schema(schema: &Value) -> Value {
-    let mut s = schema.clone();
-    if let Some(obj) = s.as_object_mut() {
-        obj.entry("x-guidance")
-            .or_insert_with(|| json!({"whitespace_flexible": false}));
-    }
-    s
-}
-
 /// Map an engine message to a semantic error.
 fn map_engine_error(message: String, context_length: Option<usize>) -> ModelError {
     // "Prompt sequence length is greater than N, perhaps consider using `truncate_sequence`?"
@@ -323,7 +301,7 @@ fn map_engine_error(message: String, context_length: Option<usize>) -> ModelErro
 }
 
 #[async_trait]
-impl ModelBackend for LocalBackend {
+impl ModelBackend for MistralRsBackend {
     fn name(&self) -> &str {
         &self.name
     }
@@ -345,40 +323,22 @@ impl ModelBackend for LocalBackend {
     }
 
     fn count_tokens(&self, text: &str) -> Option<usize> {
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            text.hash(&mut h);
-            h.finish()
-        };
-        if let Some(n) = self
-            .token_counts
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).copied())
-        {
-            return Some(n);
-        }
-        let model = &self.model;
-        let owned = text.to_string();
-        // A plain thread: no tokio context, so no cooperative budget can
-        // stall the wait, and no runtime worker is asked to block.
-        let n = std::thread::scope(|s| {
-            s.spawn(move || {
-                let ids = model.tokenize(either::Either::Right(owned), None, false, false, None);
-                futures::executor::block_on(ids).ok().map(|ids| ids.len())
+        self.token_counts.get_or(text, || {
+            let model = &self.model;
+            let owned = text.to_string();
+            // A plain thread: no tokio context, so no cooperative budget can
+            // stall the wait, and no runtime worker is asked to block.
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    let ids =
+                        model.tokenize(either::Either::Right(owned), None, false, false, None);
+                    futures::executor::block_on(ids).ok().map(|ids| ids.len())
+                })
+                .join()
+                .ok()
+                .flatten()
             })
-            .join()
-            .ok()
-            .flatten()
-        })?;
-        if let Ok(mut cache) = self.token_counts.lock() {
-            if cache.len() >= TOKEN_COUNT_CACHE {
-                cache.clear();
-            }
-            cache.insert(key, n);
-        }
-        Some(n)
+        })
     }
 
     fn context_length(&self) -> Option<usize> {
@@ -389,14 +349,6 @@ impl ModelBackend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schemas_get_compact_whitespace_unless_the_caller_chose() {
-        let s = compact_schema(&json!({"type": "object"}));
-        assert_eq!(s["x-guidance"], json!({"whitespace_flexible": false}));
-        let mine = json!({"type": "object", "x-guidance": {"whitespace_flexible": true}});
-        assert_eq!(compact_schema(&mine), mine);
-    }
 
     #[test]
     fn prompt_too_long_becomes_context_too_long() {
@@ -420,7 +372,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("g.gguf");
         std::fs::write(&p, header(&[("general.architecture", V::Str("gemma3"))])).unwrap();
-        let err = LocalBackend::load(
+        let err = MistralRsBackend::load(
             &p,
             "g",
             &LocalOptions::default(),

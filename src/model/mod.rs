@@ -1,6 +1,6 @@
-//! Model backends: one trait, three implementations (in-process mistral.rs,
-//! OpenAI-compatible HTTP, scripted replay), and the model references and
-//! cache that say which one a run uses.
+//! Model backends: one trait, four implementations (in-process llama.cpp
+//! and mistral.rs, OpenAI-compatible HTTP, scripted replay), and the model
+//! references and cache that say which one a run uses.
 //!
 //! The agent only sees [`ModelBackend`]: messages in, streamed tokens and a
 //! final [`Completion`] out, an optional JSON-schema constraint, a
@@ -8,7 +8,9 @@
 //! engine's errors at this boundary, so an engine upgrade stays local.
 
 pub mod gguf;
+pub mod llamacpp;
 pub mod local;
+pub mod mistralrs;
 pub mod open;
 pub mod openai;
 pub mod progress;
@@ -16,6 +18,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod scripted;
+pub mod template;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::local::{LocalBackend, LocalOptions};
+use super::local::{Engine, LocalOptions};
 use super::openai::{OpenAiBackend, OpenAiConfig};
 use super::progress::ModelProgress;
 use super::pull::{PullError, Puller};
@@ -33,6 +33,8 @@ pub struct BackendOptions {
     pub context_tokens: Option<usize>,
     /// Run a local model on the CPU even in a CUDA build.
     pub force_cpu: bool,
+    /// The engine for local models.
+    pub engine: Engine,
 }
 
 impl Default for BackendOptions {
@@ -44,6 +46,7 @@ impl Default for BackendOptions {
             request_timeout: Duration::from_secs(600),
             context_tokens: None,
             force_cpu: false,
+            engine: Engine::Auto,
         }
     }
 }
@@ -79,10 +82,10 @@ pub async fn open_backend(
     let options = LocalOptions {
         context_tokens: opts.context_tokens,
         force_cpu: opts.force_cpu,
+        engine: opts.engine,
+        state_dir: Some(dirs.prefix_states()),
     };
-    Ok(Arc::new(
-        LocalBackend::load(&path, reference.label(), &options, progress).await?,
-    ))
+    super::local::load(&path, reference.label(), &options, progress).await
 }
 
 /// Map a pull failure to the model error the agent reports.
