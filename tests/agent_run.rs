@@ -422,7 +422,7 @@ fn config_show_reports_each_value_and_its_source() {
         .success()
         .stdout(predicate::str::is_match(r"max_steps\s+9\s+\(file .*config.yaml\)").unwrap())
         .stdout(predicate::str::is_match(r"temperature\s+0.3\s+\(env AGENT_TEMPERATURE\)").unwrap())
-        .stdout(predicate::str::is_match(r"model\s+smollm2-135m\s+\(default\)").unwrap());
+        .stdout(predicate::str::is_match(r"model\s+qwen2\.5-coder-1\.5b\s+\(default\)").unwrap());
 }
 
 #[test]

@@ -113,7 +113,7 @@ fn list(models: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
                 "name": k.name,
                 "description": k.description,
                 "source": h.as_ref().map(|h| format!("hf:{}/{}", h.repo, h.file)),
-                "pypi": k.pypi.map(|p| format!("{}=={}", p.package, p.version)),
+                "pypi": k.pypi.map(|p| p.describe()),
                 "size": k.size,
                 "sha256": k.sha256,
                 "gpu_recommended": k.gpu_recommended,
@@ -182,10 +182,7 @@ fn info(reference: &str, models: &Path, as_json: bool) -> anyhow::Result<ExitCod
             if let ModelRef::Known(k) = &r
                 && let Some(p) = k.pypi
             {
-                s.push_str(&format!(
-                    "; fallback: PyPI {}=={} ({})",
-                    p.package, p.version, p.member
-                ));
+                s.push_str(&format!("; fallback: PyPI {}", p.describe()));
             }
             s
         }

