@@ -469,21 +469,61 @@ async fn context_overflow_is_context_too_long_with_the_numbers() {
 }
 
 #[tokio::test]
-async fn a_server_rejecting_response_format_is_asked_again_without_it() {
+async fn a_server_rejecting_each_schema_form_is_asked_again_without_it() {
     let mock = Mock::start(vec![
         status(
             400,
             json!({"error": {"message": "response_format of type json_schema is not supported"}}),
         ),
+        status(
+            422,
+            json!({"error": {"message": "response_format.schema: extra fields not permitted"}}),
+        ),
+        ok_stream(&["{}"]),
         ok_stream(&["{}"]),
     ])
     .await;
     let backend = OpenAiBackend::new(config(&mock.base)).unwrap();
     let (r, _) = complete(&backend, request(Some(json!({"type": "object"})))).await;
     assert_eq!(r.unwrap().text, "{}");
+    // What worked is remembered: the next request goes without a schema at once.
+    let (r, _) = complete(&backend, request(Some(json!({"type": "object"})))).await;
+    assert_eq!(r.unwrap().text, "{}");
     let reqs = mock.requests();
-    assert!(reqs[0].body.get("response_format").is_some());
-    assert!(reqs[1].body.get("response_format").is_none());
+    assert_eq!(reqs[0].body["response_format"]["type"], "json_schema");
+    assert_eq!(reqs[1].body["response_format"]["type"], "json_object");
+    assert!(reqs[2].body.get("response_format").is_none());
+    assert!(reqs[3].body.get("response_format").is_none());
+    assert_eq!(reqs.len(), 4);
+}
+
+#[tokio::test]
+async fn a_500_naming_the_schema_moves_to_json_object_with_the_schema_and_remembers_it() {
+    // llama-cpp-python's server answers the OpenAI form with a 500.
+    let mock = Mock::start(vec![
+        status(
+            500,
+            json!({"error": {"message": "1 validation error for response_format: json_schema"}}),
+        ),
+        ok_stream(&["{\"a\":1}"]),
+        ok_stream(&["{\"a\":2}"]),
+    ])
+    .await;
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    let backend = OpenAiBackend::new(config(&mock.base)).unwrap();
+    let (r, _) = complete(&backend, request(Some(schema.clone()))).await;
+    assert_eq!(r.unwrap().text, "{\"a\":1}");
+    // A second backend for the same endpoint in this process knows too.
+    let again = OpenAiBackend::new(config(&mock.base)).unwrap();
+    let (r, _) = complete(&again, request(Some(schema.clone()))).await;
+    assert_eq!(r.unwrap().text, "{\"a\":2}");
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[0].body["response_format"]["type"], "json_schema");
+    for r in &reqs[1..] {
+        assert_eq!(r.body["response_format"]["type"], "json_object");
+        assert_eq!(r.body["response_format"]["schema"], schema);
+    }
 }
 
 #[tokio::test]

@@ -7,10 +7,17 @@
 //!   `stream_options.include_usage` asks for token counts; where a server
 //!   sends none, completion tokens are counted from the deltas and prompt
 //!   tokens estimated.
-//! - The JSON schema goes out as `response_format: json_schema` (strict).
-//!   Servers that ignore it are fine (the caller parses tolerantly); a
-//!   server that rejects the field, or `stream_options`, with a 400 naming it
-//!   is asked again without it, once.
+//! - Servers take a JSON schema in different forms, and reject the others
+//!   in different ways (llama-cpp-python answers 500 to the OpenAI form).
+//!   The schema goes out in the first form of [`SchemaForm::LADDER`] that
+//!   the endpoint has not refused: OpenAI's `json_schema` (vLLM,
+//!   mistralrs-server, llama.cpp's server, hosted APIs), then
+//!   `json_object` with a `schema` (llama-cpp-python, llama.cpp), then none
+//!   (the caller's tolerant parser reads the action out of prose). A
+//!   rejection that names the schema or the response format (400, 422 or
+//!   500) moves to the next form at once; what worked is remembered per
+//!   endpoint for the rest of the process. A rejected `stream_options` is
+//!   dropped the same way.
 //! - Retries with exponential backoff and jitter on 429, 5xx and broken
 //!   connections, honouring `Retry-After`; a refused connection is reported
 //!   at once (nothing is listening, waiting will not help). Retries happen
@@ -130,6 +137,7 @@ impl OpenAiBackend {
     }
 
     fn body(&self, request: &CompletionRequest, dropped: &Dropped) -> Value {
+        let form = self.schema_form();
         let messages: Vec<Value> = request
             .messages
             .iter()
@@ -145,15 +153,53 @@ impl OpenAiBackend {
         if !dropped.stream_options {
             body["stream_options"] = json!({"include_usage": true});
         }
-        if let Some(schema) = &request.json_schema
-            && !dropped.response_format
-        {
-            body["response_format"] = json!({
-                "type": "json_schema",
-                "json_schema": {"name": "action", "schema": schema, "strict": true},
-            });
+        if let Some(schema) = &request.json_schema {
+            match form {
+                SchemaForm::JsonSchema => {
+                    body["response_format"] = json!({
+                        "type": "json_schema",
+                        "json_schema": {"name": "action", "schema": schema, "strict": true},
+                    });
+                }
+                SchemaForm::JsonObject => {
+                    body["response_format"] = json!({"type": "json_object", "schema": schema});
+                }
+                SchemaForm::None => {}
+            }
         }
         body
+    }
+
+    /// The schema form this endpoint gets now (see the module docs).
+    fn schema_form(&self) -> SchemaForm {
+        learned_forms()
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&self.config.base_url).copied())
+            .unwrap_or(SchemaForm::JsonSchema)
+    }
+
+    /// The endpoint refused `form`: move on to the next one, unless another
+    /// request already did. False when there is no form left to try.
+    fn refuse_form(&self, form: SchemaForm) -> bool {
+        let Ok(mut map) = learned_forms().lock() else {
+            return false;
+        };
+        let current = map
+            .get(&self.config.base_url)
+            .copied()
+            .unwrap_or(SchemaForm::JsonSchema);
+        if current != form {
+            return true;
+        }
+        match form.next() {
+            Some(next) => {
+                tracing::info!(endpoint = %self.config.base_url, refused = ?form, next = ?next, "the endpoint refused a schema form; trying the next");
+                map.insert(self.config.base_url.clone(), next);
+                true
+            }
+            None => false,
+        }
     }
 
     async fn run(
@@ -190,7 +236,7 @@ impl OpenAiBackend {
                 Ok(resp) if resp.status().is_success() => {
                     return self.read_stream(resp, request, on_token).await;
                 }
-                Ok(resp) => self.classify(resp, &mut dropped).await,
+                Ok(resp) => self.classify(resp, request, &mut dropped).await,
             };
             match retry {
                 Failure::Fatal(e) => return Err(e),
@@ -215,7 +261,12 @@ impl OpenAiBackend {
     }
 
     /// Decide what a non-success answer means.
-    async fn classify(&self, resp: reqwest::Response, dropped: &mut Dropped) -> Failure {
+    async fn classify(
+        &self,
+        resp: reqwest::Response,
+        request: &CompletionRequest,
+        dropped: &mut Dropped,
+    ) -> Failure {
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -225,6 +276,25 @@ impl OpenAiBackend {
         let text = resp.text().await.unwrap_or_default();
         let (message, raw) = error_message(&text);
         let lower = raw.to_ascii_lowercase();
+        let form = self.schema_form();
+        let names_schema = [
+            "response_format",
+            "json_schema",
+            "json_object",
+            "schema",
+            "grammar",
+        ]
+        .iter()
+        .any(|w| lower.contains(w));
+        if request.json_schema.is_some()
+            && form != SchemaForm::None
+            && matches!(status, 400 | 422 | 500)
+            && names_schema
+            && !is_context_error(&lower)
+            && self.refuse_form(form)
+        {
+            return Failure::Again;
+        }
         match status {
             429 => Failure::Retry {
                 after: retry_after,
@@ -253,13 +323,6 @@ impl OpenAiBackend {
             }
             400 | 422 if !dropped.stream_options && lower.contains("stream_options") => {
                 dropped.stream_options = true;
-                Failure::Again
-            }
-            400 | 422
-                if !dropped.response_format
-                    && (lower.contains("response_format") || lower.contains("json_schema")) =>
-            {
-                dropped.response_format = true;
                 Failure::Again
             }
             _ => Failure::Fatal(ModelError::BadResponse(format!("{status}: {message}"))),
@@ -355,7 +418,35 @@ impl ModelBackend for OpenAiBackend {
 #[derive(Debug, Default)]
 struct Dropped {
     stream_options: bool,
-    response_format: bool,
+}
+
+/// How a request carries the action schema, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemaForm {
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}` (OpenAI).
+    JsonSchema,
+    /// `{"type": "json_object", "schema": …}` (llama-cpp-python, llama.cpp).
+    JsonObject,
+    /// No `response_format`: the tolerant parser reads the answer.
+    None,
+}
+
+impl SchemaForm {
+    fn next(self) -> Option<Self> {
+        match self {
+            SchemaForm::JsonSchema => Some(SchemaForm::JsonObject),
+            SchemaForm::JsonObject => Some(SchemaForm::None),
+            SchemaForm::None => None,
+        }
+    }
+}
+
+/// The form each endpoint (by base URL) gets, learned in this process.
+fn learned_forms() -> &'static std::sync::Mutex<std::collections::HashMap<String, SchemaForm>> {
+    static FORMS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, SchemaForm>>,
+    > = std::sync::OnceLock::new();
+    FORMS.get_or_init(Default::default)
 }
 
 enum Failure {

@@ -143,6 +143,53 @@ pub fn run_stdout(env: &TestEnv, args: &[&str], code: i32) -> Vec<u8> {
         .clone()
 }
 
+/// What a `agent run --json` with a real model left: its exit code, its
+/// events and its stderr (for failure messages).
+pub struct JsonRun {
+    pub code: Option<i32>,
+    pub events: Vec<serde_json::Value>,
+    pub stderr: String,
+}
+
+impl JsonRun {
+    /// The `run_finished` event.
+    pub fn end(&self) -> &serde_json::Value {
+        finished(&self.events)
+    }
+
+    /// The `step` events, each checked to be a whole action (a tool name and
+    /// an argument object).
+    pub fn steps(&self) -> Vec<&serde_json::Value> {
+        let steps: Vec<&serde_json::Value> =
+            self.events.iter().filter(|e| e["type"] == "step").collect();
+        for step in &steps {
+            assert!(
+                step["tool"].is_string() && step["args"].is_object(),
+                "not a whole action: {step}"
+            );
+        }
+        steps
+    }
+}
+
+/// Run `agent run --json ARGS` in `env`, whatever its exit code, allowing
+/// it `timeout` (real models are slow on a busy CI machine).
+pub fn run_json(env: &TestEnv, args: &[&str], timeout: std::time::Duration) -> JsonRun {
+    let out = env
+        .agent()
+        .arg("run")
+        .arg("--json")
+        .args(args)
+        .timeout(timeout)
+        .output()
+        .expect("run agent");
+    JsonRun {
+        code: out.status.code(),
+        events: events(&out.stdout),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Parse JSON-lines text (e.g. `--json` listings).
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     events(text.as_bytes())
