@@ -28,11 +28,14 @@ pub const EXIT_STOPPED: u8 = 3;
 /// Exit codes: 0 goal finished (or command succeeded), 1 error, 2 usage
 /// error, 3 stopped by a budget, a loop guard or the user.
 #[derive(Debug, Parser)]
-#[command(name = "agent", version, about, long_about = None, after_help = "Exit codes: 0 finished, 1 error, 2 usage error, 3 stopped by a budget, a loop guard or the user.\nEnvironment: AGENT_HOME (config, data, prompts), AGENT_CACHE_DIR (models, compiled plugins), AGENT_<KEY> for any config key.")]
+#[command(name = "agent", version, about, long_about = None, args_conflicts_with_subcommands = true, after_help = "Exit codes: 0 finished, 1 error, 2 usage error, 3 stopped by a budget, a loop guard or the user.\nEnvironment: AGENT_HOME (config, data, prompts), AGENT_CACHE_DIR (models, compiled plugins), AGENT_<KEY> for any config key.")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
-    /// Without a subcommand, `agent` opens an interactive session (`agent chat`).
+    /// Without a subcommand, `agent` opens an interactive session (`agent chat`),
+    /// taking the same flags (`agent --model X` is `agent chat --model X`).
+    #[command(flatten)]
+    pub session: chat::ChatArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -122,7 +125,7 @@ pub fn init_tracing(global: &GlobalArgs) {
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
     match cli.command {
-        None => chat::execute(chat::ChatArgs::default(), &global).await,
+        None => chat::execute(cli.session, &global).await,
         Some(Command::Chat(args)) => chat::execute(args, &global).await,
         Some(Command::Run(args)) => run::execute(args, &global).await,
         Some(Command::Model(cmd)) => model::execute(cmd, &dirs()?).await,
@@ -158,4 +161,21 @@ pub fn dirs() -> anyhow::Result<crate::paths::Dirs> {
 /// Make `path` absolute against the current directory.
 pub fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(std::path::absolute(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_flags_without_a_subcommand_open_the_session_with_them() {
+        let cli = Cli::try_parse_from(["agent", "--model", "smollm2-135m", "--yes"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.session.options.model.as_deref(), Some("smollm2-135m"));
+        assert!(cli.session.yes);
+        let cli = Cli::try_parse_from(["agent", "run", "--model", "m", "goal"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Run(_))));
+        // Session flags belong to the session, not before another subcommand.
+        assert!(Cli::try_parse_from(["agent", "--model", "m", "run", "goal"]).is_err());
+    }
 }
