@@ -41,9 +41,35 @@ pub struct PromptTemplate {
     #[serde(default)]
     pub output_format: String,
     #[serde(default)]
-    pub examples: Vec<BTreeMap<String, String>>,
+    pub examples: Vec<Example>,
     /// Message name → Jinja template.
     pub messages: BTreeMap<String, String>,
+}
+
+/// A worked example, shown when the tool it `requires` is available: the
+/// goal, then either one `action` (and its `observation`) or several
+/// `steps`, then the `final` action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Example {
+    pub requires: String,
+    pub goal: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<ExampleStep>,
+    #[serde(default, rename = "final", skip_serializing_if = "Option::is_none")]
+    pub final_action: Option<String>,
+}
+
+/// One action of a worked example and what it returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleStep {
+    pub action: String,
+    pub observation: String,
 }
 
 /// Where a template came from.
@@ -288,9 +314,13 @@ mod tests {
     #[test]
     fn examples_show_only_when_their_tool_is_available() {
         let dir = tempfile::tempdir().unwrap();
-        let text = EMBEDDED[0].1.replace(
-            "examples: []",
-            "examples:\n  - {requires: finish, goal: G1, action: A1}\n  - {requires: write_file, goal: G2, action: A2}",
+        let embedded = EMBEDDED[0].1;
+        let start = embedded.find("\nexamples:").unwrap();
+        let end = embedded.find("\nmessages:").unwrap();
+        let text = format!(
+            "{}\nexamples:\n  - {{requires: finish, goal: G1, action: A1}}\n  - {{requires: write_file, goal: G2, action: A2}}\n  - requires: finish\n    goal: G3\n    steps: [{{action: S1, observation: O1}}, {{action: S2, observation: O2}}]\n    final: F3\n{}",
+            &embedded[..start],
+            &embedded[end..]
         );
         std::fs::write(dir.path().join("react.yaml"), text).unwrap();
         let p = PromptLibrary::new(dir.path()).load("react").unwrap();
@@ -301,6 +331,21 @@ mod tests {
             .unwrap();
         assert!(system.contains("Goal: G1\nA1"), "{system}");
         assert!(!system.contains("G2"), "{system}");
+        assert!(system.contains("Goal: G3\nS1\nO1\nS2\nO2\nF3"), "{system}");
+        std::fs::write(
+            dir.path().join("react.yaml"),
+            format!(
+                "{}\nexamples:\n  - {{requires: finish, goal: G, acton: typo}}\n{}",
+                &embedded[..start],
+                &embedded[end..]
+            ),
+        )
+        .unwrap();
+        let e = PromptLibrary::new(dir.path())
+            .load("react")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("acton"), "{e}");
     }
 
     #[test]
