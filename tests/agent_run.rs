@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, action, events, finished, run_stdout};
+use common::{TestEnv, action, events, finished, run_stdout, stdout};
 use predicates::prelude::*;
 use serde_json::json;
 
@@ -595,5 +595,36 @@ fn output_cut_at_the_step_token_limit_is_reported_as_cut_not_as_garbage() {
             .unwrap()
             .contains("cut off at the limit of 16 tokens"),
         "{invalid}"
+    );
+}
+
+/// The README's overhead figure comes from `agent bench agent` at its
+/// default 200 steps: long enough that the history is compacted, which
+/// must not use up the scripted actions.
+#[test]
+fn the_benchmarks_run_at_their_documented_sizes_and_refuse_empty_ones() {
+    let env = TestEnv::new();
+    let out = stdout(&env, &["bench", "agent"]);
+    assert!(
+        out.contains("agent step overhead, durable") && out.contains("(200 steps x 5 runs)"),
+        "{out}"
+    );
+    let out = stdout(
+        &env,
+        &["bench", "memory", "--max", "1000", "--embedder", "none"],
+    );
+    assert!(out.contains("1000") || out.contains("1k"), "{out}");
+    let err = env
+        .agent()
+        .args(["bench", "memory", "--max", "10"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(
+        String::from_utf8_lossy(&err).contains("--max 1000"),
+        "{}",
+        String::from_utf8_lossy(&err)
     );
 }

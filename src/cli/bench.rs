@@ -26,9 +26,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AgentSettings, ReactAgent};
-use crate::memory::journal::{RunSettings, now_rfc3339};
+use crate::memory::journal::RunSettings;
 use crate::memory::{RunJournal, RunRecord, RunStatus, Store};
 use crate::model::scripted::ScriptedBackend;
+use crate::model::{Completion, CompletionRequest, ModelBackend, ModelError, TokenSink};
 use crate::prompt::PromptLibrary;
 use crate::tools::builtin::Finish;
 use crate::tools::{Tool, ToolClass, ToolContext, ToolError, ToolRegistry, ToolSpec};
@@ -99,6 +100,35 @@ impl Tool for Noop {
     }
 }
 
+/// The benchmark's model: the scripted actions in order, and a fixed
+/// summary for the compaction requests (those without an action schema)
+/// that a long run makes when its history outgrows the context. Without
+/// it, summaries would draw on the actions and a 200-step run would run
+/// out of script.
+struct BenchModel(ScriptedBackend);
+
+#[async_trait]
+impl ModelBackend for BenchModel {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    async fn complete(
+        &self,
+        request: CompletionRequest,
+        on_token: TokenSink<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Completion, ModelError> {
+        if request.json_schema.is_none() {
+            return Ok(Completion {
+                text: "Earlier steps called bench_noop with increasing n; each succeeded.".into(),
+                usage: Default::default(),
+            });
+        }
+        self.0.complete(request, on_token, cancel).await
+    }
+}
+
 async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u32)> {
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
@@ -129,7 +159,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
         interactive: false,
     };
     let agent = ReactAgent::new(
-        Arc::new(ScriptedBackend::from_texts(responses)),
+        Arc::new(BenchModel(ScriptedBackend::from_texts(responses))),
         Arc::new(tools),
         &PromptLibrary::new(dir.path()),
         journal,
@@ -145,19 +175,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
             context_tokens: 8192,
         },
     )?;
-    let run = RunRecord {
-        id: "bench".into(),
-        goal: "benchmark the loop".into(),
-        settings,
-        status: RunStatus::Running,
-        created_at: now_rfc3339(),
-        updated_at: now_rfc3339(),
-        steps: 0,
-        usage: Default::default(),
-        elapsed_ms: 0,
-        answer: None,
-        stop_reason: None,
-    };
+    let run = RunRecord::new("bench".into(), "benchmark the loop".into(), settings);
     let started = Instant::now();
     let run = agent
         .drive(run, Vec::new(), &CancellationToken::new())

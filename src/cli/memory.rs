@@ -422,6 +422,10 @@ pub fn bench(max: usize, embedder_spec: &str) -> anyhow::Result<()> {
     use crate::memory::index::{Index, NewDoc, WriteBatch};
     use rand::SeedableRng;
     use std::time::Instant;
+    anyhow::ensure!(
+        max >= 1_000,
+        "--max {max} measures nothing: the collections are 1k, 10k and 100k; give --max 1000 or more"
+    );
     let dirs = super::dirs()?;
     let embedder: Option<Arc<dyn Embedder>> = match embedder_spec {
         "random" => Some(Arc::new(RandomEmbedder(384))),
