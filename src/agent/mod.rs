@@ -7,6 +7,7 @@ pub mod guard;
 pub mod hooks;
 pub mod plan;
 pub mod react;
+pub mod run;
 
 pub use events::Event;
 pub use hooks::{Approval, ApprovalRequest, Approver, MemoryHook, Recalled};

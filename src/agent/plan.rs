@@ -26,7 +26,7 @@
 //!   (approve, edit as text the planner re-reads, or reject).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -36,10 +36,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::Event;
 use super::hooks::{Approver, MemoryHook, Recalled};
-use super::react::{AgentError, AgentSettings, Ending, ReactAgent, summarize};
+use super::react::{AgentError, AgentSettings, ReactAgent, summarize};
+use super::run::{Clock, Ending, Lifecycle, ask_model, check_budgets};
 use crate::memory::journal::now_rfc3339;
-use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, Store, StoreError};
-use crate::model::{ChatMessage, CompletionRequest, ModelBackend, ModelError, Usage};
+use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, StopKind, Store, StoreError};
+use crate::model::{ChatMessage, CompletionRequest, ModelBackend, Usage};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
 use crate::tools::ToolRegistry;
@@ -547,74 +548,50 @@ impl PlanAgent {
         mut run: RunRecord,
         cancel: &CancellationToken,
     ) -> Result<RunRecord, AgentError> {
-        let started = Instant::now();
-        let elapsed_before = run.elapsed_ms;
         let mut state = self.plans.get(&run.id)?.unwrap_or_default();
         let resumed = state.model_calls > 0 || state.children > 0;
-        run.status = RunStatus::Running;
-        run.stop_reason = None;
-        run.updated_at = now_rfc3339();
-        self.journal.put_run(&run)?;
+        let life = self.lifecycle();
+        let resumed_after = resumed.then_some(run.steps);
+        let clock = life.start(&mut run, resumed_after)?;
         self.save(&run, &state)?;
-        self.emit(Event::RunStarted {
-            run_id: run.id.clone(),
-            goal: run.goal.clone(),
-            model: self.model.name().to_string(),
-            tools: self.tools.names().iter().map(|s| s.to_string()).collect(),
-            resumed_after: resumed.then_some(run.steps),
-        });
-        let ending = match self
-            .run_plan(&mut run, &mut state, started, elapsed_before, cancel)
-            .await
-        {
+        let ending = match self.run_plan(&mut run, &mut state, &clock, cancel).await {
             Ok(ending) => ending,
             Err(e) => {
-                let ending = Ending::new(RunStatus::Failed, e.to_string());
-                self.finish(&mut run, &state, ending, started, elapsed_before)
-                    .await
-                    .ok();
+                let ending = Ending::new(StopKind::Failed, e.to_string());
+                if life.record_end(&mut run, &ending, &clock).is_ok() {
+                    let _ = self.save(&run, &state);
+                    self.announce(&run, &state, ending).await;
+                }
                 return Err(e);
             }
         };
-        self.finish(&mut run, &state, ending, started, elapsed_before)
-            .await?;
+        life.record_end(&mut run, &ending, &clock)?;
+        self.save(&run, &state)?;
+        self.announce(&run, &state, ending).await;
         Ok(run)
     }
 
-    async fn finish(
-        &self,
-        run: &mut RunRecord,
-        state: &PlanState,
-        ending: Ending,
-        started: Instant,
-        elapsed_before: u64,
-    ) -> Result<(), AgentError> {
-        run.status = ending.status;
-        run.stop_reason = Some(ending.reason.clone());
-        run.answer = ending.answer;
-        run.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
-        run.updated_at = now_rfc3339();
-        self.journal.put_run(run)?;
-        self.save(run, state)?;
-        // One reflection for the whole run, over every step's actions.
-        if let Some(memory) = &self.memory {
-            let mut steps = Vec::new();
-            for child in state.child_ids(&run.id) {
-                steps.extend(self.journal.steps(&child)?);
-            }
-            memory.run_ended(run, &steps, self.model.as_ref()).await;
+    fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            model: &self.model,
+            tools: &self.tools,
+            journal: &self.journal,
+            events: &self.events,
+            memory: self.memory.as_ref(),
+            settings: &self.settings,
         }
-        self.emit(Event::RunFinished {
-            run_id: run.id.clone(),
-            status: run.status,
-            answer: run.answer.clone(),
-            reason: ending.reason,
-            steps: run.steps,
-            usage: run.usage,
-            elapsed_ms: run.elapsed_ms,
-            summary: summarize_plan(state),
-        });
-        Ok(())
+    }
+
+    /// One reflection for the whole run, over every step's actions, and
+    /// the end announced with the plan as the list of what was done.
+    async fn announce(&self, run: &RunRecord, state: &PlanState, ending: Ending) {
+        let mut steps = Vec::new();
+        for child in state.child_ids(&run.id) {
+            steps.extend(self.journal.steps(&child).unwrap_or_default());
+        }
+        self.lifecycle()
+            .announce_end(run, ending, &steps, summarize_plan(state))
+            .await;
     }
 
     /// Recompute the parent's totals from the plan state and the child runs.
@@ -634,67 +611,27 @@ impl PlanAgent {
         Ok(())
     }
 
-    fn budget_ending(&self, run: &RunRecord, elapsed: u64) -> Option<Ending> {
-        let s = &self.settings;
-        if run.steps >= s.max_steps {
-            return Some(Ending::new(
-                RunStatus::BudgetExhausted,
-                format!("step budget used: {} of {} steps", run.steps, s.max_steps),
-            ));
-        }
-        if run.usage.total() >= s.max_tokens {
-            return Some(Ending::new(
-                RunStatus::BudgetExhausted,
-                format!(
-                    "token budget used: {} of {} tokens",
-                    run.usage.total(),
-                    s.max_tokens
-                ),
-            ));
-        }
-        let budget = s.timeout.as_millis() as u64;
-        if elapsed >= budget {
-            return Some(Ending::new(
-                RunStatus::BudgetExhausted,
-                format!(
-                    "time budget used: {} of {} s",
-                    elapsed / 1000,
-                    budget / 1000
-                ),
-            ));
-        }
-        None
-    }
-
     async fn run_plan(
         &self,
         run: &mut RunRecord,
         state: &mut PlanState,
-        started: Instant,
-        elapsed_before: u64,
+        clock: &Clock,
         cancel: &CancellationToken,
     ) -> Result<Ending, AgentError> {
-        // Planner calls are cut off when the run's time is up.
-        let deadline = started
-            + Duration::from_millis(
-                (self.settings.timeout.as_millis() as u64).saturating_sub(elapsed_before),
-            );
         loop {
             self.tally(run, state)?;
-            let elapsed = elapsed_before + started.elapsed().as_millis() as u64;
             if cancel.is_cancelled() {
-                return Ok(Ending::new(RunStatus::Cancelled, "interrupted by the user"));
+                return Ok(Ending::cancelled());
             }
             match state.phase.clone() {
                 Phase::Planning => {
-                    if let Some(ending) = self.budget_ending(run, elapsed) {
+                    if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
                         return Ok(ending);
                     }
-                    let (thought, steps) =
-                        match self.make_plan(run, state, deadline, cancel).await? {
-                            Ok(plan) => plan,
-                            Err(ending) => return Ok(ending),
-                        };
+                    let (thought, steps) = match self.make_plan(run, state, clock, cancel).await? {
+                        Ok(plan) => plan,
+                        Err(ending) => return Ok(ending),
+                    };
                     state.steps = steps;
                     state.current = 0;
                     state.revisions.push(Revision {
@@ -716,7 +653,7 @@ impl PlanAgent {
                             PlanReview::Edit(text) => {
                                 if state.edits >= self.limits.max_edits {
                                     return Ok(Ending::new(
-                                        RunStatus::Stopped,
+                                        StopKind::Guard,
                                         format!(
                                             "the plan was edited {} times (the limit)",
                                             state.edits
@@ -734,7 +671,7 @@ impl PlanAgent {
                                 } else {
                                     format!("the user rejected the plan: {reason}")
                                 };
-                                return Ok(Ending::new(RunStatus::Cancelled, reason));
+                                return Ok(Ending::new(StopKind::Cancelled, reason));
                             }
                         }
                     }
@@ -746,10 +683,7 @@ impl PlanAgent {
                     self.save(run, state)?;
                 }
                 Phase::Executing { child } => {
-                    match self
-                        .run_step(run, state, &child, started, elapsed_before, cancel)
-                        .await?
-                    {
+                    match self.run_step(run, state, &child, clock, cancel).await? {
                         StepEnd::Stop(ending) => return Ok(ending),
                         StepEnd::Done(result) => {
                             state.results.push(result);
@@ -759,32 +693,27 @@ impl PlanAgent {
                     }
                 }
                 Phase::Replanning => {
-                    if let Some(ending) = self.budget_ending(run, elapsed) {
+                    if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
                         return Ok(ending);
                     }
-                    let decision = match self.decide(run, state, deadline, cancel).await? {
+                    let decision = match self.decide(run, state, clock, cancel).await? {
                         Ok(d) => d,
                         Err(ending) => return Ok(ending),
                     };
                     match decision {
                         Decision::Finish(answer) => {
-                            return Ok(Ending {
-                                status: RunStatus::Finished,
-                                reason: "the plan reached the goal".into(),
-                                answer: Some(answer),
-                            });
+                            return Ok(Ending::finished(answer, "the plan reached the goal"));
                         }
                         Decision::Keep => {
                             if state.current + 1 >= state.steps.len() {
                                 // The plan ran out; its last result is the answer if it finished.
                                 return Ok(match state.results.last() {
-                                    Some(r) if r.status == RunStatus::Finished => Ending {
-                                        status: RunStatus::Finished,
-                                        reason: "every step of the plan is done".into(),
-                                        answer: Some(r.result.clone()),
-                                    },
+                                    Some(r) if r.status == RunStatus::Finished => Ending::finished(
+                                        r.result.clone(),
+                                        "every step of the plan is done",
+                                    ),
                                     _ => Ending::new(
-                                        RunStatus::Stopped,
+                                        StopKind::Guard,
                                         "the plan ran out of steps without reaching the goal",
                                     ),
                                 });
@@ -794,7 +723,7 @@ impl PlanAgent {
                         Decision::Revise(thought, steps) => {
                             if state.replans >= self.limits.max_replans {
                                 return Ok(Ending::new(
-                                    RunStatus::Stopped,
+                                    StopKind::Guard,
                                     format!(
                                         "the replanner asked for another revision, but the plan was already revised {} times (the limit)",
                                         state.replans
@@ -840,46 +769,27 @@ impl PlanAgent {
         kind: &str,
         messages: Vec<ChatMessage>,
         schema: Value,
-        deadline: Instant,
+        clock: &Clock,
         cancel: &CancellationToken,
     ) -> Result<Result<String, Ending>, AgentError> {
-        let budget = self.settings.timeout.as_millis() as u64;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let limit = self.settings.model_timeout.min(remaining);
         let request = CompletionRequest {
             messages,
             max_tokens: (self.settings.step_tokens as usize).max(PLANNER_TOKENS),
             temperature: self.settings.temperature,
             json_schema: Some(schema),
         };
-        let sink = |_: &str| {};
-        let result = tokio::time::timeout(limit, self.model.complete(request, &sink, cancel)).await;
-        let completion = match result {
-            Ok(Ok(c)) => c,
-            Ok(Err(ModelError::Cancelled)) => {
-                return Ok(Err(Ending::new(
-                    RunStatus::Cancelled,
-                    "interrupted by the user",
-                )));
-            }
-            Ok(Err(e)) => {
-                return Ok(Err(Ending::new(
-                    RunStatus::Failed,
-                    format!("model error: {e}"),
-                )));
-            }
-            Err(_) if limit < self.settings.model_timeout => {
-                return Ok(Err(Ending::new(
-                    RunStatus::BudgetExhausted,
-                    format!("time budget used: {} s", budget / 1000),
-                )));
-            }
-            Err(_) => {
-                return Ok(Err(Ending::new(
-                    RunStatus::Failed,
-                    format!("model error: {}", ModelError::Timeout(limit.as_secs())),
-                )));
-            }
+        let completion = match ask_model(
+            self.model.as_ref(),
+            request,
+            &|_| {},
+            &self.settings,
+            clock,
+            cancel,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(ending) => return Ok(Err(ending)),
         };
         state.model_calls += 1;
         state.usage += completion.usage;
@@ -919,7 +829,7 @@ impl PlanAgent {
         retry: &Retry,
         mut messages: Vec<ChatMessage>,
         schema: Value,
-        deadline: Instant,
+        clock: &Clock,
         cancel: &CancellationToken,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Result<T, Ending>, AgentError> {
@@ -932,7 +842,7 @@ impl PlanAgent {
                     retry.kind,
                     messages.clone(),
                     schema.clone(),
-                    deadline,
+                    clock,
                     cancel,
                 )
                 .await?
@@ -965,7 +875,7 @@ impl PlanAgent {
             }
         }
         Ok(Err(Ending::new(
-            RunStatus::Stopped,
+            StopKind::Guard,
             format!(
                 "the {} gave no valid {} in {ATTEMPTS} tries (last error: {last_error})",
                 retry.role, retry.noun
@@ -977,7 +887,7 @@ impl PlanAgent {
         &self,
         run: &mut RunRecord,
         state: &mut PlanState,
-        deadline: Instant,
+        clock: &Clock,
         cancel: &CancellationToken,
     ) -> Result<Result<(String, Vec<PlanStep>), Ending>, AgentError> {
         let max = self.limits.max_plan_steps;
@@ -1002,7 +912,7 @@ impl PlanAgent {
             &retry,
             messages,
             plan_schema(max),
-            deadline,
+            clock,
             cancel,
             |t| parse_plan(t, max),
         )
@@ -1027,7 +937,7 @@ impl PlanAgent {
         &self,
         run: &mut RunRecord,
         state: &mut PlanState,
-        deadline: Instant,
+        clock: &Clock,
         cancel: &CancellationToken,
     ) -> Result<Result<Decision, Ending>, AgentError> {
         let max = self.limits.max_plan_steps;
@@ -1052,16 +962,9 @@ impl PlanAgent {
             shape: "with `thought` and `decision`",
         };
         let schema = replan_schema(replans_left > 0, max);
-        self.ask_until_valid(
-            run,
-            state,
-            &retry,
-            messages,
-            schema,
-            deadline,
-            cancel,
-            |t| parse_decision(t, max),
-        )
+        self.ask_until_valid(run, state, &retry, messages, schema, clock, cancel, |t| {
+            parse_decision(t, max)
+        })
         .await
     }
 
@@ -1071,13 +974,12 @@ impl PlanAgent {
         run: &mut RunRecord,
         state: &mut PlanState,
         child: &str,
-        started: Instant,
-        elapsed_before: u64,
+        clock: &Clock,
         cancel: &CancellationToken,
     ) -> Result<StepEnd, AgentError> {
         let Some(step) = state.steps.get(state.current).cloned() else {
             return Ok(StepEnd::Stop(Ending::new(
-                RunStatus::Failed,
+                StopKind::Failed,
                 "the plan state points past the end of the plan",
             )));
         };
@@ -1090,9 +992,7 @@ impl PlanAgent {
             .unwrap_or((0, 0, 0));
         let other_steps = run.steps.saturating_sub(child_steps);
         let other_tokens = run.usage.total().saturating_sub(child_usage);
-        let elapsed = elapsed_before + started.elapsed().as_millis() as u64;
-        let budget_ms = self.settings.timeout.as_millis() as u64;
-        if let Some(ending) = self.budget_ending(run, elapsed) {
+        if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
             return Ok(StepEnd::Stop(ending));
         }
         let step_budget = self
@@ -1102,7 +1002,9 @@ impl PlanAgent {
         let mut settings = self.settings.clone();
         settings.max_steps = step_budget;
         settings.max_tokens = self.settings.max_tokens.saturating_sub(other_tokens);
-        settings.timeout = Duration::from_millis(child_ms + budget_ms.saturating_sub(elapsed));
+        // The child's clock counts its own earlier time; it may use that
+        // plus what is left of the run's.
+        settings.timeout = Duration::from_millis(child_ms) + clock.remaining();
 
         let (child_run, committed) = match existing {
             Some(c) => {
@@ -1134,21 +1036,8 @@ impl PlanAgent {
                 )?;
                 let mut settings_record = run.settings.clone();
                 settings_record.max_steps = step_budget;
-                let now = now_rfc3339();
                 (
-                    RunRecord {
-                        id: child.to_string(),
-                        goal,
-                        settings: settings_record,
-                        status: RunStatus::Running,
-                        created_at: now.clone(),
-                        updated_at: now,
-                        steps: 0,
-                        usage: Usage::default(),
-                        elapsed_ms: 0,
-                        answer: None,
-                        stop_reason: None,
-                    },
+                    RunRecord::new(child.to_string(), goal, settings_record),
                     Vec::new(),
                 )
             }
@@ -1210,26 +1099,21 @@ impl PlanAgent {
                 });
                 StepEnd::Done(outcome)
             }
-            RunStatus::BudgetExhausted => {
-                let elapsed = elapsed_before + started.elapsed().as_millis() as u64;
-                match self.budget_ending(run, elapsed) {
-                    Some(ending) => StepEnd::Stop(ending),
-                    None => {
-                        self.emit(Event::Notice {
-                            step: 0,
-                            message: format!(
-                                "step {number} used its {step_budget}-step budget; replanning"
-                            ),
-                        });
-                        StepEnd::Done(outcome)
-                    }
+            RunStatus::BudgetExhausted => match check_budgets(&self.settings, run, clock, cancel) {
+                Some(ending) => StepEnd::Stop(ending),
+                None => {
+                    self.emit(Event::Notice {
+                        step: 0,
+                        message: format!(
+                            "step {number} used its {step_budget}-step budget; replanning"
+                        ),
+                    });
+                    StepEnd::Done(outcome)
                 }
-            }
-            RunStatus::Cancelled => {
-                StepEnd::Stop(Ending::new(RunStatus::Cancelled, "interrupted by the user"))
-            }
+            },
+            RunStatus::Cancelled => StepEnd::Stop(Ending::cancelled()),
             RunStatus::Failed | RunStatus::Running => StepEnd::Stop(Ending::new(
-                RunStatus::Failed,
+                StopKind::Failed,
                 format!("step {number} failed: {reason}"),
             )),
         })

@@ -21,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 use super::events::Event;
 use super::guard::{LoopGuard, Verdict, action_key};
 use super::hooks::{Approval, ApprovalRequest, Approver, MemoryHook};
+use super::run::{Clock, Ending, Lifecycle, ask_model, check_budgets};
 use crate::action::{self, Action};
 use crate::memory::journal::{StepOutcome, now_rfc3339};
-use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, StoreError};
-use crate::model::{self, ChatMessage, CompletionRequest, ModelBackend, ModelError, Usage};
+use crate::memory::{RunJournal, RunRecord, StepRecord, StopKind, StoreError};
+use crate::model::{self, ChatMessage, CompletionRequest, ModelBackend, Usage};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
 use crate::tools::builtin::FINISH;
@@ -68,23 +69,6 @@ pub struct ReactAgent {
     pub approver: Option<Arc<dyn Approver>>,
     /// Long-term memory; `None` runs without it.
     pub memory: Option<Arc<dyn MemoryHook>>,
-}
-
-/// How a run ended (before it is written down); shared with the plan strategy.
-pub(super) struct Ending {
-    pub(super) status: RunStatus,
-    pub(super) reason: String,
-    pub(super) answer: Option<String>,
-}
-
-impl Ending {
-    pub(super) fn new(status: RunStatus, reason: impl Into<String>) -> Self {
-        Self {
-            status,
-            reason: reason.into(),
-            answer: None,
-        }
-    }
 }
 
 /// Messages of one step's history entry, with their token count cached.
@@ -160,77 +144,51 @@ impl ReactAgent {
         steps: Vec<StepRecord>,
         cancel: &CancellationToken,
     ) -> Result<RunRecord, AgentError> {
-        let started = Instant::now();
-        let elapsed_before = run.elapsed_ms;
         let resumed_after = (!steps.is_empty() || run.steps > 0).then_some(steps.len() as u32);
-        run.status = RunStatus::Running;
-        run.stop_reason = None;
         run.steps = steps.len() as u32;
-        run.updated_at = now_rfc3339();
-        self.journal.put_run(&run)?;
-        self.emit(Event::RunStarted {
-            run_id: run.id.clone(),
-            goal: run.goal.clone(),
-            model: self.model.name().to_string(),
-            tools: self.tools.names().iter().map(|s| s.to_string()).collect(),
-            resumed_after,
-        });
-
-        let ending = match self
-            .steps(&mut run, steps, started, elapsed_before, cancel)
-            .await
-        {
+        let life = self.lifecycle();
+        let clock = life.start(&mut run, resumed_after)?;
+        let ending = match self.steps(&mut run, steps, &clock, cancel).await {
             Ok(ending) => ending,
             Err(e) => {
                 // Try to record the failure; the store may be what failed.
-                let ending = Ending::new(RunStatus::Failed, e.to_string());
-                self.finish(&mut run, ending, started, elapsed_before)
-                    .await
-                    .ok();
+                let ending = Ending::new(StopKind::Failed, e.to_string());
+                if life.record_end(&mut run, &ending, &clock).is_ok() {
+                    self.announce(&run, ending).await;
+                }
                 return Err(e);
             }
         };
-        self.finish(&mut run, ending, started, elapsed_before)
-            .await?;
+        life.record_end(&mut run, &ending, &clock)?;
+        self.announce(&run, ending).await;
         Ok(run)
     }
 
-    async fn finish(
-        &self,
-        run: &mut RunRecord,
-        ending: Ending,
-        started: Instant,
-        elapsed_before: u64,
-    ) -> Result<(), AgentError> {
-        run.status = ending.status;
-        run.stop_reason = Some(ending.reason.clone());
-        run.answer = ending.answer.clone();
-        run.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
-        run.updated_at = now_rfc3339();
-        self.journal.put_run(run)?;
-        let steps = self.journal.steps(&run.id)?;
-        if let Some(memory) = &self.memory {
-            memory.run_ended(run, &steps, self.model.as_ref()).await;
+    fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            model: &self.model,
+            tools: &self.tools,
+            journal: &self.journal,
+            events: &self.events,
+            memory: self.memory.as_ref(),
+            settings: &self.settings,
         }
-        self.emit(Event::RunFinished {
-            run_id: run.id.clone(),
-            status: run.status,
-            answer: run.answer.clone(),
-            reason: ending.reason,
-            steps: run.steps,
-            usage: run.usage,
-            elapsed_ms: run.elapsed_ms,
-            summary: summarize(&steps),
-        });
-        Ok(())
+    }
+
+    /// Reflect and announce the end, with the run's steps.
+    async fn announce(&self, run: &RunRecord, ending: Ending) {
+        let steps = self.journal.steps(&run.id).unwrap_or_default();
+        let summary = summarize(&steps);
+        self.lifecycle()
+            .announce_end(run, ending, &steps, summary)
+            .await;
     }
 
     async fn steps(
         &self,
         run: &mut RunRecord,
         committed: Vec<StepRecord>,
-        started: Instant,
-        elapsed_before: u64,
+        clock: &Clock,
         cancel: &CancellationToken,
     ) -> Result<Ending, AgentError> {
         let (system, schema) = self.render_system()?;
@@ -255,7 +213,6 @@ impl ReactAgent {
             }
             history.push(self.history_entry(step, history_budget)?);
         }
-        let time_budget = self.settings.timeout.as_millis() as u64;
         // What the last step read from outside (a web page, a file), when it
         // did: approvals ask after it, and memories stored next say so.
         let mut untrusted_source: Option<String> = None;
@@ -263,40 +220,10 @@ impl ReactAgent {
 
         loop {
             let index = run.steps + 1;
-            let elapsed = elapsed_before + started.elapsed().as_millis() as u64;
-            if run.steps >= self.settings.max_steps {
-                return Ok(Ending::new(
-                    RunStatus::BudgetExhausted,
-                    format!(
-                        "step budget used: {} of {} steps",
-                        run.steps, self.settings.max_steps
-                    ),
-                ));
+            if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
+                return Ok(ending);
             }
-            if run.usage.total() >= self.settings.max_tokens {
-                return Ok(Ending::new(
-                    RunStatus::BudgetExhausted,
-                    format!(
-                        "token budget used: {} of {} tokens",
-                        run.usage.total(),
-                        self.settings.max_tokens
-                    ),
-                ));
-            }
-            if elapsed >= time_budget {
-                return Ok(Ending::new(
-                    RunStatus::BudgetExhausted,
-                    format!(
-                        "time budget used: {} of {} s",
-                        elapsed / 1000,
-                        time_budget / 1000
-                    ),
-                ));
-            }
-            if cancel.is_cancelled() {
-                return Ok(Ending::new(RunStatus::Cancelled, "interrupted by the user"));
-            }
-            let remaining = Duration::from_millis(time_budget - elapsed);
+            let remaining = clock.remaining();
 
             // Messages: system, goal, then the newest history that fits;
             // older steps are compacted into a summary in the goal message.
@@ -362,32 +289,18 @@ impl ReactAgent {
                 });
             };
             let model_started = Instant::now();
-            let limit = self.settings.model_timeout.min(remaining);
-            let completion = match tokio::time::timeout(
-                limit,
-                self.model.complete(request, &sink, cancel),
+            let completion = match ask_model(
+                self.model.as_ref(),
+                request,
+                &sink,
+                &self.settings,
+                clock,
+                cancel,
             )
             .await
             {
-                Ok(Ok(c)) => c,
-                Ok(Err(ModelError::Cancelled)) => {
-                    return Ok(Ending::new(RunStatus::Cancelled, "interrupted by the user"));
-                }
-                Ok(Err(e)) => {
-                    return Ok(Ending::new(RunStatus::Failed, format!("model error: {e}")));
-                }
-                Err(_) if limit < self.settings.model_timeout => {
-                    return Ok(Ending::new(
-                        RunStatus::BudgetExhausted,
-                        format!("time budget used: {} s", time_budget / 1000),
-                    ));
-                }
-                Err(_) => {
-                    return Ok(Ending::new(
-                        RunStatus::Failed,
-                        format!("model error: {}", ModelError::Timeout(limit.as_secs())),
-                    ));
-                }
+                Ok(c) => c,
+                Err(ending) => return Ok(ending),
             };
             let model_ms = model_started.elapsed().as_millis() as u64;
             run.usage += completion.usage;
@@ -436,7 +349,7 @@ impl ReactAgent {
                     });
                     if let Some(reason) = guard.invalid() {
                         ending = Some(Ending::new(
-                            RunStatus::Stopped,
+                            StopKind::Guard,
                             format!("{reason} (last error: {error})"),
                         ));
                     }
@@ -497,11 +410,10 @@ impl ReactAgent {
                             match result {
                                 Ok(output) if action.tool == FINISH => {
                                     step.observation = "The run is finished.".into();
-                                    ending = Some(Ending {
-                                        status: RunStatus::Finished,
-                                        reason: "the agent finished the goal".into(),
-                                        answer: Some(output),
-                                    });
+                                    ending = Some(Ending::finished(
+                                        output,
+                                        "the agent finished the goal",
+                                    ));
                                 }
                                 Ok(output) => {
                                     step.observation = sanitize::observation(
@@ -532,10 +444,7 @@ impl ReactAgent {
                                     step.outcome = StepOutcome::ToolError;
                                     step.observation =
                                         "The action was cancelled by the user.".into();
-                                    ending = Some(Ending::new(
-                                        RunStatus::Cancelled,
-                                        "interrupted by the user",
-                                    ));
+                                    ending = Some(Ending::cancelled());
                                 }
                                 Err(ToolError::Fatal(msg)) => {
                                     step.outcome = StepOutcome::ToolError;
@@ -544,7 +453,7 @@ impl ReactAgent {
                                         self.settings.observation_chars,
                                     );
                                     ending = Some(Ending::new(
-                                        RunStatus::Failed,
+                                        StopKind::Failed,
                                         format!("tool `{}` failed: {msg}", action.tool),
                                     ));
                                 }
@@ -563,7 +472,7 @@ impl ReactAgent {
                         Verdict::Stop(reason) => {
                             step.outcome = StepOutcome::Repeated;
                             step.observation = "Not run: the agent is repeating itself.".into();
-                            ending = Some(Ending::new(RunStatus::Stopped, reason));
+                            ending = Some(Ending::new(StopKind::Guard, reason));
                         }
                     }
                 }
@@ -571,7 +480,7 @@ impl ReactAgent {
 
             // Commit before anyone hears of the result.
             run.steps = index;
-            run.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
+            run.elapsed_ms = clock.elapsed_ms();
             run.updated_at = now_rfc3339();
             self.journal.commit_step(run, &step)?;
             self.emit(Event::Observation {

@@ -17,8 +17,8 @@ use crate::agent::AgentSettings;
 use crate::agent::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanStore};
 use crate::agent::react::ReactAgent;
 use crate::cli::run::Strategy;
-use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
-use crate::memory::{RunJournal, RunRecord, RunStatus};
+use crate::memory::journal::{RunSettings, new_run_id};
+use crate::memory::{RunJournal, RunRecord, RunStatus, StopKind};
 use crate::model::ModelBackend;
 use crate::paths::Dirs;
 use crate::plugin::PluginHost;
@@ -223,20 +223,7 @@ impl EvalRunner {
         settings.interactive = false;
         let mut agent_settings = self.agent.clone();
         agent_settings.timeout = limit;
-        let now = now_rfc3339();
-        let run = RunRecord {
-            id: self.new_id()?,
-            goal: challenge.task.clone(),
-            settings,
-            status: RunStatus::Running,
-            created_at: now.clone(),
-            updated_at: now,
-            steps: 0,
-            usage: Default::default(),
-            elapsed_ms: 0,
-            answer: None,
-            stop_reason: None,
-        };
+        let run = RunRecord::new(self.new_id()?, challenge.task.clone(), settings);
         let run_id = run.id.clone();
         // Nobody watches the events; the journal keeps the transcript.
         let (events, _) = tokio::sync::mpsc::unbounded_channel();
@@ -284,9 +271,9 @@ impl EvalRunner {
             }
         };
         let seconds = started.elapsed().as_secs_f64();
-        let (status, reason, steps, tokens, answer) = match &ended {
+        let (stop, reason, steps, tokens, answer) = match &ended {
             Some(r) => (
-                r.status,
+                r.stop,
                 r.stop_reason.clone().unwrap_or_default(),
                 r.steps,
                 r.usage.total(),
@@ -295,7 +282,7 @@ impl EvalRunner {
             None => {
                 let r = self.journal.get(&run_id)?;
                 (
-                    RunStatus::BudgetExhausted,
+                    Some(StopKind::TimeBudget),
                     format!(
                         "time budget used: {} s (the run did not stop in time)",
                         limit.as_secs()
@@ -306,7 +293,8 @@ impl EvalRunner {
                 )
             }
         };
-        let timed_out = status == RunStatus::BudgetExhausted && reason.starts_with("time budget");
+        let timed_out = stop == Some(StopKind::TimeBudget);
+        let status = stop.map_or(RunStatus::Running, StopKind::status);
         copy_tree(&challenge.custom_python(), &workspace)?;
         let grade = grade(
             challenge,

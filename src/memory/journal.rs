@@ -48,6 +48,42 @@ impl RunStatus {
     }
 }
 
+/// Why a run stopped, as a kind that code reads (eval's "timed out", the
+/// exit code, the transcript); [`RunRecord::stop_reason`] says it in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopKind {
+    /// The agent called `finish`.
+    Finished,
+    /// The step budget ran out.
+    StepBudget,
+    /// The token budget ran out.
+    TokenBudget,
+    /// The wall-time budget ran out.
+    TimeBudget,
+    /// A loop guard, repeated invalid output or an exhausted plan stopped it.
+    Guard,
+    /// An error stopped it (model unavailable, tool machinery broken).
+    Failed,
+    /// The user interrupted it.
+    Cancelled,
+}
+
+impl StopKind {
+    /// The run status this kind of stop leaves.
+    pub fn status(self) -> RunStatus {
+        match self {
+            StopKind::Finished => RunStatus::Finished,
+            StopKind::StepBudget | StopKind::TokenBudget | StopKind::TimeBudget => {
+                RunStatus::BudgetExhausted
+            }
+            StopKind::Guard => RunStatus::Stopped,
+            StopKind::Failed => RunStatus::Failed,
+            StopKind::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
 /// A run's settings, kept so a resumed run behaves like the original.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
@@ -79,6 +115,10 @@ pub struct RunRecord {
     pub answer: Option<String>,
     /// Why it stopped, in a sentence.
     pub stop_reason: Option<String>,
+    /// Why it stopped, as a kind (absent in records written before it was
+    /// kept, and while the run is running).
+    #[serde(default)]
+    pub stop: Option<StopKind>,
 }
 
 impl RunRecord {
@@ -97,6 +137,7 @@ impl RunRecord {
             elapsed_ms: 0,
             answer: None,
             stop_reason: None,
+            stop: None,
         }
     }
 }
@@ -355,6 +396,7 @@ mod tests {
             elapsed_ms: 0,
             answer: None,
             stop_reason: None,
+            stop: None,
         }
     }
 

@@ -11,5 +11,5 @@ pub mod longterm;
 pub mod settings;
 pub mod store;
 
-pub use journal::{RunJournal, RunRecord, RunStatus, StepRecord};
+pub use journal::{RunJournal, RunRecord, RunStatus, StepRecord, StopKind};
 pub use store::{Store, StoreError};
