@@ -8,7 +8,9 @@ pub mod hooks;
 pub mod plan;
 pub mod react;
 pub mod run;
+pub mod strategy;
 
 pub use events::Event;
 pub use hooks::{Approval, ApprovalRequest, Approver, MemoryHook, Recalled};
 pub use react::{AgentError, AgentSettings, ReactAgent};
+pub use strategy::{Agent, AgentParts, PlanParts, Strategy};

@@ -52,6 +52,10 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Prompt(#[from] PromptError),
+    /// The agent was asked for with parts missing (a programming error
+    /// reported instead of a panic).
+    #[error("cannot build the agent: {0}")]
+    Setup(String),
 }
 
 /// Runs goals with the ReAct strategy.

@@ -25,7 +25,7 @@ use clap::Subcommand;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{AgentSettings, ReactAgent};
+use crate::agent::{AgentParts, AgentSettings, Strategy};
 use crate::memory::journal::RunSettings;
 use crate::memory::{RunJournal, RunRecord, RunStatus, Store};
 use crate::model::scripted::ScriptedBackend;
@@ -158,13 +158,12 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
         workspace: dir.path().display().to_string(),
         interactive: false,
     };
-    let agent = ReactAgent::new(
-        Arc::new(BenchModel(ScriptedBackend::from_texts(responses))),
-        Arc::new(tools),
-        &PromptLibrary::new(dir.path()),
+    let agent = AgentParts {
+        model: Arc::new(BenchModel(ScriptedBackend::from_texts(responses))),
+        tools: Arc::new(tools),
         journal,
         events,
-        AgentSettings {
+        settings: AgentSettings {
             max_steps: steps,
             max_tokens: u64::MAX,
             step_tokens: 256,
@@ -174,12 +173,14 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
             observation_chars: 4000,
             context_tokens: 8192,
         },
-    )?;
+        approver: None,
+        memory: None,
+    }
+    .build(Strategy::React, &PromptLibrary::new(dir.path()), None)?;
+
     let run = RunRecord::new("bench".into(), "benchmark the loop".into(), settings);
     let started = Instant::now();
-    let run = agent
-        .drive(run, Vec::new(), &CancellationToken::new())
-        .await?;
+    let run = agent.start(run, &CancellationToken::new()).await?;
     let elapsed = started.elapsed();
     drop(agent);
     let _ = drain.await;
@@ -255,7 +256,7 @@ async fn model_speed(
         engine,
         ..Default::default()
     };
-    let session = super::run::Session::open(&options)?;
+    let session = super::context::Session::open(&options)?;
     let settings = RunSettings {
         model: session.config.model.clone(),
         endpoint: session.config.endpoint.clone(),
@@ -288,16 +289,19 @@ async fn model_speed(
         }
         None => {
             let tools = session.tools(false).await?;
-            let prompts = PromptLibrary::new(&session.dirs.prompts);
             let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
-            let agent = ReactAgent::new(
+            let parts = session.parts(
                 Arc::new(ScriptedBackend::from_texts(Vec::<String>::new())),
                 Arc::new(tools),
-                &prompts,
-                session.journal.clone(),
                 events,
-                session.agent_settings(&settings),
-            )?;
+                &settings,
+                None,
+                None,
+            );
+            let agent = session.agent(Strategy::React, parts, None)?;
+            let agent = agent
+                .react()
+                .context("the benchmark renders the ReAct prompt")?;
             let (system, schema) = agent.render_system()?;
             (
                 vec![

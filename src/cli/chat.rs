@@ -30,17 +30,16 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::run::{RunOptions, Session, parse_duration};
+use super::context::{Session, on_ctrl_c};
+use super::run::{RunOptions, parse_duration};
+use crate::agent::Event;
+use crate::agent::Strategy;
 use crate::agent::hooks::{MemoryHook, Recalled};
-use crate::agent::plan::{
-    PlanAgent, PlanLimits, PlanPrompts, PlanReview, PlanReviewer, PlanStep, PlanStore,
-};
-use crate::agent::{Event, ReactAgent};
+use crate::agent::plan::{PlanReview, PlanReviewer, PlanStep};
 use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
 use crate::memory::{RunRecord, StepRecord};
 use crate::model::ModelBackend;
 use crate::plugin::{GrantSummary, PluginInfo};
-use crate::prompt::PromptLibrary;
 use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
 use crate::tools::ToolRegistry;
 use crate::ui::approve::{Mode, PolicyApprover, Prompter, TerminalPrompter, class_words};
@@ -278,7 +277,6 @@ struct Chat<'a> {
     model: Arc<dyn ModelBackend>,
     tools: Arc<ToolRegistry>,
     plugins: Vec<PluginInfo>,
-    prompts: PromptLibrary,
     approver: Arc<PolicyApprover>,
     memory: Arc<dyn MemoryHook>,
     pump: Arc<Mutex<Pump>>,
@@ -358,67 +356,35 @@ impl Chat<'_> {
         }
         let run = RunRecord::new(new_run_id(), goal, self.settings.clone());
         let run_id = run.id.clone();
-        let plan_agent = if self.plan {
-            let built = (|| -> anyhow::Result<PlanAgent> {
-                let plans = PlanStore::new(&self.session.store)?;
-                plans.mark(&run.id)?;
-                Ok(PlanAgent {
-                    model: self.model.clone(),
-                    tools: self.tools.clone(),
-                    prompts: PlanPrompts::load(&self.prompts)?,
-                    journal: self.session.journal.clone(),
-                    plans,
-                    events: events.clone(),
-                    settings: self.session.agent_settings(&self.settings),
-                    limits: PlanLimits::default(),
-                    approver: Some(self.approver.clone()),
-                    memory: Some(self.memory.clone()),
-                    // With --yes nothing is asked, plans included.
-                    reviewer: self
-                        .settings
-                        .interactive
-                        .then(|| Arc::new(TerminalPlanReviewer) as Arc<dyn PlanReviewer>),
-                })
-            })();
-            match built {
-                Ok(agent) => Some(agent),
-                Err(e) => {
-                    self.warn(&format!("error: {e}"));
-                    return Ok(());
-                }
-            }
+        let strategy = if self.plan {
+            Strategy::Plan
         } else {
-            None
+            Strategy::React
         };
-        let mut agent = match ReactAgent::new(
+        let parts = self.session.parts(
             self.model.clone(),
             self.tools.clone(),
-            &self.prompts,
-            self.session.journal.clone(),
             events,
-            self.session.agent_settings(&self.settings),
-        ) {
+            &self.settings,
+            Some(self.approver.clone()),
+            Some(self.memory.clone()),
+        );
+        // With --yes nothing is asked, plans included.
+        let reviewer = self
+            .settings
+            .interactive
+            .then(|| Arc::new(TerminalPlanReviewer) as Arc<dyn PlanReviewer>);
+        let agent = match self.session.agent(strategy, parts, reviewer) {
             Ok(agent) => agent,
             Err(e) => {
                 self.warn(&format!("error: {e}"));
                 return Ok(());
             }
         };
-        agent.approver = Some(self.approver.clone());
-        agent.memory = Some(self.memory.clone());
         let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        let signals = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_signal.cancel();
-            }
-        });
+        let ctrl_c = on_ctrl_c(&cancel, false);
         let result = {
-            let drive: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
-                match &plan_agent {
-                    Some(plan) => Box::pin(plan.drive(run, &cancel)),
-                    None => Box::pin(agent.drive(run, Vec::new(), &cancel)),
-                };
+            let drive = agent.start(run, &cancel);
             tokio::pin!(drive);
             let pump = self.pump.clone();
             loop {
@@ -428,9 +394,8 @@ impl Chat<'_> {
                 }
             }
         };
-        signals.abort();
+        drop(ctrl_c);
         drop(agent);
-        drop(plan_agent);
         {
             let mut p = lock(&self.pump);
             p.drain();
@@ -823,9 +788,8 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         inner: super::memory::run_hook(&session.store, &session.dirs, &session.config)?,
         reflect: !settings.model.starts_with("scripted:") || settings.endpoint.is_some(),
     });
-    let prompts = PromptLibrary::new(&session.dirs.prompts);
     // Fail at the start, not at the first goal, when a template is broken.
-    prompts.load("react")?;
+    session.prompts().load("react")?;
     let model = session.model(&settings, 0).await?;
 
     let pump = Arc::new(Mutex::new(Pump {
@@ -878,7 +842,6 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         model,
         tools: Arc::new(tools),
         plugins,
-        prompts,
         approver,
         memory,
         pump,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{RunOptions, Session, Strategy, parse_duration};
+use super::context::{Session, on_ctrl_c};
+use super::run::{RunOptions, parse_duration};
+use crate::agent::Strategy;
 use crate::agent::plan::PlanStore;
 use crate::eval::runner::ProgressFn;
 use crate::eval::{EvalOptions, EvalRunner, Report, load_suite};
@@ -141,17 +143,9 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
         judge,
     };
     let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    let signals = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
+    let ctrl_c = on_ctrl_c(&cancel, true);
     let results = runner.run(&challenges, &options, &cancel).await;
-    signals.abort();
+    drop(ctrl_c);
     let strategy = match args.agent {
         Strategy::React => "react",
         Strategy::Plan => "plan",

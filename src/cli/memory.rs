@@ -82,7 +82,7 @@ pub fn embedder(dirs: &Dirs, config: &Config) -> anyhow::Result<Option<Arc<dyn E
     let key = std::env::var(&config.api_key_env)
         .ok()
         .filter(|k| !k.is_empty());
-    let progress = super::run::PullProgress::new();
+    let progress = super::context::PullProgress::new();
     let e = crate::memory::embed::open(
         &config.memory.embedder,
         &dirs.models(),
@@ -434,7 +434,7 @@ pub fn bench(max: usize, embedder_spec: &str) -> anyhow::Result<()> {
             &dirs.models(),
             None,
             None,
-            &super::run::PullProgress::new(),
+            &super::context::PullProgress::new(),
         )?,
     };
     let label = embedder.as_ref().map(|e| e.id().to_string());

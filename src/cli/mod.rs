@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod chat;
 pub mod config;
+pub mod context;
 pub mod eval;
 pub mod kb;
 pub mod memory;

@@ -341,14 +341,9 @@ async fn call(
         return Ok(ExitCode::from(1));
     }
     let cancel = CancellationToken::new();
-    let on_ctrl_c = cancel.clone();
-    let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_ctrl_c.cancel();
-        }
-    });
+    let ctrl_c = super::context::on_ctrl_c(&cancel, false);
     let report = plugin.call(tool, &args.to_string(), cancel).await;
-    watcher.abort();
+    drop(ctrl_c);
     tracing::debug!("{name}.{tool} took {:?}", report.elapsed);
     if !report.stderr.is_empty() {
         tracing::info!("plugin stderr:\n{}", neutralize_controls(&report.stderr));

@@ -1,35 +1,28 @@
 //! `agent run GOAL`: resolve the settings, open the store, gather the tools,
 //! load the model, and drive one run to its end while a renderer shows it.
-//! `agent runs resume` reuses [`Session`] and [`drive_run`].
+//! `agent runs resume` reuses [`drive_run`]; what a run is built from lives
+//! in [`super::context`].
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::model::ProgressBars;
-use crate::agent::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanStore};
-use crate::agent::{AgentSettings, ReactAgent};
-use crate::config::{Config, ConfigLayer};
+use super::context::{Session, interactive, on_ctrl_c};
+use crate::agent::Strategy;
+use crate::agent::plan::PlanStore;
+use crate::config::ConfigLayer;
 use crate::memory::journal::{RunSettings, new_run_id};
-use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, Store};
+use crate::memory::{RunRecord, RunStatus, StepRecord};
 use crate::model::ModelBackend;
-use crate::model::open::{BackendOptions, open_backend};
-use crate::model::progress::{ModelEvent, ModelProgress};
 use crate::model::scripted::ScriptedBackend;
-use crate::paths::Dirs;
-use crate::plugin::PluginHost;
-use crate::prompt::PromptLibrary;
 use crate::tools::ToolRegistry;
-use crate::tools::builtin::{AskHuman, Finish};
-use crate::ui::human::{Human, TerminalHuman};
+use crate::ui::human::Human;
 use crate::ui::jsonl::JsonLines;
 use crate::ui::{Renderer, Verbosity};
 
@@ -85,16 +78,6 @@ pub struct RunArgs {
     pub agent: Strategy,
 }
 
-/// How a run pursues its goal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Strategy {
-    /// One ReAct loop: think, act, observe, repeated.
-    #[default]
-    React,
-    /// Plan-and-execute: an ordered plan, a bounded ReAct loop per step, replanning.
-    Plan,
-}
-
 /// Parse `90`, `90s`, `10m`, `1h` into seconds.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -147,224 +130,6 @@ impl RunOptions {
     }
 }
 
-/// What every run needs before the model: settings, workspace, store, tools.
-pub struct Session {
-    pub dirs: Dirs,
-    pub config: Config,
-    pub workspace: PathBuf,
-    pub store: Store,
-    pub journal: RunJournal,
-    /// `--approve`: one approval policy for every tool class of the run.
-    pub approve: Option<crate::ui::approve::Policy>,
-    /// `--yes`: never ask (approvals run without a question).
-    pub continuous: bool,
-    /// The plugins and their grants, as [`Session::tools`] found them.
-    pub plugins: std::sync::Mutex<Vec<crate::plugin::PluginInfo>>,
-}
-
-/// Refuse a workspace that holds agent's own files or lies inside them:
-/// tools could otherwise rewrite the config, prompts, plugins or the store.
-pub fn check_workspace(workspace: &Path, dirs: &Dirs) -> anyhow::Result<()> {
-    let ws = workspace
-        .canonicalize()
-        .with_context(|| format!("cannot open workspace {}", workspace.display()))?;
-    for (what, dir) in [
-        ("config", &dirs.config),
-        ("data", &dirs.data),
-        ("cache", &dirs.cache),
-        ("plugins", &dirs.plugins),
-    ] {
-        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-        let dir = dir.canonicalize().unwrap_or(dir);
-        if dir.starts_with(&ws) || ws.starts_with(&dir) {
-            bail!(
-                "the workspace {} overlaps agent's {what} directory {}; tools could change agent's own files. Choose another --workspace",
-                ws.display(),
-                dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-impl Session {
-    /// Resolve settings (with `flags`), prepare the workspace, open the store.
-    pub fn open(options: &RunOptions) -> anyhow::Result<Self> {
-        let dirs = super::dirs()?;
-        let (layer, names) = options.layer();
-        let config = Config::load(&dirs.config_file(), &layer, &names)?;
-        let workspace = super::absolute(&config.workspace)?;
-        std::fs::create_dir_all(&workspace)
-            .with_context(|| format!("cannot create workspace {}", workspace.display()))?;
-        check_workspace(&workspace, &dirs)?;
-        let store = Store::open(&dirs.store())?;
-        let journal = RunJournal::new(&store)?;
-        Ok(Self {
-            dirs,
-            config,
-            workspace,
-            store,
-            journal,
-            approve: None,
-            continuous: false,
-            plugins: Default::default(),
-        })
-    }
-
-    /// The approver of a run: the config's policies and `--approve`; asks on
-    /// the terminal when the run is interactive and one is attached, runs
-    /// everything with `--yes`, and otherwise refuses what would need asking.
-    pub fn approver(&self, interactive: bool) -> Arc<crate::ui::approve::PolicyApprover> {
-        use crate::ui::approve::{Mode, PolicyApprover, TerminalPrompter};
-        let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-        let mode = if self.continuous {
-            Mode::Continuous
-        } else if interactive && terminal {
-            Mode::Interactive(Arc::new(TerminalPrompter))
-        } else {
-            Mode::NonInteractive
-        };
-        let permissions = self
-            .plugins
-            .lock()
-            .map(|p| super::chat::permissions(&p))
-            .unwrap_or_default();
-        let approver =
-            PolicyApprover::new(self.config.approvals.clone(), mode).with_permissions(permissions);
-        approver.set_all(self.approve);
-        Arc::new(approver)
-    }
-
-    /// The tools of a run: built-ins, then every plugin that loads. A plugin
-    /// that fails to load is reported and left out; the run goes on without it.
-    pub async fn tools(&self, interactive: bool) -> anyhow::Result<ToolRegistry> {
-        let mut registry = ToolRegistry::new();
-        registry.register(Arc::new(Finish))?;
-        for tool in super::memory::run_tools(&self.store, &self.dirs, &self.config)? {
-            registry.register(tool)?;
-        }
-        if interactive {
-            registry.register(Arc::new(AskHuman::new(Arc::new(TerminalHuman))))?;
-        }
-        let mut host = PluginHost::new(
-            self.dirs.clone(),
-            self.config.plugins.clone(),
-            self.workspace.clone(),
-        )?;
-        host.set_progress(super::plugin::progress_reporter());
-        host.load_all().await;
-        for (name, _origin, error) in host.failures() {
-            eprintln!("warning: plugin `{name}` was not loaded: {error}");
-        }
-        for tool in host.tools() {
-            registry.register(tool)?;
-        }
-        if let Ok(mut p) = self.plugins.lock() {
-            *p = host.list();
-        }
-        Ok(registry)
-    }
-
-    /// Open the model backend the settings name, pulling it on first use.
-    /// A scripted model resumes after the `skip_responses` it already gave.
-    pub async fn model(
-        &self,
-        settings: &RunSettings,
-        skip_responses: usize,
-    ) -> anyhow::Result<Arc<dyn ModelBackend>> {
-        if settings.endpoint.is_none()
-            && let Some(path) = settings.model.strip_prefix("scripted:")
-        {
-            let backend = ScriptedBackend::from_file(Path::new(path))?;
-            backend.skip(skip_responses);
-            return Ok(Arc::new(backend));
-        }
-        let options = BackendOptions {
-            model: settings.model.clone(),
-            endpoint: settings.endpoint.clone(),
-            api_key_env: self.config.api_key_env.clone(),
-            request_timeout: Duration::from_secs(self.config.model_timeout_secs),
-            context_tokens: Some(self.config.context_tokens as usize),
-            force_cpu: false,
-            engine: self.config.engine,
-        };
-        let progress = PullProgress(ProgressBars::new());
-        let backend = open_backend(&options, &self.dirs, &progress).await;
-        progress.0.clear();
-        Ok(backend?)
-    }
-
-    /// The settings a new run records, from the resolved configuration.
-    pub fn run_settings(&self, interactive: bool) -> RunSettings {
-        let c = &self.config;
-        RunSettings {
-            model: c.model.clone(),
-            endpoint: c.endpoint.clone(),
-            max_steps: c.max_steps,
-            max_tokens: c.max_tokens,
-            step_tokens: c.step_tokens,
-            timeout_secs: c.timeout_secs,
-            temperature: c.temperature as f32,
-            workspace: self.workspace.display().to_string(),
-            interactive,
-        }
-    }
-
-    /// The agent's limits for `settings`.
-    pub fn agent_settings(&self, settings: &RunSettings) -> AgentSettings {
-        AgentSettings {
-            max_steps: settings.max_steps,
-            max_tokens: settings.max_tokens,
-            step_tokens: self.config.step_tokens,
-            timeout: Duration::from_secs(settings.timeout_secs),
-            model_timeout: Duration::from_secs(self.config.model_timeout_secs),
-            temperature: settings.temperature,
-            observation_chars: self.config.observation_chars as usize,
-            context_tokens: self.config.context_tokens as usize,
-        }
-    }
-}
-
-/// Model download and load progress: bars on a terminal, and a plain line
-/// on stderr either way when a model is pulled, so a first run says why it
-/// is waiting.
-pub(crate) struct PullProgress(ProgressBars);
-
-impl PullProgress {
-    pub(crate) fn new() -> Self {
-        Self(ProgressBars::new())
-    }
-
-    /// Remove whatever bar is showing.
-    pub(crate) fn clear(&self) {
-        self.0.clear();
-    }
-}
-
-impl ModelProgress for PullProgress {
-    fn event(&self, event: &ModelEvent) {
-        if !std::io::stderr().is_terminal() {
-            match event {
-                ModelEvent::DownloadStarted { what, source, .. } => {
-                    eprintln!("pulling model {what} from {source} (first use; cached afterwards)")
-                }
-                // The bars would say it a second time.
-                ModelEvent::FallingBack { reason, source } => {
-                    eprintln!("{reason}; trying {source}");
-                    return;
-                }
-                _ => {}
-            }
-        }
-        self.0.event(event);
-    }
-}
-
-/// True when the run may ask the user things.
-pub fn interactive(yes: bool, json: bool) -> bool {
-    !yes && !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
-}
-
 /// `agent run`.
 pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if args.goal.trim().is_empty() {
@@ -378,24 +143,18 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     let interactive = interactive(args.yes, args.json);
     let settings = session.run_settings(interactive);
     let tools = session.tools(interactive).await?;
-    let prompts = PromptLibrary::new(&session.dirs.prompts);
 
     if args.dry_run {
-        return dry_run(&session, &args.goal, tools, &prompts, &settings, args.json);
+        return dry_run(&session, &args.goal, tools, &settings, args.json);
     }
 
     let model = session.model(&settings, 0).await?;
     let run = RunRecord::new(new_run_id(), args.goal.clone(), settings);
-    if args.agent == Strategy::Plan {
-        PlanStore::new(&session.store)?.mark(&run.id)?;
-    }
     drive_run(
         &session,
-        run,
-        Vec::new(),
+        Start::New(run, args.agent),
         model,
         tools,
-        &prompts,
         args.json,
         global,
     )
@@ -409,19 +168,22 @@ fn dry_run(
     session: &Session,
     goal: &str,
     tools: ToolRegistry,
-    prompts: &PromptLibrary,
     settings: &RunSettings,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let agent = ReactAgent::new(
+    let parts = session.parts(
         Arc::new(ScriptedBackend::from_texts(Vec::<String>::new())),
         Arc::new(tools),
-        prompts,
-        session.journal.clone(),
         events,
-        session.agent_settings(settings),
-    )?;
+        settings,
+        None,
+        None,
+    );
+    let agent = session.agent(Strategy::React, parts, None)?;
+    let agent = agent
+        .react()
+        .context("the dry run renders the ReAct prompt")?;
     let (system, schema) = agent.render_system()?;
     let goal_msg = agent.prompt.render(
         "goal",
@@ -452,16 +214,20 @@ fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What [`drive_run`] drives: a new run with its strategy, or a run to
+/// resume after its committed steps.
+pub enum Start {
+    New(RunRecord, Strategy),
+    Resume(RunRecord, Vec<StepRecord>),
+}
+
 /// Drive a run with a renderer attached and Ctrl-C wired to cancellation;
 /// returns the exit code for its final status.
-#[allow(clippy::too_many_arguments)]
 pub async fn drive_run(
     session: &Session,
-    run: RunRecord,
-    steps: Vec<StepRecord>,
+    start: Start,
     model: Arc<dyn ModelBackend>,
     tools: ToolRegistry,
-    prompts: &PromptLibrary,
     json: bool,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -482,74 +248,53 @@ pub async fn drive_run(
         }
         renderer.close();
     });
-
     let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    let signals = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-            // A second Ctrl-C leaves at once; the journal is already consistent.
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
+    let ctrl_c = on_ctrl_c(&cancel, true);
 
-    // A plan-and-execute run (or one of its steps, named by a resume) goes
-    // to the plan strategy, which continues at its current step.
+    // A run being resumed keeps its strategy: a plan-and-execute run (or one
+    // of its steps, named by the resume) continues at its current step.
     let plans = PlanStore::new(&session.store)?;
-    let result = match plans.owner(&run.id)? {
-        Some(parent) => {
-            let run = match session.journal.get(&parent)? {
-                Some(parent_run) if parent != run.id => parent_run,
-                _ => run,
-            };
-            // A scripted model resumes after every response the plan used.
-            let model =
-                if run.settings.endpoint.is_none() && run.settings.model.starts_with("scripted:") {
-                    let used = plans.responses_used(&session.journal, &run.id)?;
-                    session.model(&run.settings, used).await?
-                } else {
-                    model
+    let (run, steps, strategy, fresh) = match start {
+        Start::New(run, strategy) => (run, Vec::new(), strategy, true),
+        Start::Resume(run, steps) => match plans.owner(&run.id)? {
+            Some(parent) => {
+                let run = match session.journal.get(&parent)? {
+                    Some(parent_run) if parent != run.id => parent_run,
+                    _ => run,
                 };
-            let agent = PlanAgent {
-                model,
-                tools: Arc::new(tools),
-                prompts: PlanPrompts::load(prompts)?,
-                journal: session.journal.clone(),
-                plans,
-                events,
-                settings: session.agent_settings(&run.settings),
-                limits: PlanLimits::default(),
-                approver: Some(session.approver(run.settings.interactive && !json)),
-                memory: Some(super::memory::run_hook(
-                    &session.store,
-                    &session.dirs,
-                    &session.config,
-                )?),
-                reviewer: None,
-            };
-            agent.drive(run, &cancel).await
-        }
-        None => {
-            let mut agent = ReactAgent::new(
-                model,
-                Arc::new(tools),
-                prompts,
-                session.journal.clone(),
-                events,
-                session.agent_settings(&run.settings),
-            )?;
-            agent.approver = Some(session.approver(run.settings.interactive && !json));
-            agent.memory = Some(super::memory::run_hook(
-                &session.store,
-                &session.dirs,
-                &session.config,
-            )?);
-            agent.drive(run, steps, &cancel).await
-        }
+                (run, Vec::new(), Strategy::Plan, false)
+            }
+            None => (run, steps, Strategy::React, false),
+        },
     };
-    signals.abort();
+    // A scripted model resumes after every response the plan used.
+    let model = if !fresh
+        && strategy == Strategy::Plan
+        && run.settings.endpoint.is_none()
+        && run.settings.model.starts_with("scripted:")
+    {
+        let used = plans.responses_used(&session.journal, &run.id)?;
+        session.model(&run.settings, used).await?
+    } else {
+        model
+    };
+    let approver = session.approver(run.settings.interactive && !json);
+    let parts = session.parts(
+        model,
+        Arc::new(tools),
+        events,
+        &run.settings,
+        Some(approver),
+        Some(session.memory_hook()?),
+    );
+    let agent = session.agent(strategy, parts, None)?;
+    let result = if fresh {
+        agent.start(run, &cancel).await
+    } else {
+        agent.resume(run, steps, &cancel).await
+    };
+    drop(agent);
+    drop(ctrl_c);
     let _ = ui.await;
     let run = result?;
     Ok(match run.status {
@@ -574,17 +319,5 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("5 days").is_err());
         assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn a_workspace_around_agents_files_is_refused() {
-        let home = tempfile::tempdir().unwrap();
-        let dirs = Dirs::resolve(Some(&home.path().join("agent-home")), None).unwrap();
-        std::fs::create_dir_all(&dirs.config).unwrap();
-        let e = check_workspace(home.path(), &dirs).unwrap_err().to_string();
-        assert!(e.contains("overlaps"), "{e}");
-        let ws = home.path().join("ws");
-        std::fs::create_dir_all(&ws).unwrap();
-        check_workspace(&ws, &dirs).unwrap();
     }
 }

@@ -7,10 +7,10 @@ use anyhow::bail;
 use clap::Subcommand;
 
 use super::GlobalArgs;
-use super::run::{RunOptions, Session, drive_run, interactive};
+use super::context::{Session, check_workspace, interactive};
+use super::run::{RunOptions, Start, drive_run};
 use crate::agent::react::summarize;
 use crate::memory::{RunJournal, RunStatus, Store};
-use crate::prompt::PromptLibrary;
 use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
 
 /// Journal commands.
@@ -222,14 +222,21 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             }
             let workspace = std::path::PathBuf::from(&run.settings.workspace);
             std::fs::create_dir_all(&workspace)?;
-            super::run::check_workspace(&workspace, &session.dirs)?;
+            check_workspace(&workspace, &session.dirs)?;
             let interactive = interactive(yes, json) && run.settings.interactive;
             // Never ask unless someone can answer now.
             run.settings.interactive = interactive;
             let tools = session.tools(interactive).await?;
-            let prompts = PromptLibrary::new(&session.dirs.prompts);
             let model = session.model(&run.settings, steps.len()).await?;
-            drive_run(&session, run, steps, model, tools, &prompts, json, global).await
+            drive_run(
+                &session,
+                Start::Resume(run, steps),
+                model,
+                tools,
+                json,
+                global,
+            )
+            .await
         }
     }
 }

@@ -13,10 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::Outcome;
 use super::challenge::{Challenge, EvalKind, copy_tree};
 use super::grade::grade;
-use crate::agent::AgentSettings;
-use crate::agent::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanStore};
-use crate::agent::react::ReactAgent;
-use crate::cli::run::Strategy;
+use crate::agent::plan::PlanStore;
+use crate::agent::{AgentParts, AgentSettings, PlanParts, Strategy};
 use crate::memory::journal::{RunSettings, new_run_id};
 use crate::memory::{RunJournal, RunRecord, RunStatus, StopKind};
 use crate::model::ModelBackend;
@@ -228,38 +226,21 @@ impl EvalRunner {
         // Nobody watches the events; the journal keeps the transcript.
         let (events, _) = tokio::sync::mpsc::unbounded_channel();
         let stop = cancel.child_token();
-        let drive = async {
-            match options.strategy {
-                Strategy::React => {
-                    let agent = ReactAgent::new(
-                        self.model.clone(),
-                        tools.clone(),
-                        &self.prompts,
-                        self.journal.clone(),
-                        events,
-                        agent_settings,
-                    )?;
-                    Ok::<_, anyhow::Error>(agent.drive(run, Vec::new(), &stop).await?)
-                }
-                Strategy::Plan => {
-                    self.plans.mark(&run.id)?;
-                    let agent = PlanAgent {
-                        model: self.model.clone(),
-                        tools: tools.clone(),
-                        prompts: PlanPrompts::load(&self.prompts)?,
-                        journal: self.journal.clone(),
-                        plans: self.plans.clone(),
-                        events,
-                        settings: agent_settings,
-                        limits: PlanLimits::default(),
-                        approver: None,
-                        memory: None,
-                        reviewer: None,
-                    };
-                    Ok(agent.drive(run, &stop).await?)
-                }
-            }
+        let parts = AgentParts {
+            model: self.model.clone(),
+            tools: tools.clone(),
+            journal: self.journal.clone(),
+            events,
+            settings: agent_settings,
+            approver: None,
+            memory: None,
         };
+        let plan = PlanParts {
+            plans: self.plans.clone(),
+            reviewer: None,
+        };
+        let agent = parts.build(options.strategy, &self.prompts, Some(plan))?;
+        let drive = agent.start(run, &stop);
         // The agent keeps its own time budget; this is a backstop for a
         // model or tool that does not return when cancelled.
         let grace = Duration::from_secs(30);

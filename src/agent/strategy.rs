@@ -1,0 +1,135 @@
+//! Choosing a strategy and building its agent: the one place an agent is
+//! assembled from its parts. `agent run`, `agent runs resume`, the REPL,
+//! `agent eval` and `agent bench` all hand an [`AgentParts`] and a
+//! [`Strategy`] to [`AgentParts::build`]; none builds a `ReactAgent` or a
+//! `PlanAgent` by hand. A new strategy is a variant here plus its step
+//! logic, which shares the lifecycle in [`super::run`].
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::events::Event;
+use super::hooks::{Approver, MemoryHook};
+use super::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanReviewer, PlanStore};
+use super::react::{AgentError, AgentSettings, ReactAgent};
+use crate::memory::{RunJournal, RunRecord, StepRecord};
+use crate::model::ModelBackend;
+use crate::prompt::PromptLibrary;
+use crate::tools::ToolRegistry;
+
+/// How a run pursues its goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Strategy {
+    /// One ReAct loop: think, act, observe, repeated.
+    #[default]
+    React,
+    /// Plan-and-execute: an ordered plan, a bounded ReAct loop per step, replanning.
+    Plan,
+}
+
+/// What every strategy is made of.
+pub struct AgentParts {
+    pub model: Arc<dyn ModelBackend>,
+    pub tools: Arc<ToolRegistry>,
+    pub journal: RunJournal,
+    pub events: UnboundedSender<Event>,
+    pub settings: AgentSettings,
+    /// Asked before each tool call; `None` approves everything (`--yes`).
+    pub approver: Option<Arc<dyn Approver>>,
+    /// Long-term memory; `None` runs without it.
+    pub memory: Option<Arc<dyn MemoryHook>>,
+}
+
+/// What only plan-and-execute needs.
+pub struct PlanParts {
+    pub plans: PlanStore,
+    /// Shows the plan before it runs (the REPL); `None` runs it at once.
+    pub reviewer: Option<Arc<dyn PlanReviewer>>,
+}
+
+/// An agent of some strategy, ready to drive runs.
+pub enum Agent {
+    React(Box<ReactAgent>),
+    Plan(Box<PlanAgent>),
+}
+
+impl AgentParts {
+    /// The agent for `strategy`, with its prompts from `prompts`. Plan runs
+    /// need `plan` (their state store, and a reviewer where there is one).
+    pub fn build(
+        self,
+        strategy: Strategy,
+        prompts: &PromptLibrary,
+        plan: Option<PlanParts>,
+    ) -> Result<Agent, AgentError> {
+        match (strategy, plan) {
+            (Strategy::Plan, Some(plan)) => Ok(Agent::Plan(Box::new(PlanAgent {
+                model: self.model,
+                tools: self.tools,
+                prompts: PlanPrompts::load(prompts)?,
+                journal: self.journal,
+                plans: plan.plans,
+                events: self.events,
+                settings: self.settings,
+                limits: PlanLimits::default(),
+                approver: self.approver,
+                memory: self.memory,
+                reviewer: plan.reviewer,
+            }))),
+            (Strategy::Plan, None) => Err(AgentError::Setup(
+                "a plan-and-execute run needs its plan store".into(),
+            )),
+            (Strategy::React, _) => {
+                let mut agent = ReactAgent::new(
+                    self.model,
+                    self.tools,
+                    prompts,
+                    self.journal,
+                    self.events,
+                    self.settings,
+                )?;
+                agent.approver = self.approver;
+                agent.memory = self.memory;
+                Ok(Agent::React(Box::new(agent)))
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// Drive a new `run` to its end (a plan run's state is created first).
+    pub async fn start(
+        &self,
+        run: RunRecord,
+        cancel: &CancellationToken,
+    ) -> Result<RunRecord, AgentError> {
+        if let Agent::Plan(agent) = self {
+            agent.plans.mark(&run.id)?;
+        }
+        self.resume(run, Vec::new(), cancel).await
+    }
+
+    /// Drive `run` on from its committed `steps` (a plan run continues
+    /// from its own saved state and ignores them).
+    pub async fn resume(
+        &self,
+        run: RunRecord,
+        steps: Vec<StepRecord>,
+        cancel: &CancellationToken,
+    ) -> Result<RunRecord, AgentError> {
+        match self {
+            Agent::React(agent) => agent.drive(run, steps, cancel).await,
+            Agent::Plan(agent) => agent.drive(run, cancel).await,
+        }
+    }
+
+    /// The ReAct agent (the one `--dry-run` renders the prompt of).
+    pub fn react(&self) -> Option<&ReactAgent> {
+        match self {
+            Agent::React(agent) => Some(agent),
+            Agent::Plan(_) => None,
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The composition root of a run: resolves the settings (config file,
+//! environment, flags), prepares the workspace, opens the store and the
+//! journal, gathers the tools (built-ins, memory and kb tools, plugins),
+//! opens the model, builds the approver and the memory hook, and hands them
+//! to [`crate::agent::AgentParts::build`] for a [`Strategy`]. `agent run`,
+//! `agent runs resume`, the REPL, `agent eval` and `agent bench` all start
+//! here; Ctrl-C is wired in one place ([`on_ctrl_c`]).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::model::ProgressBars;
+use super::run::RunOptions;
+use crate::agent::plan::{PlanReviewer, PlanStore};
+use crate::agent::{
+    Agent, AgentParts, AgentSettings, Approver, Event, MemoryHook, PlanParts, Strategy,
+};
+use crate::config::Config;
+use crate::memory::journal::RunSettings;
+use crate::memory::{RunJournal, Store};
+use crate::model::ModelBackend;
+use crate::model::open::{BackendOptions, open_backend};
+use crate::model::progress::{ModelEvent, ModelProgress};
+use crate::model::scripted::ScriptedBackend;
+use crate::paths::Dirs;
+use crate::plugin::PluginHost;
+use crate::prompt::PromptLibrary;
+use crate::tools::ToolRegistry;
+use crate::tools::builtin::{AskHuman, Finish};
+use crate::ui::human::TerminalHuman;
+
+/// What every run needs before the model: settings, workspace, store, tools.
+pub struct Session {
+    pub dirs: Dirs,
+    pub config: Config,
+    pub workspace: PathBuf,
+    pub store: Store,
+    pub journal: RunJournal,
+    /// `--approve`: one approval policy for every tool class of the run.
+    pub approve: Option<crate::ui::approve::Policy>,
+    /// `--yes`: never ask (approvals run without a question).
+    pub continuous: bool,
+    /// The plugins and their grants, as [`Session::tools`] found them.
+    pub plugins: std::sync::Mutex<Vec<crate::plugin::PluginInfo>>,
+}
+
+/// Refuse a workspace that holds agent's own files or lies inside them:
+/// tools could otherwise rewrite the config, prompts, plugins or the store.
+pub fn check_workspace(workspace: &Path, dirs: &Dirs) -> anyhow::Result<()> {
+    let ws = workspace
+        .canonicalize()
+        .with_context(|| format!("cannot open workspace {}", workspace.display()))?;
+    for (what, dir) in [
+        ("config", &dirs.config),
+        ("data", &dirs.data),
+        ("cache", &dirs.cache),
+        ("plugins", &dirs.plugins),
+    ] {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        let dir = dir.canonicalize().unwrap_or(dir);
+        if dir.starts_with(&ws) || ws.starts_with(&dir) {
+            bail!(
+                "the workspace {} overlaps agent's {what} directory {}; tools could change agent's own files. Choose another --workspace",
+                ws.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Session {
+    /// Resolve settings (with `flags`), prepare the workspace, open the store.
+    pub fn open(options: &RunOptions) -> anyhow::Result<Self> {
+        let dirs = super::dirs()?;
+        let (layer, names) = options.layer();
+        let config = Config::load(&dirs.config_file(), &layer, &names)?;
+        let workspace = super::absolute(&config.workspace)?;
+        std::fs::create_dir_all(&workspace)
+            .with_context(|| format!("cannot create workspace {}", workspace.display()))?;
+        check_workspace(&workspace, &dirs)?;
+        let store = Store::open(&dirs.store())?;
+        let journal = RunJournal::new(&store)?;
+        Ok(Self {
+            dirs,
+            config,
+            workspace,
+            store,
+            journal,
+            approve: None,
+            continuous: false,
+            plugins: Default::default(),
+        })
+    }
+
+    /// The approver of a run: the config's policies and `--approve`; asks on
+    /// the terminal when the run is interactive and one is attached, runs
+    /// everything with `--yes`, and otherwise refuses what would need asking.
+    pub fn approver(&self, interactive: bool) -> Arc<crate::ui::approve::PolicyApprover> {
+        use crate::ui::approve::{Mode, PolicyApprover, TerminalPrompter};
+        let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        let mode = if self.continuous {
+            Mode::Continuous
+        } else if interactive && terminal {
+            Mode::Interactive(Arc::new(TerminalPrompter))
+        } else {
+            Mode::NonInteractive
+        };
+        let permissions = self
+            .plugins
+            .lock()
+            .map(|p| super::chat::permissions(&p))
+            .unwrap_or_default();
+        let approver =
+            PolicyApprover::new(self.config.approvals.clone(), mode).with_permissions(permissions);
+        approver.set_all(self.approve);
+        Arc::new(approver)
+    }
+
+    /// The tools of a run: built-ins, then every plugin that loads. A plugin
+    /// that fails to load is reported and left out; the run goes on without it.
+    pub async fn tools(&self, interactive: bool) -> anyhow::Result<ToolRegistry> {
+        let mut registry = ToolRegistry::new();
+        registry.register(Arc::new(Finish))?;
+        for tool in super::memory::run_tools(&self.store, &self.dirs, &self.config)? {
+            registry.register(tool)?;
+        }
+        if interactive {
+            registry.register(Arc::new(AskHuman::new(Arc::new(TerminalHuman))))?;
+        }
+        let mut host = PluginHost::new(
+            self.dirs.clone(),
+            self.config.plugins.clone(),
+            self.workspace.clone(),
+        )?;
+        host.set_progress(super::plugin::progress_reporter());
+        host.load_all().await;
+        for (name, _origin, error) in host.failures() {
+            eprintln!("warning: plugin `{name}` was not loaded: {error}");
+        }
+        for tool in host.tools() {
+            registry.register(tool)?;
+        }
+        if let Ok(mut p) = self.plugins.lock() {
+            *p = host.list();
+        }
+        Ok(registry)
+    }
+
+    /// Open the model backend the settings name, pulling it on first use.
+    /// A scripted model resumes after the `skip_responses` it already gave.
+    pub async fn model(
+        &self,
+        settings: &RunSettings,
+        skip_responses: usize,
+    ) -> anyhow::Result<Arc<dyn ModelBackend>> {
+        if settings.endpoint.is_none()
+            && let Some(path) = settings.model.strip_prefix("scripted:")
+        {
+            let backend = ScriptedBackend::from_file(Path::new(path))?;
+            backend.skip(skip_responses);
+            return Ok(Arc::new(backend));
+        }
+        let options = BackendOptions {
+            model: settings.model.clone(),
+            endpoint: settings.endpoint.clone(),
+            api_key_env: self.config.api_key_env.clone(),
+            request_timeout: Duration::from_secs(self.config.model_timeout_secs),
+            context_tokens: Some(self.config.context_tokens as usize),
+            force_cpu: false,
+            engine: self.config.engine,
+        };
+        let progress = PullProgress(ProgressBars::new());
+        let backend = open_backend(&options, &self.dirs, &progress).await;
+        progress.0.clear();
+        Ok(backend?)
+    }
+
+    /// The settings a new run records, from the resolved configuration.
+    pub fn run_settings(&self, interactive: bool) -> RunSettings {
+        let c = &self.config;
+        RunSettings {
+            model: c.model.clone(),
+            endpoint: c.endpoint.clone(),
+            max_steps: c.max_steps,
+            max_tokens: c.max_tokens,
+            step_tokens: c.step_tokens,
+            timeout_secs: c.timeout_secs,
+            temperature: c.temperature as f32,
+            workspace: self.workspace.display().to_string(),
+            interactive,
+        }
+    }
+
+    /// The agent's limits for `settings`.
+    pub fn agent_settings(&self, settings: &RunSettings) -> AgentSettings {
+        AgentSettings {
+            max_steps: settings.max_steps,
+            max_tokens: settings.max_tokens,
+            step_tokens: self.config.step_tokens,
+            timeout: Duration::from_secs(settings.timeout_secs),
+            model_timeout: Duration::from_secs(self.config.model_timeout_secs),
+            temperature: settings.temperature,
+            observation_chars: self.config.observation_chars as usize,
+            context_tokens: self.config.context_tokens as usize,
+        }
+    }
+}
+
+/// Model download and load progress: bars on a terminal, and a plain line
+/// on stderr either way when a model is pulled, so a first run says why it
+/// is waiting.
+pub(crate) struct PullProgress(ProgressBars);
+
+impl PullProgress {
+    pub(crate) fn new() -> Self {
+        Self(ProgressBars::new())
+    }
+
+    /// Remove whatever bar is showing.
+    pub(crate) fn clear(&self) {
+        self.0.clear();
+    }
+}
+
+impl ModelProgress for PullProgress {
+    fn event(&self, event: &ModelEvent) {
+        if !std::io::stderr().is_terminal() {
+            match event {
+                ModelEvent::DownloadStarted { what, source, .. } => {
+                    eprintln!("pulling model {what} from {source} (first use; cached afterwards)")
+                }
+                // The bars would say it a second time.
+                ModelEvent::FallingBack { reason, source } => {
+                    eprintln!("{reason}; trying {source}");
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.0.event(event);
+    }
+}
+
+/// True when the run may ask the user things.
+pub fn interactive(yes: bool, json: bool) -> bool {
+    !yes && !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+impl Session {
+    /// The long-term memory hook of a run.
+    pub fn memory_hook(&self) -> anyhow::Result<Arc<dyn MemoryHook>> {
+        super::memory::run_hook(&self.store, &self.dirs, &self.config)
+    }
+
+    /// The parts of an agent for a run with `settings`: this session's
+    /// journal, the run's limits, and the given approver and memory.
+    pub fn parts(
+        &self,
+        model: Arc<dyn ModelBackend>,
+        tools: Arc<ToolRegistry>,
+        events: UnboundedSender<Event>,
+        settings: &RunSettings,
+        approver: Option<Arc<dyn Approver>>,
+        memory: Option<Arc<dyn MemoryHook>>,
+    ) -> AgentParts {
+        AgentParts {
+            model,
+            tools,
+            journal: self.journal.clone(),
+            events,
+            settings: self.agent_settings(settings),
+            approver,
+            memory,
+        }
+    }
+
+    /// The agent of `strategy` from `parts`; a plan run gets this
+    /// session's plan store and `reviewer`.
+    pub fn agent(
+        &self,
+        strategy: Strategy,
+        parts: AgentParts,
+        reviewer: Option<Arc<dyn PlanReviewer>>,
+    ) -> anyhow::Result<Agent> {
+        let plan = match strategy {
+            Strategy::Plan => Some(PlanParts {
+                plans: PlanStore::new(&self.store)?,
+                reviewer,
+            }),
+            Strategy::React => None,
+        };
+        Ok(parts.build(strategy, &self.prompts(), plan)?)
+    }
+
+    /// The prompt library (the user's prompts dir over the built-in ones).
+    pub fn prompts(&self) -> PromptLibrary {
+        PromptLibrary::new(&self.dirs.prompts)
+    }
+}
+
+/// Ctrl-C wired to a cancellation token, while this value lives.
+pub struct CtrlC(tokio::task::JoinHandle<()>);
+
+impl Drop for CtrlC {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Cancel `cancel` on Ctrl-C. With `second_exits`, a second Ctrl-C leaves
+/// at once with status 130 (the journal is consistent after every step);
+/// a session instead stays open for the next request.
+pub fn on_ctrl_c(cancel: &CancellationToken, second_exits: bool) -> CtrlC {
+    let on_signal = cancel.clone();
+    CtrlC(tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+            if second_exits && tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_around_agents_files_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = Dirs::resolve(Some(&home.path().join("agent-home")), None).unwrap();
+        std::fs::create_dir_all(&dirs.config).unwrap();
+        let e = check_workspace(home.path(), &dirs).unwrap_err().to_string();
+        assert!(e.contains("overlaps"), "{e}");
+        let ws = home.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        check_workspace(&ws, &dirs).unwrap();
+    }
+}
