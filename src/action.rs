@@ -12,11 +12,13 @@
 //!
 //! Parsing is strict first; for unconstrained backends it then tolerates the
 //! usual wrappers (code fences, prose around the object, `action`/`arguments`
-//! spellings, arguments given as a JSON string). Whatever it cannot read
+//! spellings, arguments given as a JSON string; the spans come from
+//! [`crate::json_extract`]). Whatever it cannot read
 //! becomes a message the model can act on, never a crash.
 
 use serde_json::{Map, Value, json};
 
+use crate::json_extract;
 use crate::tools::ToolSpec;
 
 /// Longest model output considered as an action at all; anything longer is
@@ -202,7 +204,7 @@ pub fn parse(text: &str) -> Result<Action, ParseError> {
         Err(e) => e,
     };
     // Try each top-level-looking object in the text, first that fits wins.
-    for candidate in json_objects(text) {
+    for candidate in json_extract::objects(text) {
         if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(candidate)
             && let Ok(action) = shape(map, true)
         {
@@ -265,49 +267,6 @@ fn shape(mut map: Map<String, Value>, tolerant: bool) -> Result<Action, ParseErr
         tool,
         args,
     })
-}
-
-/// Balanced `{...}` spans of `text` (outside JSON strings), outermost first.
-fn json_objects(text: &str) -> Vec<&str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut start = 0;
-    while let Some(offset) = text[start..].find('{') {
-        let open = start + offset;
-        let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-        let mut end = None;
-        for (i, &b) in bytes.iter().enumerate().skip(open) {
-            if in_str {
-                match (escaped, b) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_str = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => in_str = true,
-                b'{' => depth += 1,
-                b'}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some(i);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        match end {
-            Some(e) => {
-                out.push(&text[open..=e]);
-                start = e + 1;
-            }
-            None => start = open + 1,
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod errors;
 pub mod eval;
+pub mod json_extract;
 pub mod kb;
 pub mod memory;
 pub mod model;

@@ -628,3 +628,58 @@ fn the_benchmarks_run_at_their_documented_sizes_and_refuse_empty_ones() {
         String::from_utf8_lossy(&err)
     );
 }
+
+#[test]
+fn runs_list_shows_the_start_of_a_long_goal_cut_to_its_column() {
+    let env = TestEnv::new();
+    let goal = format!(
+        "Rename every helper in the parser module {}and then run the tests",
+        "carefully ".repeat(8)
+    );
+    assert!(goal.chars().count() > 100);
+    let model = env.script("s", &[&finish("done")]);
+    env.agent()
+        .args(["run", "-q", "--model", &model, &goal])
+        .assert()
+        .success();
+    let list = stdout(&env, &["runs", "list"]);
+    let line = list.lines().next().expect("one run listed");
+    assert!(
+        line.contains("Rename every helper in the parser module"),
+        "{line}"
+    );
+    assert!(line.ends_with('…'), "{line}");
+    assert!(!line.contains("cut"), "{line}");
+}
+
+#[test]
+fn what_was_done_has_one_short_line_per_step() {
+    let env = TestEnv::new();
+    let long = format!("{}missing.txt", "deeply/nested/".repeat(20));
+    let model = env.script(
+        "s",
+        &[
+            &action("read_file", json!({"path": long})),
+            &finish("never"),
+        ],
+    );
+    let out = env
+        .agent()
+        .args(["run", "--yes", "--max-steps", "1", "--model", &model, "g"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stderr
+        .clone();
+    let stderr = String::from_utf8_lossy(&out);
+    let done: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("What was done:"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("Continue it with"))
+        .collect();
+    assert_eq!(done.len(), 1, "{stderr}");
+    assert!(done[0].starts_with("1. read_file "), "{stderr}");
+    assert!(!done[0].contains("[..."), "{stderr}");
+    assert!(done[0].chars().count() <= 320, "{stderr}");
+}

@@ -38,6 +38,7 @@ use super::events::Event;
 use super::hooks::{Approver, MemoryHook, Recalled};
 use super::react::{AgentError, AgentSettings, ReactAgent, summarize};
 use super::run::{Clock, Ending, Lifecycle, ask_model, check_budgets};
+use crate::json_extract;
 use crate::memory::journal::now_rfc3339;
 use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, StopKind, Store, StoreError};
 use crate::model::{ChatMessage, CompletionRequest, ModelBackend, Usage};
@@ -459,24 +460,6 @@ pub fn replan_schema(allow_revise: bool, max: usize) -> Value {
     json!({"type": "object", "oneOf": branches})
 }
 
-/// The JSON object in a model's output: the whole text, or failing that the
-/// span from the first `{` to the last `}` (unconstrained models wrap it).
-fn json_object<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
-    let text = text.trim();
-    match serde_json::from_str(text) {
-        Ok(v) => Ok(v),
-        Err(first) => {
-            if let (Some(a), Some(b)) = (text.find('{'), text.rfind('}'))
-                && a < b
-                && let Ok(v) = serde_json::from_str(&text[a..=b])
-            {
-                return Ok(v);
-            }
-            Err(first.to_string())
-        }
-    }
-}
-
 fn check_steps(steps: Vec<PlanStep>, max: usize) -> Result<Vec<PlanStep>, String> {
     if steps.is_empty() {
         return Err("the plan has no steps".into());
@@ -500,12 +483,14 @@ fn check_steps(steps: Vec<PlanStep>, max: usize) -> Result<Vec<PlanStep>, String
 }
 
 fn parse_plan(text: &str, max: usize) -> Result<(String, Vec<PlanStep>), String> {
-    let out: PlanOutput = json_object(text).map_err(|e| format!("not a plan object: {e}"))?;
+    let out: PlanOutput =
+        json_extract::first(text).map_err(|e| format!("not a plan object: {e}"))?;
     Ok((out.thought, check_steps(out.steps, max)?))
 }
 
 fn parse_decision(text: &str, max: usize) -> Result<Decision, String> {
-    let out: ReplanOutput = json_object(text).map_err(|e| format!("not a decision object: {e}"))?;
+    let out: ReplanOutput =
+        json_extract::first(text).map_err(|e| format!("not a decision object: {e}"))?;
     match out.decision.as_str() {
         "keep" => Ok(Decision::Keep),
         "finish" => match out.answer {
@@ -1141,17 +1126,6 @@ fn step_result(number: usize, step: &PlanStep, child: &RunRecord, summary: &str)
     }
 }
 
-/// The first line of `text`, at most `max` characters (with `…` when cut).
-fn one_line(text: &str, max: usize) -> String {
-    let line = sanitize::strip_terminal_escapes(text.lines().next().unwrap_or(""));
-    if line.chars().count() <= max {
-        return line;
-    }
-    let mut cut: String = line.chars().take(max).collect();
-    cut.push('…');
-    cut
-}
-
 /// What a plan-and-execute run did, step by step.
 pub fn summarize_plan(state: &PlanState) -> String {
     if state.results.is_empty() {
@@ -1168,10 +1142,10 @@ pub fn summarize_plan(state: &PlanState) -> String {
             format!(
                 "{}. {} → {} in {} steps: {}",
                 r.number,
-                one_line(&r.description, 120),
+                sanitize::one_line(&r.description, 120),
                 r.status.as_str(),
                 r.steps,
-                one_line(&r.result, 160)
+                sanitize::one_line(&r.result, 160)
             )
         })
         .collect();
@@ -1230,7 +1204,7 @@ pub fn describe(event: &Event) -> Option<String> {
         } => Some(format!(
             "── step {number} {} after {steps} steps: {}",
             status.as_str(),
-            sanitize::cap_head_tail(&sanitize::strip_terminal_escapes(result), 300)
+            sanitize::observation(result, 300)
         )),
         _ => None,
     }

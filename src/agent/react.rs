@@ -726,25 +726,27 @@ pub fn summarize(steps: &[StepRecord]) -> String {
         .map(|s| {
             let action = match (&s.tool, &s.args) {
                 (Some(t), Some(a)) => {
-                    format!("{t} {}", sanitize::cap_head_tail(&a.to_string(), 120))
+                    format!("{t} {}", sanitize::one_line(&a.to_string(), 120))
                 }
                 _ => "(invalid output)".into(),
             };
             let result = match s.outcome {
                 StepOutcome::Ok => "ok".to_string(),
-                StepOutcome::ToolError => format!("error: {}", first_line(&s.observation)),
-                StepOutcome::InvalidOutput => format!("rejected: {}", first_line(&s.observation)),
+                StepOutcome::ToolError => {
+                    format!("error: {}", sanitize::one_line(&s.observation, 160))
+                }
+                StepOutcome::InvalidOutput => {
+                    format!("rejected: {}", sanitize::one_line(&s.observation, 160))
+                }
                 StepOutcome::Repeated => "repeat, not run".to_string(),
-                StepOutcome::Denied => format!("not approved: {}", first_line(&s.observation)),
+                StepOutcome::Denied => {
+                    format!("not approved: {}", sanitize::one_line(&s.observation, 160))
+                }
             };
             format!("{}. {action} → {result}", s.index)
         })
         .collect();
     lines.join("\n")
-}
-
-fn first_line(text: &str) -> String {
-    sanitize::cap_head_tail(text.lines().next().unwrap_or(""), 160)
 }
 
 /// How a step that read outside content names its source: the tool, and
@@ -758,10 +760,7 @@ fn untrusted_label(step: &StepRecord) -> String {
     });
     match arg {
         // The model wrote the argument: no terminal escapes in what lists show.
-        Some(a) => format!(
-            "{tool} {}",
-            sanitize::cap_head_tail(&sanitize::strip_terminal_escapes(a), 200)
-        ),
+        Some(a) => format!("{tool} {}", sanitize::one_line(a, 200)),
         None => tool.to_string(),
     }
 }

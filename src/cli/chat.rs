@@ -40,7 +40,7 @@ use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
 use crate::memory::{RunRecord, StepRecord};
 use crate::model::ModelBackend;
 use crate::plugin::{GrantSummary, PluginInfo};
-use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
+use crate::sanitize::{one_line, strip_terminal_escapes};
 use crate::tools::ToolRegistry;
 use crate::ui::approve::{Mode, PolicyApprover, Prompter, TerminalPrompter, class_words};
 use crate::ui::human::Human;
@@ -488,7 +488,7 @@ impl Chat<'_> {
                         r.id,
                         r.status.as_str(),
                         r.steps,
-                        cap_head_tail(&goal, 60)
+                        one_line(&goal, 60)
                     ));
                 }
                 if lines.is_empty() {
@@ -625,7 +625,7 @@ impl Chat<'_> {
                         format!(
                             "  {:>4}  {}  {DIM}({}){DIM:#}",
                             m.id,
-                            cap_head_tail(&strip_terminal_escapes(&m.text), 200),
+                            one_line(&m.text, 200),
                             strip_terminal_escapes(&m.provenance.label())
                         )
                     })
@@ -681,10 +681,7 @@ impl Chat<'_> {
                         format!(
                             "  {BOLD}{}{BOLD:#}\n    {}",
                             strip_terminal_escapes(&h.chunk.location()),
-                            cap_head_tail(
-                                &strip_terminal_escapes(&h.chunk.text).replace('\n', " "),
-                                300
-                            )
+                            one_line(&h.chunk.text, 300)
                         )
                     })
                     .collect::<Vec<_>>()
@@ -869,7 +866,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
                 "  {DIM}›{DIM:#} {}  {DIM}→ {} {}{DIM:#}",
                 strip_terminal_escapes(&t.goal),
                 t.status,
-                cap_head_tail(&strip_terminal_escapes(&t.outcome), 120)
+                one_line(&t.outcome, 120)
             );
             chat.say(&line);
         }

@@ -16,6 +16,7 @@ use crate::memory::longterm::{
     LongTermMemory, Memory, MemoryKind, NewMemory, Provenance, parse_id,
 };
 use crate::paths::Dirs;
+use crate::sanitize::one_line;
 
 /// Long-term memory commands.
 #[derive(Debug, Subcommand)]
@@ -121,22 +122,12 @@ pub fn open_store() -> anyhow::Result<(Dirs, Config, Store)> {
 }
 
 fn line(m: &Memory) -> String {
-    let text: String = m.text.chars().take(100).collect();
-    let more = if m.text.chars().count() > 100 {
-        "…"
-    } else {
-        ""
-    };
     format!(
-        "m{:<5} {:<10} {:<20} {}{}",
+        "m{:<5} {:<10} {:<20} {}",
         m.id,
         m.kind.as_str(),
-        crate::sanitize::strip_terminal_escapes(&m.provenance.source)
-            .chars()
-            .take(20)
-            .collect::<String>(),
-        crate::sanitize::strip_terminal_escapes(&text).replace('\n', " "),
-        more
+        one_line(&m.provenance.source, 20),
+        one_line(&m.text, 100)
     )
 }
 

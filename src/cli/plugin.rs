@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::paths::Dirs;
 use crate::plugin::manifest::WorkspaceAccess;
 use crate::plugin::policy::{Grant, PluginPolicy};
-use crate::plugin::text::neutralize_controls;
 use crate::plugin::{CompileEvent, InstallPlan, Origin, PluginHost, PluginInfo};
+use crate::sanitize::neutralize_controls;
 use crate::tools::{ToolError, ToolRegistry};
 
 /// `agent plugin` subcommands.

@@ -11,7 +11,7 @@ use super::context::{Session, check_workspace, interactive};
 use super::run::{RunOptions, Start, drive_run};
 use crate::agent::react::summarize;
 use crate::memory::{RunJournal, RunStatus, Store};
-use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
+use crate::sanitize::{observation, one_line, strip_terminal_escapes};
 
 /// Journal commands.
 #[derive(Debug, Subcommand)]
@@ -54,6 +54,9 @@ fn open_journal() -> anyhow::Result<(Store, RunJournal)> {
     Ok((store, journal))
 }
 
+/// Width of the goal column of `agent runs list`, in characters.
+const GOAL_COLUMN: usize = 60;
+
 /// A run's status as listed: `running` runs found in the journal when no
 /// process holds the store were interrupted.
 fn shown_status(status: RunStatus) -> &'static str {
@@ -75,8 +78,7 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                 println!("no runs yet; start one with: agent run \"your goal\"");
             } else {
                 for r in runs {
-                    let goal =
-                        cap_head_tail(&strip_terminal_escapes(&r.goal).replace('\n', " "), 60);
+                    let goal = one_line(&r.goal, GOAL_COLUMN);
                     println!(
                         "{}  {:16} {:>3} steps  {:>7} tok  {}",
                         r.id,
@@ -140,14 +142,8 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                         .unwrap_or_else(|| "(no valid action)".into())
                 );
                 match (&s.tool, &s.args) {
-                    (Some(t), Some(a)) => println!(
-                        "  → {t} {}",
-                        strip_terminal_escapes(&cap_head_tail(&a.to_string(), 400))
-                    ),
-                    _ => println!(
-                        "  raw: {}",
-                        strip_terminal_escapes(&cap_head_tail(&s.raw_output, 400))
-                    ),
+                    (Some(t), Some(a)) => println!("  → {t} {}", observation(&a.to_string(), 400)),
+                    _ => println!("  raw: {}", observation(&s.raw_output, 400)),
                 }
                 println!(
                     "  ← {}",

@@ -299,7 +299,7 @@ pub async fn judge_score(
     let score: f64 = number.parse().map_err(|_| {
         format!(
             "the judge's answer is not a score: {:?}",
-            crate::sanitize::cap_head_tail(&text, 80)
+            crate::sanitize::one_line(&text, 80)
         )
     })?;
     Ok((score / top).clamp(0.0, 1.0))

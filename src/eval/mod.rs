@@ -129,13 +129,10 @@ impl Report {
             } else {
                 r.challenge.clone()
             };
-            let reason = crate::sanitize::cap_head_tail(
-                &crate::sanitize::strip_terminal_escapes(&r.stop_reason).replace('\n', " "),
-                70,
-            );
+            let reason = crate::sanitize::one_line(&r.stop_reason, 70);
             out.push_str(&format!(
                 "{:<name_width$}  {:<7}  {:>5}  {:>7}  {:>7.1}  {reason}\n",
-                crate::sanitize::cap_head_tail(&name, name_width),
+                crate::sanitize::one_line(&name, name_width),
                 r.result,
                 r.steps,
                 r.tokens,

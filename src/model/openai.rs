@@ -679,12 +679,9 @@ impl Accumulator {
     }
 }
 
+/// A response body quoted in an error message: one line, its start.
 fn clip(s: &str) -> String {
-    let mut c: String = s.chars().take(300).collect();
-    if c.len() < s.len() {
-        c.push('…');
-    }
-    c
+    crate::sanitize::one_line(s, 300)
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use super::http::{Egress, FetchRequest, Resolver};
 use super::manifest::{MAX_MEMORY_MB, WorkspaceAccess};
 use super::output::CapturedOutput;
 use super::policy::Grant;
-use super::text::neutralize_controls;
+use crate::sanitize::neutralize_controls;
 
 /// Generated bindings of `plugins/wit` (world `plugin`).
 pub(crate) mod bindings {

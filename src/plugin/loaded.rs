@@ -21,8 +21,8 @@ use super::host::{self, CallEnv, CallFailure, CallState, PluginPre, Runtime};
 use super::http::Resolver;
 use super::manifest::{Manifest, WorkspaceAccess};
 use super::policy::Grant;
-use super::text;
 use super::{CompileEvent, Origin, PluginError, ProgressFn, io_err};
+use crate::sanitize;
 use crate::tools::{Tool, ToolContext, ToolError, ToolSpec};
 
 #[derive(Clone)]
@@ -167,12 +167,14 @@ impl LoadedPlugin {
         let (result, io) = host::invoke(&self.shared.runtime, pre, &env, tool, args_json).await;
         let cap = self.grant.output_bytes;
         let result = match result {
-            Ok(text) => Ok(text::neutralize_controls(&text::cap_middle(&text, cap))),
+            Ok(text) => Ok(sanitize::neutralize_controls(
+                &sanitize::cap_head_tail_bytes(&text, cap),
+            )),
             Err(CallFailure::Cancelled) => Err(ToolError::Cancelled),
             Err(CallFailure::Setup(e)) => Err(ToolError::Fatal(e)),
-            Err(CallFailure::Plugin(e)) => Err(ToolError::Observation(text::neutralize_controls(
-                &text::cap_middle(&e, cap),
-            ))),
+            Err(CallFailure::Plugin(e)) => Err(ToolError::Observation(
+                sanitize::neutralize_controls(&sanitize::cap_head_tail_bytes(&e, cap)),
+            )),
             Err(other) => Err(ToolError::Observation(format!(
                 "{}: {other}",
                 self.manifest.name
@@ -251,7 +253,7 @@ impl Tool for PluginTool {
             .call(&self.spec.name, &args, ctx.cancel.clone())
             .await;
         if !report.stderr.is_empty() {
-            tracing::debug!(plugin = %self.spec.source, "stderr: {}", text::neutralize_controls(&report.stderr));
+            tracing::debug!(plugin = %self.spec.source, "stderr: {}", sanitize::neutralize_controls(&report.stderr));
         }
         report.result
     }

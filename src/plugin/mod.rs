@@ -41,7 +41,6 @@ mod output;
 pub mod policy;
 pub mod scaffold;
 mod specs;
-pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -7,9 +7,10 @@
 //!   arbitrary code given by the model); otherwise `Write` for workspace write,
 //!   and `Read` for the rest.
 
+use super::PluginError;
 use super::manifest::{Manifest, WorkspaceAccess};
 use super::policy::Grant;
-use super::{PluginError, text};
+use crate::sanitize;
 use crate::tools::{ToolClass, ToolSpec};
 
 /// The class approvals key off (see the module doc).
@@ -66,7 +67,7 @@ pub(super) fn build_specs(
         }
         specs.push(ToolSpec {
             name: name.clone(),
-            description: text::neutralize_controls(description),
+            description: sanitize::neutralize_controls(description),
             args_schema,
             class: tool_class(manifest, grant, is_builtin, name),
             source: manifest.name.clone(),

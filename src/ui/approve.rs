@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::hooks::{Approval, ApprovalRequest, Approver};
-use crate::sanitize::strip_terminal_escapes;
+use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
 use crate::tools::{ToolClass, ToolSpec};
 
 /// What to do with a tool call.
@@ -291,7 +291,7 @@ impl PolicyApprover {
         let spec = request.spec;
         let args =
             serde_json::to_string_pretty(request.args).unwrap_or_else(|_| request.args.to_string());
-        let args = cap_chars(&strip_terminal_escapes(&args), 4000);
+        let args = cap_head_tail(&strip_terminal_escapes(&args), 4000);
         let mut q = format!(
             "? approve step {}: {} ({}), from {}\n  because {why}\n  arguments:\n{}\n",
             request.step,
@@ -332,16 +332,6 @@ fn indent(text: &str, by: &str) -> String {
         .map(|l| format!("{by}{l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Keep the first `max` characters and say how many were left out.
-fn cap_chars(text: &str, max: usize) -> String {
-    let total = text.chars().count();
-    if total <= max {
-        return text.to_string();
-    }
-    let head: String = text.chars().take(max).collect();
-    format!("{head}\n… ({} more characters not shown)", total - max)
 }
 
 #[async_trait]

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{Renderer, Verbosity};
 use crate::agent::Event;
 use crate::memory::RunStatus;
-use crate::sanitize::{cap_head_tail, strip_terminal_escapes};
+use crate::sanitize::{first_lines, observation, one_line_end, strip_terminal_escapes};
 
 const DIM: Style = Style::new().dimmed();
 const BOLD: Style = Style::new().bold();
@@ -161,30 +161,6 @@ pub fn partial_thought(streamed: &str) -> Option<String> {
     Some(out)
 }
 
-/// The last `max` characters of `text`, with `…` in front when cut.
-fn tail(text: &str, max: usize) -> String {
-    let n = text.chars().count();
-    if n <= max {
-        return text.to_string();
-    }
-    let kept: String = text.chars().skip(n - max.saturating_sub(1)).collect();
-    format!("…{kept}")
-}
-
-/// Shorten an observation for the transcript: a few lines, each capped.
-fn shorten(text: &str, max_lines: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut shown: Vec<String> = lines
-        .iter()
-        .take(max_lines)
-        .map(|l| cap_head_tail(l, 160))
-        .collect();
-    if lines.len() > max_lines {
-        shown.push(format!("… ({} more lines)", lines.len() - max_lines));
-    }
-    shown.join("\n")
-}
-
 impl Renderer for Human {
     fn event(&mut self, event: &Event) {
         match event {
@@ -248,8 +224,7 @@ impl Renderer for Human {
                         .saturating_sub(head.chars().count() + 6);
                     let message = match partial_thought(&self.streamed) {
                         Some(t) if room >= 10 && !t.trim().is_empty() => {
-                            let t = strip_terminal_escapes(&t);
-                            format!("{head} · {}", tail(t.trim(), room))
+                            format!("{head} · {}", one_line_end(&t, room))
                         }
                         _ => format!("{head} · thinking"),
                     };
@@ -274,7 +249,7 @@ impl Renderer for Human {
                         indented(&thought, "    ")
                     ));
                 }
-                let args = strip_terminal_escapes(&cap_head_tail(&args.to_string(), 300));
+                let args = observation(&args.to_string(), 300);
                 self.line(&format!("    {TOOL}→ {tool}{TOOL:#} {args}"));
             }
             Event::InvalidOutput { step, error, raw } => {
@@ -310,7 +285,7 @@ impl Renderer for Human {
                 let body = if self.verbosity == Verbosity::Verbose {
                     text
                 } else {
-                    shorten(&text, 6)
+                    first_lines(&text, 6, 160)
                 };
                 let (mark, style) = if *is_error {
                     ("✗", ERR)
@@ -468,7 +443,5 @@ mod stream_tests {
         for piece in wrap(&"word ".repeat(50), 23) {
             assert!(piece.chars().count() <= 23, "{piece}");
         }
-        assert_eq!(tail("abcdef", 4), "…def");
-        assert_eq!(tail("abc", 4), "abc");
     }
 }

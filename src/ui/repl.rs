@@ -22,6 +22,8 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Cmd, ConditionalEventHandler, Event, EventContext, Helper, RepeatCount};
 use serde::{Deserialize, Serialize};
 
+use crate::sanitize::one_line;
+
 /// Line editing keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -183,22 +185,13 @@ pub fn compose_goal(earlier: &[Exchange], goal: &str) -> String {
         out.push_str(&format!(
             "{}. The user asked: {}\n   Result ({}): {}\n",
             i + 1,
-            cap(&e.goal, CARRIED_CHARS),
+            one_line(&e.goal, CARRIED_CHARS),
             e.status,
-            cap(&e.outcome, CARRIED_CHARS)
+            one_line(&e.outcome, CARRIED_CHARS)
         ));
     }
     out.push_str(&format!("\nThe user now says: {goal}"));
     out
-}
-
-fn cap(text: &str, max: usize) -> String {
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= max {
-        return one_line;
-    }
-    let head: String = one_line.chars().take(max).collect();
-    format!("{head}…")
 }
 
 /// One step of a transcript, for `/save`.
