@@ -101,8 +101,36 @@ fn guest_target_dir(root: &Path, out_dir: &Path) -> PathBuf {
     out_dir.join("wasm-guests")
 }
 
-/// Fails early, with the fix, when the standard library for wasm32-wasip2 is missing.
+/// Makes sure the standard library for wasm32-wasip2 is installed: when it
+/// is missing and the toolchain is managed by rustup, adds it (what
+/// `rust-toolchain.toml` asks for; rustup adds a toolchain file's targets
+/// only when it installs the toolchain itself, not to one already there).
+/// Fails early, with the fix, when that is not possible.
 fn check_wasm_target() -> Result<(), String> {
+    if wasm_target_installed()? {
+        return Ok(());
+    }
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", WASM_TARGET]);
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        add.args(["--toolchain", &toolchain]);
+    }
+    let added = add.status().is_ok_and(|s| s.success());
+    if added && wasm_target_installed()? {
+        println!(
+            "cargo:warning=installed the Rust target {WASM_TARGET} with rustup (the built-in plugins need it)"
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "the Rust target {WASM_TARGET} is not installed (the plugins are WebAssembly components), \
+         and `rustup target add {WASM_TARGET}` did not work here.\n\
+         Install it with:\n\n    rustup target add {WASM_TARGET}\n\nthen build again."
+    ))
+}
+
+/// Whether the sysroot of the compiler in use has the wasm32-wasip2 library.
+fn wasm_target_installed() -> Result<bool, String> {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
     let output = Command::new(&rustc)
         .args(["--print", "sysroot"])
@@ -110,13 +138,8 @@ fn check_wasm_target() -> Result<(), String> {
         .map_err(|e| format!("cannot run {rustc} to find the Rust sysroot: {e}"))?;
     let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let lib = Path::new(&sysroot).join("lib/rustlib").join(WASM_TARGET);
-    if output.status.success() && !lib.exists() {
-        return Err(format!(
-            "the Rust target {WASM_TARGET} is not installed (the plugins are WebAssembly components).\n\
-             Install it with:\n\n    rustup target add {WASM_TARGET}\n\nthen build again."
-        ));
-    }
-    Ok(())
+    // Without a sysroot to look in, let the guest build say what is wrong.
+    Ok(!output.status.success() || lib.exists())
 }
 
 /// A `cargo` command for a guest, isolated from the outer build's settings.
