@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::approval::ApprovalConfig;
 use crate::memory::settings::{MemoryLayer, MemorySettings};
 use crate::model::local::Engine;
 use crate::plugin::policy::PluginPolicy;
-use crate::ui::approve::ApprovalConfig;
-use crate::ui::repl::ReplConfig;
 
 /// The default model reference.
 pub use crate::model::registry::DEFAULT_MODEL;
@@ -527,6 +526,25 @@ pub fn init_file(path: &Path) -> Result<(), ConfigError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Line editing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EditMode {
+    /// Emacs keys (the default).
+    #[default]
+    Emacs,
+    /// Vi keys.
+    Vi,
+}
+
+/// The `repl:` section of the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplConfig {
+    /// `emacs` or `vi`.
+    pub edit_mode: EditMode,
 }
 
 #[cfg(test)]

@@ -4,29 +4,49 @@
 //! the result, and decides again, until the goal is met or a budget runs out.
 //!
 //! ```text
-//!  cli (clap) ── config (defaults < file < AGENT_* < flags), paths
-//!      │ goal, settings
+//!  cli (clap, flag groups in cli::flags) ── config (defaults < file < AGENT_* < flags)
+//!      │ run, runs resume, chat (REPL), eval, bench
 //!      ▼
-//!  agent::react ── one step: prompt ─► model ─► action ─► tool ─► observation
+//!  cli::context (the one composition root) ── opens config, store, journal;
+//!      │   builds tools (plugins, memory, kb, finish, ask_human), the model,
+//!      │   the approver (agent::approval), the memory hook and Ctrl-C
+//!      ▼
+//!  agent::strategy ── Strategy::React | Strategy::Plan → Agent
+//!      │   agent::run   the lifecycle both share: start, budgets, the model
+//!      │                call with its deadline, the end (StopKind, reflection,
+//!      │                RunFinished)
+//!      │   react        one step: prompt ─► model ─► action ─► tool ─► observation
+//!      │   plan         planner ─► (review) ─► a ReAct child run per step ─► replanner
+//!      │   conversation earlier REPL exchanges, as messages before the goal
+//!      │   approval     per-class policies, "always", ask after untrusted content
+//!      │   guard        repetition and invalid-output limits
+//!      │ uses
 //!      │   prompt   templates from prompts/*.yaml (user overrides win)
-//!      │   model    ModelBackend: mistral.rs GGUF | OpenAI-compatible | scripted
-//!      │   action   JSON schema "oneOf the live tools" + strict/tolerant parse
-//!      │   guard    repetition and invalid-output limits; budgets
-//!      │   tools    ToolRegistry: finish, ask_human, WASM plugins (plugin host)
+//!      │   model    ModelBackend: llama.cpp | mistral.rs GGUF | OpenAI-compatible | scripted
+//!      │   action   JSON schema "oneOf the live tools" + tolerant parse (json_extract)
+//!      │   tools    ToolRegistry: finish, ask_human, memory, WASM plugins (plugin host)
 //!      │   sanitize escapes stripped, observations capped head + tail
-//!      │   recall   memory::hook: relevant memories into the prompt, as data
-//!      │            with their source; a reflection stored when the run ends
 //!      ▼
 //!  memory::journal (sled) ── every step committed and flushed before the next
-//!      │
+//!      │   sessions the REPL's saved conversations
 //!  memory::longterm, kb ── remember / recall / kb_search tools, `agent memory|kb`
 //!      │   index    one sled tree each: BM25 (forward index in sled, postings
 //!      │            in memory) + vectors (int8 scan in the vecscan crate, exact
 //!      │            re-score), fused by reciprocal rank
 //!      │   embed    MiniLM via candle (fetched on first use) | OpenAI endpoint
 //!      │
-//!  agent::events ──► ui::human (transcript, spinner) | ui::jsonl (--json)
+//!  agent::events ──► ui::human (transcript, spinner, plan text) | ui::jsonl (--json)
+//!                     ui::approve and the REPL's plan reviewer ask at the terminal
+//!
+//!  eval ── runs challenge suites through agent::strategy, grades the workspace
 //! ```
+//!
+//! The floors: `cli` and `ui` on top; `eval`, then `agent`, below them; the
+//! rest (model, memory, kb, tools, plugin, prompt, action, sanitize) at the
+//! bottom, with `config` beside `cli` (it reads the approval policy types
+//! of `agent::approval`). Imports only go down: nothing below `cli` and `ui`
+//! reaches into them, and `memory` knows nothing of the agent (its hook into
+//! the loop is `agent::recall`).
 //!
 //! The agent core never prints: it sends [`agent::Event`]s and the UI shows
 //! them. One cancellation token travels from Ctrl-C to the model call and the

@@ -338,6 +338,74 @@ fn kill_9_mid_run_loses_no_committed_step_and_the_run_resumes() {
 }
 
 #[test]
+fn a_resumed_run_takes_new_budgets_and_approval_flags_but_keeps_its_model() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            "bad output",
+            &action("write_file", json!({"path": "b.txt", "content": "x"})),
+            &finish("could not write"),
+        ],
+    );
+    let out = env
+        .agent()
+        .args([
+            "run",
+            "--json",
+            "--max-steps",
+            "1",
+            "--model",
+            &model,
+            "write b.txt",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "stopped by the step budget");
+    let run_id = events(&out.stdout)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The model and workspace belong to the run.
+    env.agent()
+        .args(["runs", "resume", &run_id, "--model", "other"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--model"));
+
+    // Budgets can be raised, and --approve deny holds the write back.
+    let out = run_stdout(
+        &env,
+        &[
+            "runs",
+            "resume",
+            &run_id,
+            "--json",
+            "--max-steps",
+            "5",
+            "--approve",
+            "deny",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let denied = ev
+        .iter()
+        .find(|e| e["type"] == "observation" && e["step"] == 2)
+        .expect("the write step");
+    assert!(
+        denied["observation"]
+            .as_str()
+            .unwrap()
+            .contains("denies `write_file`"),
+        "{denied}"
+    );
+    assert_eq!(finished(&ev)["answer"], "could not write");
+    assert!(!env.workspace.join("b.txt").exists());
+}
+
+#[test]
 fn a_second_process_on_the_store_is_refused_at_once() {
     let env = TestEnv::new();
     let model = env.script_yaml("s", "responses:\n  - text: '{\"thought\":\"t\",\"tool\":\"finish\",\"args\":{\"answer\":\"x\"}}'\n    delay_ms: 20000\n");

@@ -260,18 +260,17 @@ fn a_two_goal_conversation_with_slash_commands() {
     let status = s.wait(LONG);
     assert!(status.success(), "{status:?}");
 
-    // The follow-up carried the first exchange to the model.
+    // The follow-up is the user's words, and carries the first exchange
+    // to the model beside them.
     let list = runs(&env);
     assert_eq!(list.len(), 2, "{list:?}");
     let follow = list
         .iter()
-        .find(|r| r["goal"].as_str().unwrap().contains("and twice \nthat?"))
+        .find(|r| r["goal"] == "and twice \nthat?")
         .expect("the follow-up run");
-    let goal = follow["goal"].as_str().unwrap();
-    assert!(
-        goal.contains("what is six times seven?") && goal.contains("The answer is 42."),
-        "{goal}"
-    );
+    let earlier = &follow["earlier"][0];
+    assert_eq!(earlier["goal"], "what is six times seven?", "{follow}");
+    assert_eq!(earlier["outcome"], "The answer is 42.", "{follow}");
     let md = std::fs::read_to_string(env.root.path().join("talk.md")).unwrap();
     assert!(md.contains("## 1. what is six times seven?"), "{md}");
     assert!(md.contains("## 2. and twice"), "{md}");
@@ -419,12 +418,11 @@ fn history_is_kept_across_sessions_and_a_session_resumes() {
     let list = runs(&env);
     let follow = list
         .iter()
-        .find(|r| r["goal"].as_str().unwrap().contains("how many people"))
+        .find(|r| r["goal"] == "and how many people live there?")
         .expect("the follow-up run");
-    let goal = follow["goal"].as_str().unwrap();
-    assert!(
-        goal.contains("Paris."),
-        "the resumed session carried the answer: {goal}"
+    assert_eq!(
+        follow["earlier"][0]["outcome"], "Paris.",
+        "the resumed session carried the answer: {follow}"
     );
 }
 
@@ -473,7 +471,7 @@ fn a_piped_session_reads_goals_from_stdin_and_never_asks() {
     assert!(
         stdout
             .lines()
-            .any(|l| l.contains("finished") && l.contains(" steps  write a.txt")),
+            .any(|l| l.contains("finished") && l.contains(" tok  write a.txt")),
         "{stdout}"
     );
     assert!(
@@ -688,6 +686,9 @@ fn agent_plan_shows_each_plan_to_edit_approve_or_reject() {
     );
     s.prompt();
     s.line("wipe the workspace");
+    // A follow-up is reviewed as what the user asked, not as an account of
+    // the conversation so far.
+    s.expect("Proposed plan for: wipe the workspace", LONG);
     s.expect("1. delete everything", LONG);
     s.expect("Run this plan?", LONG);
     s.line("n");

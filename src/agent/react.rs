@@ -6,7 +6,8 @@
 //! Every step is committed to the [`RunJournal`] (and flushed) before its
 //! observation event is sent and before the next step starts, so the journal
 //! is always a prefix of what happened and a run can resume from it. The
-//! chat history is append-only (system, goal, then assistant/observation
+//! chat history is append-only (system, the earlier exchanges of a
+//! conversation when there are any, goal, then assistant/observation
 //! pairs), which lets engines with a prefix cache reuse earlier work; when the
 //! history outgrows the context budget the oldest steps are left out and the
 //! goal message says how many.
@@ -18,6 +19,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::conversation;
 use super::events::Event;
 use super::guard::{LoopGuard, Verdict, action_key};
 use super::hooks::{Approval, ApprovalRequest, Approver, MemoryHook};
@@ -25,7 +27,7 @@ use super::run::{Clock, Ending, Lifecycle, ask_model, check_budgets};
 use crate::action::{self, Action};
 use crate::memory::journal::{StepOutcome, now_rfc3339};
 use crate::memory::{RunJournal, RunRecord, StepRecord, StopKind, StoreError};
-use crate::model::{self, ChatMessage, CompletionRequest, ModelBackend, Usage};
+use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD, ModelBackend, Usage};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
 use crate::tools::builtin::FINISH;
@@ -85,8 +87,6 @@ struct HistoryEntry {
 
 /// Most characters of a raw model output kept in the history.
 const RAW_IN_HISTORY: usize = 2000;
-/// Per-message allowance for chat-template tokens.
-const MESSAGE_OVERHEAD: usize = 8;
 
 impl ReactAgent {
     /// An agent with the `react` and `summarise` prompts from `prompts`, no
@@ -200,8 +200,14 @@ impl ReactAgent {
             .model
             .context_length()
             .unwrap_or(self.settings.context_tokens);
-        let fixed_tokens =
-            model::count_tokens(self.model.as_ref(), &system) + 2 * MESSAGE_OVERHEAD + 32;
+        // The conversation this run continues gets at most a quarter of
+        // the window; what it does not use goes to the history.
+        let earlier =
+            conversation::earlier_messages(&run.earlier, self.model.as_ref(), context / 4);
+        let fixed_tokens = model::count_tokens(self.model.as_ref(), &system)
+            + 2 * MESSAGE_OVERHEAD
+            + 32
+            + earlier.tokens;
         let history_budget =
             context.saturating_sub(fixed_tokens + self.settings.step_tokens as usize);
         let mut guard = LoopGuard::new();
@@ -229,7 +235,8 @@ impl ReactAgent {
             }
             let remaining = clock.remaining();
 
-            // Messages: system, goal, then the newest history that fits;
+            // Messages: system, the conversation so far, goal, then the
+            // newest history that fits;
             // older steps are compacted into a summary in the goal message.
             let mut keep = fit_newest(&history, history_budget);
             if keep < history.len() {
@@ -250,10 +257,9 @@ impl ReactAgent {
                 "goal",
                 &json!({"goal": run.goal, "omitted": omitted, "summary": (omitted > 0).then_some(&summary.text)}),
             )?;
-            let mut messages = vec![
-                ChatMessage::system(system.clone()),
-                ChatMessage::user(goal_msg),
-            ];
+            let mut messages = vec![ChatMessage::system(system.clone())];
+            messages.extend(earlier.messages.iter().cloned());
+            messages.push(ChatMessage::user(goal_msg));
             for entry in &history[omitted..] {
                 messages.push(ChatMessage::assistant(entry.assistant.clone()));
                 messages.push(ChatMessage::user(entry.observation.clone()));
@@ -764,3 +770,6 @@ fn untrusted_label(step: &StepRecord) -> String {
         None => tool.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -251,22 +251,21 @@ async fn model_speed(
             println!("{line}");
         }
     };
-    let options = super::run::RunOptions {
-        model,
-        engine,
+    let options = super::flags::RunOptions {
+        model: super::flags::ModelFlags {
+            model,
+            engine,
+            endpoint: None,
+        },
         ..Default::default()
     };
     let session = super::context::Session::open(&options)?;
     let settings = RunSettings {
-        model: session.config.model.clone(),
-        endpoint: session.config.endpoint.clone(),
         max_steps: steps,
         max_tokens: u64::MAX,
-        step_tokens: session.config.step_tokens,
         timeout_secs: 3600,
         temperature: 0.0,
-        workspace: session.workspace.display().to_string(),
-        interactive: false,
+        ..session.run_settings(false)
     };
     let (mut messages, schema) = match messages {
         Some(path) => {

@@ -15,8 +15,8 @@ use anyhow::{Context, bail};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::flags::RunOptions;
 use super::model::ProgressBars;
-use super::run::RunOptions;
 use crate::agent::plan::{PlanReviewer, PlanStore};
 use crate::agent::{
     Agent, AgentParts, AgentSettings, Approver, Event, MemoryHook, PlanParts, Strategy,
@@ -43,7 +43,7 @@ pub struct Session {
     pub store: Store,
     pub journal: RunJournal,
     /// `--approve`: one approval policy for every tool class of the run.
-    pub approve: Option<crate::ui::approve::Policy>,
+    pub approve: Option<crate::agent::approval::Policy>,
     /// `--yes`: never ask (approvals run without a question).
     pub continuous: bool,
     /// The plugins and their grants, as [`Session::tools`] found them.
@@ -102,8 +102,9 @@ impl Session {
     /// The approver of a run: the config's policies and `--approve`; asks on
     /// the terminal when the run is interactive and one is attached, runs
     /// everything with `--yes`, and otherwise refuses what would need asking.
-    pub fn approver(&self, interactive: bool) -> Arc<crate::ui::approve::PolicyApprover> {
-        use crate::ui::approve::{Mode, PolicyApprover, TerminalPrompter};
+    pub fn approver(&self, interactive: bool) -> Arc<crate::agent::approval::PolicyApprover> {
+        use crate::agent::approval::{Mode, PolicyApprover};
+        use crate::ui::approve::TerminalPrompter;
         let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
         let mode = if self.continuous {
             Mode::Continuous

@@ -10,12 +10,11 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Session, on_ctrl_c};
-use super::run::{RunOptions, parse_duration};
+use super::flags::{BudgetFlags, ModelFlags, RunOptions, StrategyFlag};
 use crate::agent::Strategy;
 use crate::agent::plan::PlanStore;
 use crate::eval::runner::ProgressFn;
 use crate::eval::{EvalOptions, EvalRunner, Report, load_suite};
-use crate::memory::journal::RunSettings;
 use crate::prompt::PromptLibrary;
 
 /// `agent eval`.
@@ -23,16 +22,11 @@ use crate::prompt::PromptLibrary;
 pub struct EvalArgs {
     /// A challenge directory (holding data.json) or a folder of them.
     pub dir: PathBuf,
-    /// Model: a short name, a .gguf path, hf:OWNER/REPO/FILE.gguf, scripted:FILE.yaml,
-    /// or the served model id with --endpoint. Loaded once for the whole suite.
-    #[arg(long, short = 'm')]
-    pub model: Option<String>,
-    /// Base URL of an OpenAI-compatible server.
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
-    /// Strategy: react or plan.
-    #[arg(long, value_enum, default_value_t = Strategy::React)]
-    pub agent: Strategy,
+    /// The model is loaded once for the whole suite.
+    #[command(flatten)]
+    pub model: ModelFlags,
+    #[command(flatten)]
+    pub strategy: StrategyFlag,
     /// Attempts per challenge.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub repeat: u32,
@@ -42,15 +36,9 @@ pub struct EvalArgs {
     /// Only challenges whose name contains this, or in this category (repeatable).
     #[arg(long, value_name = "NAME|CATEGORY")]
     pub filter: Vec<String>,
-    /// Time per challenge (overrides each challenge's cutoff): seconds, or 90s, 10m, 1h.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<u64>,
-    /// Most steps per attempt.
-    #[arg(long, value_name = "N")]
-    pub max_steps: Option<u32>,
-    /// Most tokens per attempt.
-    #[arg(long, value_name = "N")]
-    pub max_tokens: Option<u64>,
+    /// Budgets of each attempt; --timeout overrides each challenge's cutoff.
+    #[command(flatten)]
+    pub budgets: BudgetFlags,
     /// A model that grades `llm` challenges (same forms as --model); without
     /// one they are skipped.
     #[arg(long, value_name = "MODEL")]
@@ -64,11 +52,11 @@ pub struct EvalArgs {
 pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let challenges = load_suite(&args.dir)?;
     let options = EvalOptions {
-        strategy: args.agent,
+        strategy: args.strategy.agent,
         repeat: args.repeat.max(1),
         parallel: args.parallel.max(1),
         filters: args.filter.clone(),
-        timeout: args.timeout.map(Duration::from_secs),
+        timeout: args.budgets.timeout.map(Duration::from_secs),
         ..EvalOptions::default()
     };
     if EvalRunner::select(&challenges, &options).is_empty() {
@@ -85,24 +73,18 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let run_options = RunOptions {
         model: args.model.clone(),
-        endpoint: args.endpoint.clone(),
-        max_steps: args.max_steps,
-        max_tokens: args.max_tokens,
+        budgets: BudgetFlags {
+            // The time of an attempt is the challenge's cutoff or --timeout,
+            // applied per attempt by the runner, not the config's run timeout.
+            timeout: None,
+            ..args.budgets.clone()
+        },
         ..RunOptions::default()
     };
     let session = Session::open(&run_options)?;
-    let c = &session.config;
-    let settings = RunSettings {
-        model: c.model.clone(),
-        endpoint: c.endpoint.clone(),
-        max_steps: c.max_steps,
-        max_tokens: c.max_tokens,
-        step_tokens: c.step_tokens,
-        timeout_secs: c.timeout_secs,
-        temperature: c.temperature as f32,
-        workspace: String::new(),
-        interactive: false,
-    };
+    // Each attempt gets its own workspace; the runner sets it.
+    let mut settings = session.run_settings(false);
+    settings.workspace = String::new();
     let model = session.model(&settings, 0).await?;
     let judge = match &args.judge {
         None => None,
@@ -146,7 +128,7 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let ctrl_c = on_ctrl_c(&cancel, true);
     let results = runner.run(&challenges, &options, &cancel).await;
     drop(ctrl_c);
-    let strategy = match args.agent {
+    let strategy = match args.strategy.agent {
         Strategy::React => "react",
         Strategy::Plan => "plan",
     };

@@ -67,6 +67,28 @@ fn source_key(arg: &str) -> String {
         .to_string()
 }
 
+/// One document as `agent kb list` and the REPL's `/kb` show it.
+pub fn doc_line(d: &crate::kb::DocRecord) -> String {
+    format!(
+        "{}  ({:?}, {} chunks, {} bytes, added {})",
+        crate::sanitize::strip_terminal_escapes(&d.source),
+        d.kind,
+        d.chunks.len(),
+        d.bytes,
+        d.added_at
+    )
+}
+
+/// One search hit as `agent kb search` and the REPL's `/kb QUERY` show it.
+pub fn hit_text(h: &crate::kb::ChunkHit) -> String {
+    let text = crate::sanitize::strip_terminal_escapes(&h.chunk.text);
+    format!(
+        "== {}\n{}",
+        crate::sanitize::strip_terminal_escapes(&h.chunk.location()),
+        crate::sanitize::cap_head_tail(&text, 600)
+    )
+}
+
 /// Run a knowledge-base command.
 pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
     let (dirs, config, store) = open_store()?;
@@ -185,15 +207,7 @@ pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
                     }
                     writeln!(out, "{v}")?;
                 } else {
-                    writeln!(
-                        out,
-                        "{}  ({:?}, {} chunks, {} bytes, added {})",
-                        d.source,
-                        d.kind,
-                        d.chunks.len(),
-                        d.bytes,
-                        d.added_at
-                    )?;
+                    writeln!(out, "{}", doc_line(&d))?;
                 }
             }
         }
@@ -209,13 +223,7 @@ pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
                     v["score"] = serde_json::json!(h.scored.score);
                     writeln!(out, "{v}")?;
                 } else {
-                    let text = crate::sanitize::strip_terminal_escapes(&h.chunk.text);
-                    writeln!(
-                        out,
-                        "== {}\n{}\n",
-                        h.chunk.location(),
-                        crate::sanitize::cap_head_tail(&text, 600)
-                    )?;
+                    writeln!(out, "{}\n", hit_text(&h))?;
                 }
             }
         }

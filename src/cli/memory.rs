@@ -121,7 +121,8 @@ pub fn open_store() -> anyhow::Result<(Dirs, Config, Store)> {
     Ok((dirs, config, store))
 }
 
-fn line(m: &Memory) -> String {
+/// One memory as `agent memory list|search` and the REPL's `/memory` show it.
+pub fn line(m: &Memory) -> String {
     format!(
         "m{:<5} {:<10} {:<20} {}",
         m.id,
@@ -350,7 +351,7 @@ pub fn run_hook(
     } else {
         None
     };
-    Ok(Arc::new(crate::memory::hook::LongTermHook::new(
+    Ok(Arc::new(crate::agent::recall::LongTermHook::new(
         memory,
         reflect,
         config.memory.clone(),

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod config;
 pub mod context;
 pub mod eval;
+pub mod flags;
 pub mod kb;
 pub mod memory;
 pub mod model;
@@ -172,8 +173,11 @@ mod tests {
     fn session_flags_without_a_subcommand_open_the_session_with_them() {
         let cli = Cli::try_parse_from(["agent", "--model", "smollm2-135m", "--yes"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.session.options.model.as_deref(), Some("smollm2-135m"));
-        assert!(cli.session.yes);
+        assert_eq!(
+            cli.session.options.model.model.as_deref(),
+            Some("smollm2-135m")
+        );
+        assert!(cli.session.approvals.yes);
         let cli = Cli::try_parse_from(["agent", "run", "--model", "m", "goal"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Run(_))));
         // Session flags belong to the session, not before another subcommand.

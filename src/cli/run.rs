@@ -3,8 +3,6 @@
 //! `agent runs resume` reuses [`drive_run`]; what a run is built from lives
 //! in [`super::context`].
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::context::{Session, interactive, on_ctrl_c};
+use super::flags::{ApprovalFlags, RunOptions, StrategyFlag};
 use crate::agent::Strategy;
 use crate::agent::plan::PlanStore;
-use crate::config::ConfigLayer;
 use crate::memory::journal::{RunSettings, new_run_id};
 use crate::memory::{RunRecord, RunStatus, StepRecord};
 use crate::model::ModelBackend;
@@ -26,33 +24,6 @@ use crate::ui::human::Human;
 use crate::ui::jsonl::JsonLines;
 use crate::ui::{Renderer, Verbosity};
 
-/// Settings a run takes from flags (also accepted by `agent runs resume`).
-#[derive(Debug, Clone, Default, Args)]
-pub struct RunOptions {
-    /// Model: a short name (`agent model list`), a .gguf path, hf:OWNER/REPO/FILE.gguf,
-    /// scripted:FILE.yaml, or the served model id with --endpoint.
-    #[arg(long, short = 'm')]
-    pub model: Option<String>,
-    /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
-    /// Engine for local models: auto, llama.cpp or mistral.rs.
-    #[arg(long, value_name = "ENGINE")]
-    pub engine: Option<String>,
-    /// Most steps the run may take.
-    #[arg(long, value_name = "N")]
-    pub max_steps: Option<u32>,
-    /// Most tokens (prompt + completion, all steps) the run may spend.
-    #[arg(long, value_name = "N")]
-    pub max_tokens: Option<u64>,
-    /// Wall-clock limit of the run: seconds, or with a unit (90s, 10m, 1h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<u64>,
-    /// The only directory tools may see (created if missing).
-    #[arg(long, short = 'w', value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
-}
-
 /// `agent run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -60,74 +31,16 @@ pub struct RunArgs {
     pub goal: String,
     #[command(flatten)]
     pub options: RunOptions,
-    /// Never ask anything (no approvals, no `ask_human`): continuous mode.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// Approval policy for every tool class in this run: auto, ask (refused
-    /// when nobody can answer), deny. A deny in the config still applies.
-    #[arg(long, value_enum, value_name = "POLICY")]
-    pub approve: Option<crate::ui::approve::Policy>,
+    #[command(flatten)]
+    pub approvals: ApprovalFlags,
     /// One JSON event per line on stdout instead of the transcript.
     #[arg(long)]
     pub json: bool,
     /// Print the rendered prompt and the action schema; call no model.
     #[arg(long)]
     pub dry_run: bool,
-    /// Strategy: react (think, act, observe) or plan (plan, a ReAct loop per step, replan).
-    #[arg(long, value_enum, default_value_t = Strategy::React)]
-    pub agent: Strategy,
-}
-
-/// Parse `90`, `90s`, `10m`, `1h` into seconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; use seconds or 90s, 10m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("unknown unit `{unit}` in `{text}`; use s, m or h")),
-    };
-    if secs == 0 {
-        return Err("the timeout must be at least 1 second".into());
-    }
-    Ok(secs)
-}
-
-impl RunOptions {
-    /// The flags as a config layer, with the flag name of each key set.
-    pub fn layer(&self) -> (ConfigLayer, BTreeMap<&'static str, String>) {
-        let mut names = BTreeMap::new();
-        let mut note = |key: &'static str, set: bool, flag: &str| {
-            if set {
-                names.insert(key, flag.to_string());
-            }
-        };
-        note("model", self.model.is_some(), "--model");
-        note("endpoint", self.endpoint.is_some(), "--endpoint");
-        note("engine", self.engine.is_some(), "--engine");
-        note("max_steps", self.max_steps.is_some(), "--max-steps");
-        note("max_tokens", self.max_tokens.is_some(), "--max-tokens");
-        note("timeout_secs", self.timeout.is_some(), "--timeout");
-        note("workspace", self.workspace.is_some(), "--workspace");
-        let layer = ConfigLayer {
-            model: self.model.clone(),
-            endpoint: self.endpoint.clone(),
-            engine: self.engine.clone(),
-            max_steps: self.max_steps,
-            max_tokens: self.max_tokens,
-            timeout_secs: self.timeout,
-            workspace: self.workspace.clone(),
-            ..ConfigLayer::default()
-        };
-        (layer, names)
-    }
+    #[command(flatten)]
+    pub strategy: StrategyFlag,
 }
 
 /// `agent run`.
@@ -138,9 +51,9 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         );
     }
     let mut session = Session::open(&args.options)?;
-    session.continuous = args.yes;
-    session.approve = args.approve;
-    let interactive = interactive(args.yes, args.json);
+    session.continuous = args.approvals.yes;
+    session.approve = args.approvals.approve;
+    let interactive = interactive(args.approvals.yes, args.json);
     let settings = session.run_settings(interactive);
     let tools = session.tools(interactive).await?;
 
@@ -152,7 +65,7 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     let run = RunRecord::new(new_run_id(), args.goal.clone(), settings);
     drive_run(
         &session,
-        Start::New(run, args.agent),
+        Start::New(run, args.strategy.agent),
         model,
         tools,
         args.json,
@@ -305,19 +218,4 @@ pub async fn drive_run(
         | RunStatus::Stopped
         | RunStatus::Cancelled => ExitCode::from(super::EXIT_STOPPED),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_with_units() {
-        assert_eq!(parse_duration("90"), Ok(90));
-        assert_eq!(parse_duration("10m"), Ok(600));
-        assert_eq!(parse_duration("1h"), Ok(3600));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("5 days").is_err());
-        assert!(parse_duration("").is_err());
-    }
 }

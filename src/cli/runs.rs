@@ -8,9 +8,10 @@ use clap::Subcommand;
 
 use super::GlobalArgs;
 use super::context::{Session, check_workspace, interactive};
-use super::run::{RunOptions, Start, drive_run};
+use super::flags::{ApprovalFlags, BudgetFlags, RunOptions};
+use super::run::{Start, drive_run};
 use crate::agent::react::summarize;
-use crate::memory::{RunJournal, RunStatus, Store};
+use crate::memory::{RunJournal, RunRecord, RunStatus, Store};
 use crate::sanitize::{observation, one_line, strip_terminal_escapes};
 
 /// Journal commands.
@@ -33,14 +34,14 @@ pub enum RunsCommand {
         json: bool,
     },
     /// Continue an interrupted or stopped run from its last committed step.
+    /// It keeps its model and workspace; budgets may be raised (e.g.
+    /// --max-steps 40).
     Resume {
         id: String,
-        /// Raise a budget of the original run (e.g. --max-steps 40).
         #[command(flatten)]
-        options: RunOptions,
-        /// Never ask anything.
-        #[arg(long, short = 'y')]
-        yes: bool,
+        budgets: BudgetFlags,
+        #[command(flatten)]
+        approvals: ApprovalFlags,
         /// JSON lines instead of the transcript.
         #[arg(long)]
         json: bool,
@@ -66,6 +67,18 @@ fn shown_status(status: RunStatus) -> &'static str {
     }
 }
 
+/// One run as `agent runs list` and the REPL's `/runs` show it.
+pub fn run_line(r: &RunRecord) -> String {
+    format!(
+        "{}  {:16} {:>3} steps  {:>7} tok  {}",
+        r.id,
+        shown_status(r.status),
+        r.steps,
+        r.usage.total(),
+        one_line(&r.goal, GOAL_COLUMN)
+    )
+}
+
 /// Run a journal command.
 pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -78,15 +91,7 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                 println!("no runs yet; start one with: agent run \"your goal\"");
             } else {
                 for r in runs {
-                    let goal = one_line(&r.goal, GOAL_COLUMN);
-                    println!(
-                        "{}  {:16} {:>3} steps  {:>7} tok  {}",
-                        r.id,
-                        shown_status(r.status),
-                        r.steps,
-                        r.usage.total(),
-                        goal
-                    );
+                    println!("{}", run_line(&r));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -112,6 +117,13 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             }
             println!("run      {}", run.id);
             println!("goal     {}", strip_terminal_escapes(&run.goal));
+            if let Some(last) = run.earlier.last() {
+                println!(
+                    "after    {} earlier exchanges of a conversation, the last: {}",
+                    run.earlier.len(),
+                    one_line(&last.goal, GOAL_COLUMN)
+                );
+            }
             println!(
                 "status   {}{}",
                 shown_status(run.status),
@@ -185,19 +197,17 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
         }
         RunsCommand::Resume {
             id,
-            options,
-            yes,
+            budgets,
+            approvals,
             json,
         } => {
-            // The original model and workspace are part of the run; only budgets may change.
-            if options.model.is_some() || options.endpoint.is_some() || options.workspace.is_some()
-            {
-                bail!(
-                    "a resumed run keeps its model and workspace; only --max-steps, --max-tokens and --timeout can change"
-                );
-            }
+            // The original model and workspace are part of the run; only
+            // budgets (and who approves) may change.
+            let options = RunOptions::budgets(budgets.clone());
             let mut session = Session::open(&options)?;
+            let yes = approvals.yes;
             session.continuous = yes;
+            session.approve = approvals.approve;
             let mut run = session.journal.find(&id)?;
             if run.status == RunStatus::Finished {
                 bail!(
@@ -207,13 +217,13 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                 );
             }
             let steps = session.journal.steps(&run.id)?;
-            if let Some(n) = options.max_steps {
+            if let Some(n) = budgets.max_steps {
                 run.settings.max_steps = n;
             }
-            if let Some(n) = options.max_tokens {
+            if let Some(n) = budgets.max_tokens {
                 run.settings.max_tokens = n;
             }
-            if let Some(n) = options.timeout {
+            if let Some(n) = budgets.timeout {
                 run.settings.timeout_secs = n;
             }
             let workspace = std::path::PathBuf::from(&run.settings.workspace);

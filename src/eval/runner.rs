@@ -164,7 +164,7 @@ impl EvalRunner {
             Err(e) => Outcome {
                 result: "failed".into(),
                 seconds: started.elapsed().as_secs_f64(),
-                stop_reason: format!("error: {}", crate::cli::describe(&e)),
+                stop_reason: format!("error: {}", crate::errors::chain(e.as_ref())),
                 ..Self::skipped(challenge, attempt, String::new())
             },
         }

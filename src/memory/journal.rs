@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
+use super::sessions::Exchange;
 use super::store::{Store, StoreError};
 use crate::model::Usage;
 
@@ -119,6 +120,10 @@ pub struct RunRecord {
     /// kept, and while the run is running).
     #[serde(default)]
     pub stop: Option<StopKind>,
+    /// The conversation this run continues (earlier REPL exchanges, oldest
+    /// first); the model sees them as messages before `goal`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Exchange>,
 }
 
 impl RunRecord {
@@ -138,6 +143,7 @@ impl RunRecord {
             answer: None,
             stop_reason: None,
             stop: None,
+            earlier: Vec::new(),
         }
     }
 }
@@ -374,10 +380,10 @@ mod tests {
     use super::*;
 
     fn run(id: &str) -> RunRecord {
-        RunRecord {
-            id: id.into(),
-            goal: "g".into(),
-            settings: RunSettings {
+        RunRecord::new(
+            id.into(),
+            "g".into(),
+            RunSettings {
                 model: "m".into(),
                 endpoint: None,
                 max_steps: 5,
@@ -388,16 +394,7 @@ mod tests {
                 workspace: "/w".into(),
                 interactive: false,
             },
-            status: RunStatus::Running,
-            created_at: now_rfc3339(),
-            updated_at: now_rfc3339(),
-            steps: 0,
-            usage: Usage::default(),
-            elapsed_ms: 0,
-            answer: None,
-            stop_reason: None,
-            stop: None,
-        }
+        )
     }
 
     fn step(index: u32) -> StepRecord {

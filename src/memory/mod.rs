@@ -4,10 +4,10 @@
 
 pub mod embed;
 pub mod embed_pull;
-pub mod hook;
 pub mod index;
 pub mod journal;
 pub mod longterm;
+pub mod sessions;
 pub mod settings;
 pub mod store;
 

@@ -164,6 +164,9 @@ pub trait ModelBackend: Send + Sync {
     }
 }
 
+/// Per-message allowance for chat-template tokens, when counting a prompt.
+pub const MESSAGE_OVERHEAD: usize = 8;
+
 /// Count tokens with the backend's tokenizer, or estimate (about four bytes a
 /// token for English) where it has none.
 pub fn count_tokens(model: &dyn ModelBackend, text: &str) -> usize {

@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Completion, CompletionRequest, ModelBackend, ModelError, TokenSink, Usage};
+use super::{
+    ChatMessage, Completion, CompletionRequest, ModelBackend, ModelError, TokenSink, Usage,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +49,8 @@ pub struct ScriptedBackend {
     name: String,
     responses: Vec<ScriptedResponse>,
     next: Mutex<usize>,
+    /// Every request's messages, in order (what the agent showed the model).
+    seen: Mutex<Vec<Vec<ChatMessage>>>,
 }
 
 impl ScriptedBackend {
@@ -83,7 +87,13 @@ impl ScriptedBackend {
             name,
             responses,
             next: Mutex::new(0),
+            seen: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The messages of every request so far, oldest first.
+    pub fn seen(&self) -> Vec<Vec<ChatMessage>> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// How many responses have been replayed.
@@ -123,6 +133,9 @@ impl ModelBackend for ScriptedBackend {
             *next += 1;
             r
         };
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(request.messages.clone());
+        }
         let (text, delay_ms) = match response {
             ScriptedResponse::Text(t) => (t, 0),
             ScriptedResponse::Detailed { text, delay_ms } => (text, delay_ms),
@@ -155,7 +168,6 @@ impl ModelBackend for ScriptedBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ChatMessage;
 
     fn request() -> CompletionRequest {
         CompletionRequest {

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Renderer, Verbosity};
 use crate::agent::Event;
+use crate::agent::plan::PlanStep;
 use crate::memory::RunStatus;
 use crate::sanitize::{first_lines, observation, one_line_end, strip_terminal_escapes};
 
@@ -312,7 +313,7 @@ impl Renderer for Human {
             | Event::PlanStepFinished { .. } => {
                 self.stop_spinner();
                 if !self.quiet()
-                    && let Some(text) = crate::agent::plan::describe(event)
+                    && let Some(text) = plan_text(event)
                 {
                     self.line(&text);
                 }
@@ -414,6 +415,61 @@ impl crate::tools::builtin::Human for TerminalHuman {
                 "terminal input task failed: {e}"
             ))),
         }
+    }
+}
+
+/// The transcript text of a plan event (`None` for other events).
+fn plan_text(event: &Event) -> Option<String> {
+    let list = |steps: &[PlanStep], from: usize| {
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mark = if i < from { " (done)" } else { "" };
+                format!(
+                    "  {}. {}{mark}\n     done when: {}",
+                    i + 1,
+                    strip_terminal_escapes(&s.description),
+                    strip_terminal_escapes(&s.success_criterion)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    match event {
+        Event::PlanCreated { steps, .. } => Some(format!("Plan:\n{}", list(steps, 0))),
+        Event::PlanRevised {
+            revision,
+            thought,
+            done,
+            steps,
+        } => Some(format!(
+            "Plan revised ({revision}): {}\n{}",
+            strip_terminal_escapes(thought),
+            list(steps, *done)
+        )),
+        Event::PlanStepStarted {
+            number,
+            of,
+            description,
+            run_id,
+            ..
+        } => Some(format!(
+            "── step {number} of {of}: {} ({run_id})",
+            strip_terminal_escapes(description)
+        )),
+        Event::PlanStepFinished {
+            number,
+            status,
+            result,
+            steps,
+            ..
+        } => Some(format!(
+            "── step {number} {} after {steps} steps: {}",
+            status.as_str(),
+            observation(result, 300)
+        )),
+        _ => None,
     }
 }
 

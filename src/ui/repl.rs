@@ -1,14 +1,9 @@
 //! The pieces of the interactive session that know about the terminal and
-//! text, not about runs: the `repl:` config, slash-command parsing, line
-//! editing (completion of slash commands, tool names and workspace paths;
-//! multi-line input), Ctrl-C on an empty line, the goal text that carries
-//! the conversation over, and the Markdown transcript of `/save`.
-//! `cli::chat` drives the session with them.
-//!
-//! The conversation carries over by composing goals: each goal after the
-//! first is sent with a short account of the earlier goals and their
-//! answers (newest last, capped), so the agent loop stays one goal per run
-//! and every run in the journal is still readable on its own.
+//! text, not about runs: slash-command parsing, line editing (completion of
+//! slash commands, tool names and workspace paths; multi-line input),
+//! Ctrl-C on an empty line, and the Markdown transcript of `/save`.
+//! `cli::chat` drives the session with them. The conversation itself is
+//! carried as messages (see [`crate::agent::conversation`]).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -20,28 +15,8 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Cmd, ConditionalEventHandler, Event, EventContext, Helper, RepeatCount};
-use serde::{Deserialize, Serialize};
 
-use crate::sanitize::one_line;
-
-/// Line editing keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum EditMode {
-    /// Emacs keys (the default).
-    #[default]
-    Emacs,
-    /// Vi keys.
-    Vi,
-}
-
-/// The `repl:` section of the config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReplConfig {
-    /// `emacs` or `vi`.
-    pub edit_mode: EditMode,
-}
+use crate::config::{EditMode, ReplConfig};
 
 /// Every slash command with its arguments and what it does (for `/help`).
 pub const COMMANDS: &[(&str, &str, &str)] = &[
@@ -151,47 +126,6 @@ fn join_continuations(text: &str) -> String {
 /// True while the input is not finished: it ends in `\`, or a ``` block is open.
 pub fn needs_more(input: &str) -> bool {
     input.ends_with('\\') || input.matches("```").count() % 2 == 1
-}
-
-/// One earlier exchange, for composing the next goal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exchange {
-    /// What the user asked (their words, not the composed goal).
-    pub goal: String,
-    /// How the run ended (`finished`, `cancelled`, ...).
-    pub status: String,
-    /// The answer, or what was done when there was none.
-    pub outcome: String,
-}
-
-/// Earlier exchanges carried into a goal, newest kept.
-const CARRIED: usize = 6;
-/// Longest goal or outcome carried, in characters.
-const CARRIED_CHARS: usize = 600;
-
-/// The goal text for `goal` after `earlier` exchanges in the same session.
-pub fn compose_goal(earlier: &[Exchange], goal: &str) -> String {
-    if earlier.is_empty() {
-        return goal.to_string();
-    }
-    let skip = earlier.len().saturating_sub(CARRIED);
-    let mut out = String::from(
-        "This continues a conversation. Earlier in it (oldest first; for context, not instructions):\n",
-    );
-    if skip > 0 {
-        out.push_str(&format!("({skip} earlier exchanges left out)\n"));
-    }
-    for (i, e) in earlier.iter().enumerate().skip(skip) {
-        out.push_str(&format!(
-            "{}. The user asked: {}\n   Result ({}): {}\n",
-            i + 1,
-            one_line(&e.goal, CARRIED_CHARS),
-            e.status,
-            one_line(&e.outcome, CARRIED_CHARS)
-        ));
-    }
-    out.push_str(&format!("\nThe user now says: {goal}"));
-    out
 }
 
 /// One step of a transcript, for `/save`.
@@ -499,31 +433,6 @@ mod tests {
         assert!(!needs_more("look at\n```\ncode\n```"));
         assert!(!needs_more("plain"));
         assert_eq!(parse_input("one \\\ntwo"), Input::Goal("one \ntwo".into()));
-    }
-
-    #[test]
-    fn follow_ups_carry_earlier_goals_and_answers() {
-        assert_eq!(compose_goal(&[], "hello"), "hello");
-        let earlier = vec![Exchange {
-            goal: "what is in notes.md?".into(),
-            status: "finished".into(),
-            outcome: "A shopping list.".into(),
-        }];
-        let g = compose_goal(&earlier, "summarise it");
-        assert!(g.contains("what is in notes.md?"), "{g}");
-        assert!(g.contains("A shopping list."), "{g}");
-        assert!(g.ends_with("The user now says: summarise it"), "{g}");
-        let many: Vec<Exchange> = (0..10)
-            .map(|i| Exchange {
-                goal: format!("goal {i}"),
-                status: "finished".into(),
-                outcome: "x".repeat(5000),
-            })
-            .collect();
-        let g = compose_goal(&many, "next");
-        assert!(!g.contains("goal 3\n") && g.contains("goal 9"), "{g}");
-        assert!(g.contains("4 earlier exchanges left out"), "{g}");
-        assert!(g.len() < 6 * 1300, "{}", g.len());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Long-term memory in the agent loop: the [`MemoryHook`] that recalls
 //! relevant memories before each step and stores a reflection after a run.
+//! It lives beside the agent (not in `memory/`) because it implements the
+//! agent's hook over the store: `memory` knows nothing of the agent.
 //!
 //! Decisions:
 //! - A memory enters the prompt only above a relevance threshold: its BM25
@@ -17,10 +19,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::index::estimate_tokens;
-use super::longterm::{LongTermMemory, MemoryKind, NewMemory, Provenance};
-use super::settings::MemorySettings;
-use crate::agent::hooks::{MemoryHook, Recalled};
+use super::hooks::{MemoryHook, Recalled};
+use crate::memory::index::estimate_tokens;
+use crate::memory::longterm::{LongTermMemory, MemoryKind, NewMemory, Provenance};
+use crate::memory::settings::MemorySettings;
 use crate::memory::{RunRecord, StepRecord};
 use crate::model::{ChatMessage, CompletionRequest, ModelBackend};
 use crate::prompt::Prompt;

@@ -1,0 +1,659 @@
+//! Plan-and-execute: a planner turns the goal into a short ordered plan
+//! (JSON, constrained to a schema: each step a description and a success
+//! criterion), each step is carried out by a bounded ReAct loop with the same
+//! tools, and after each step a replanner keeps the plan, revises the steps
+//! that remain, or finishes with the answer. Revisions are bounded.
+//!
+//! Decisions:
+//! - Each plan step is a child run in the same [`RunJournal`] (`<parent>.s1`,
+//!   `<parent>.s2`, … numbered by execution, not by plan position), driven by
+//!   an unchanged [`ReactAgent`]. So a step gets the ReAct loop's guards,
+//!   approvals, budgets and per-step commits for free, and its transcript is
+//!   an ordinary run (`agent runs show <parent>.s2`). The parent run's record
+//!   carries the totals (steps, tokens, time) and the final answer.
+//! - The plan state (current plan, revisions, the step in progress, each
+//!   step's outcome, how many model calls the planner made) lives in the
+//!   store's `plans` tree under the parent run id, written and flushed at
+//!   every phase change, so `agent runs resume` continues at the current
+//!   step: an interrupted child run is resumed from its own last step.
+//! - Escalation: a step stopped by the loop guard, or out of its own step
+//!   budget, goes to the replanner (which sees that it was stuck) before the
+//!   run gives up; running out of the run's own budget ends the run.
+//! - When no revision is left, the replanner's schema no longer offers
+//!   `revise`; a model that revises anyway (unconstrained backends) stops the
+//!   run with the reason.
+//! - The REPL can show the plan before it runs through a [`PlanReviewer`]
+//!   (approve, edit as text the planner re-reads, or reject).
+
+//!
+//! Layout: [`state`] holds the plan's data and its store, [`schema`] what
+//! the planner may answer, [`step`] the child run of one step; this file is
+//! the strategy itself (plan, review, run a step, replan, end).
+
+mod schema;
+mod state;
+mod step;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::conversation;
+use super::events::Event;
+use super::hooks::{Approver, MemoryHook};
+use super::react::{AgentError, AgentSettings};
+use super::run::{Clock, Ending, Lifecycle, ask_model, check_budgets};
+use crate::memory::journal::now_rfc3339;
+use crate::memory::{RunJournal, RunRecord, RunStatus, StopKind};
+use crate::model::{ChatMessage, CompletionRequest, ModelBackend};
+use crate::prompt::{Prompt, PromptError, PromptLibrary};
+use crate::sanitize;
+use crate::tools::ToolRegistry;
+
+use schema::{Decision, parse_decision, parse_plan};
+use step::StepEnd;
+
+pub use schema::{plan_schema, replan_schema};
+pub use state::{
+    PLANS_TREE, Phase, PlanState, PlanStep, PlanStore, PlannerCall, Revision, StepResult, child_id,
+    summarize_plan,
+};
+
+/// Tokens a planner answer may take: room for the longest plan the schema allows.
+const PLANNER_TOKENS: usize = 768;
+/// Longest step result shown to the planner and the next steps.
+const RESULT_CHARS: usize = 800;
+/// Attempts at a valid plan or decision before the run stops.
+const ATTEMPTS: u32 = 3;
+
+/// The user's answer to a proposed plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanReview {
+    /// Carry it out.
+    Approve,
+    /// Plan again; the text is given to the planner with the goal.
+    Edit(String),
+    /// Do not run it; the run ends as cancelled with this reason.
+    Reject(String),
+}
+
+/// Shown each new plan before it runs (the REPL's approve/edit/reject).
+#[async_trait]
+pub trait PlanReviewer: Send + Sync {
+    /// Approve, edit or reject `plan` for `goal`.
+    async fn review(&self, goal: &str, plan: &[PlanStep]) -> PlanReview;
+}
+
+/// Limits of the strategy itself (the run's budgets still apply to the total).
+#[derive(Debug, Clone)]
+pub struct PlanLimits {
+    /// Most steps in a plan.
+    pub max_plan_steps: usize,
+    /// Most revisions after the first plan.
+    pub max_replans: u32,
+    /// Most ReAct steps one plan step may take.
+    pub step_max_steps: u32,
+    /// Most times the user may send a plan back with an edit.
+    pub max_edits: u32,
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        Self {
+            max_plan_steps: 5,
+            max_replans: 3,
+            step_max_steps: 10,
+            max_edits: 3,
+        }
+    }
+}
+
+/// The templates the strategy uses.
+#[derive(Debug, Clone)]
+pub struct PlanPrompts {
+    /// Where each step's ReAct loop loads its own templates.
+    pub library: PromptLibrary,
+    /// The planner (and the goal of each step: `messages.step_goal`).
+    pub plan: Prompt,
+    /// The replanner.
+    pub replan: Prompt,
+}
+
+impl PlanPrompts {
+    /// Load `plan` and `replan` from `library` (and check the ReAct ones load).
+    pub fn load(library: &PromptLibrary) -> Result<Self, PromptError> {
+        library.load("react")?;
+        Ok(Self {
+            library: library.clone(),
+            plan: library.load("plan")?,
+            replan: library.load("replan")?,
+        })
+    }
+}
+
+/// Runs goals with the plan-and-execute strategy.
+pub struct PlanAgent {
+    pub model: Arc<dyn ModelBackend>,
+    pub tools: Arc<ToolRegistry>,
+    pub prompts: PlanPrompts,
+    pub journal: RunJournal,
+    pub plans: PlanStore,
+    pub events: UnboundedSender<Event>,
+    /// The whole run's budgets (every step's ReAct loop counts against them).
+    pub settings: AgentSettings,
+    pub limits: PlanLimits,
+    /// Asked before each tool call; `None` approves everything.
+    pub approver: Option<Arc<dyn Approver>>,
+    /// Long-term memory for the steps' ReAct loops.
+    pub memory: Option<Arc<dyn MemoryHook>>,
+    /// Shown each plan before it runs; `None` runs it at once.
+    pub reviewer: Option<Arc<dyn PlanReviewer>>,
+}
+
+/// How the planner's and replanner's answers are asked for again.
+struct Retry {
+    /// The call's kind in the journal (`plan`, `replan`).
+    kind: &'static str,
+    /// Who answers, for messages (`planner`).
+    role: &'static str,
+    /// What a valid answer is (`plan`, `decision`).
+    noun: &'static str,
+    /// The JSON object's shape, as told to the model.
+    shape: &'static str,
+}
+
+impl PlanAgent {
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn save(&self, run: &RunRecord, state: &PlanState) -> Result<(), AgentError> {
+        self.plans.put(&run.id, state)?;
+        Ok(())
+    }
+
+    /// Drive `run` (new, or resumed at its current step) to its end.
+    pub async fn drive(
+        &self,
+        mut run: RunRecord,
+        cancel: &CancellationToken,
+    ) -> Result<RunRecord, AgentError> {
+        let mut state = self.plans.get(&run.id)?.unwrap_or_default();
+        let resumed = state.model_calls > 0 || state.children > 0;
+        let life = self.lifecycle();
+        let resumed_after = resumed.then_some(run.steps);
+        let clock = life.start(&mut run, resumed_after)?;
+        self.save(&run, &state)?;
+        let ending = match self.run_plan(&mut run, &mut state, &clock, cancel).await {
+            Ok(ending) => ending,
+            Err(e) => {
+                let ending = Ending::new(StopKind::Failed, e.to_string());
+                if life.record_end(&mut run, &ending, &clock).is_ok() {
+                    let _ = self.save(&run, &state);
+                    self.announce(&run, &state, ending).await;
+                }
+                return Err(e);
+            }
+        };
+        life.record_end(&mut run, &ending, &clock)?;
+        self.save(&run, &state)?;
+        self.announce(&run, &state, ending).await;
+        Ok(run)
+    }
+
+    fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            model: &self.model,
+            tools: &self.tools,
+            journal: &self.journal,
+            events: &self.events,
+            memory: self.memory.as_ref(),
+            settings: &self.settings,
+        }
+    }
+
+    /// One reflection for the whole run, over every step's actions, and
+    /// the end announced with the plan as the list of what was done.
+    async fn announce(&self, run: &RunRecord, state: &PlanState, ending: Ending) {
+        let mut steps = Vec::new();
+        for child in state.child_ids(&run.id) {
+            steps.extend(self.journal.steps(&child).unwrap_or_default());
+        }
+        self.lifecycle()
+            .announce_end(run, ending, &steps, summarize_plan(state))
+            .await;
+    }
+
+    /// Recompute the parent's totals from the plan state and the child runs.
+    fn tally(&self, run: &mut RunRecord, state: &PlanState) -> Result<(), AgentError> {
+        let mut steps = 0;
+        let mut usage = state.usage;
+        for child in state.child_ids(&run.id) {
+            if let Some(c) = self.journal.get(&child)? {
+                steps += c.steps;
+                usage += c.usage;
+            }
+        }
+        run.steps = steps;
+        run.usage = usage;
+        run.updated_at = now_rfc3339();
+        self.journal.put_run(run)?;
+        Ok(())
+    }
+
+    async fn run_plan(
+        &self,
+        run: &mut RunRecord,
+        state: &mut PlanState,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Result<Ending, AgentError> {
+        loop {
+            self.tally(run, state)?;
+            if cancel.is_cancelled() {
+                return Ok(Ending::cancelled());
+            }
+            match state.phase.clone() {
+                Phase::Planning => {
+                    if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
+                        return Ok(ending);
+                    }
+                    let (thought, steps) = match self.make_plan(run, state, clock, cancel).await? {
+                        Ok(plan) => plan,
+                        Err(ending) => return Ok(ending),
+                    };
+                    state.steps = steps;
+                    state.current = 0;
+                    state.revisions.push(Revision {
+                        number: state.revisions.len() as u32,
+                        thought: thought.clone(),
+                        done: 0,
+                        steps: state.steps.clone(),
+                        at: now_rfc3339(),
+                    });
+                    self.save(run, state)?;
+                    self.emit(Event::PlanCreated {
+                        run_id: run.id.clone(),
+                        thought,
+                        steps: state.steps.clone(),
+                    });
+                    if let Some(reviewer) = &self.reviewer {
+                        match reviewer.review(&run.goal, &state.steps).await {
+                            PlanReview::Approve => {}
+                            PlanReview::Edit(text) => {
+                                if state.edits >= self.limits.max_edits {
+                                    return Ok(Ending::new(
+                                        StopKind::Guard,
+                                        format!(
+                                            "the plan was edited {} times (the limit)",
+                                            state.edits
+                                        ),
+                                    ));
+                                }
+                                state.edits += 1;
+                                state.feedback = Some(text);
+                                self.save(run, state)?;
+                                continue;
+                            }
+                            PlanReview::Reject(reason) => {
+                                let reason = if reason.trim().is_empty() {
+                                    "the user rejected the plan".to_string()
+                                } else {
+                                    format!("the user rejected the plan: {reason}")
+                                };
+                                return Ok(Ending::new(StopKind::Cancelled, reason));
+                            }
+                        }
+                    }
+                    state.feedback = None;
+                    state.children += 1;
+                    state.phase = Phase::Executing {
+                        child: child_id(&run.id, state.children),
+                    };
+                    self.save(run, state)?;
+                }
+                Phase::Executing { child } => {
+                    match self.run_step(run, state, &child, clock, cancel).await? {
+                        StepEnd::Stop(ending) => return Ok(ending),
+                        StepEnd::Done(result) => {
+                            state.results.push(result);
+                            state.phase = Phase::Replanning;
+                            self.save(run, state)?;
+                        }
+                    }
+                }
+                Phase::Replanning => {
+                    if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
+                        return Ok(ending);
+                    }
+                    let decision = match self.decide(run, state, clock, cancel).await? {
+                        Ok(d) => d,
+                        Err(ending) => return Ok(ending),
+                    };
+                    match decision {
+                        Decision::Finish(answer) => {
+                            return Ok(Ending::finished(answer, "the plan reached the goal"));
+                        }
+                        Decision::Keep => {
+                            if state.current + 1 >= state.steps.len() {
+                                // The plan ran out; its last result is the answer if it finished.
+                                return Ok(match state.results.last() {
+                                    Some(r) if r.status == RunStatus::Finished => Ending::finished(
+                                        r.result.clone(),
+                                        "every step of the plan is done",
+                                    ),
+                                    _ => Ending::new(
+                                        StopKind::Guard,
+                                        "the plan ran out of steps without reaching the goal",
+                                    ),
+                                });
+                            }
+                            state.current += 1;
+                        }
+                        Decision::Revise(thought, steps) => {
+                            if state.replans >= self.limits.max_replans {
+                                return Ok(Ending::new(
+                                    StopKind::Guard,
+                                    format!(
+                                        "the replanner asked for another revision, but the plan was already revised {} times (the limit)",
+                                        state.replans
+                                    ),
+                                ));
+                            }
+                            state.replans += 1;
+                            let done = state.current + 1;
+                            state.steps.truncate(done);
+                            state.steps.extend(steps);
+                            state.current = done;
+                            state.revisions.push(Revision {
+                                number: state.revisions.len() as u32,
+                                thought: thought.clone(),
+                                done,
+                                steps: state.steps.clone(),
+                                at: now_rfc3339(),
+                            });
+                            self.emit(Event::PlanRevised {
+                                revision: state.replans,
+                                thought,
+                                done,
+                                steps: state.steps.clone(),
+                            });
+                        }
+                    }
+                    state.children += 1;
+                    state.phase = Phase::Executing {
+                        child: child_id(&run.id, state.children),
+                    };
+                    self.save(run, state)?;
+                }
+            }
+        }
+    }
+
+    /// Ask the model once for a JSON answer; `Err` ends the run.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask(
+        &self,
+        state: &mut PlanState,
+        run: &RunRecord,
+        kind: &str,
+        messages: Vec<ChatMessage>,
+        schema: Value,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Result<Result<String, Ending>, AgentError> {
+        let request = CompletionRequest {
+            messages,
+            max_tokens: (self.settings.step_tokens as usize).max(PLANNER_TOKENS),
+            temperature: self.settings.temperature,
+            json_schema: Some(schema),
+        };
+        let completion = match ask_model(
+            self.model.as_ref(),
+            request,
+            &|_| {},
+            &self.settings,
+            clock,
+            cancel,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(ending) => return Ok(Err(ending)),
+        };
+        state.model_calls += 1;
+        state.usage += completion.usage;
+        state.calls.push(PlannerCall {
+            kind: kind.to_string(),
+            raw: sanitize::cap_head_tail(&completion.text, 4000),
+            error: None,
+            usage: completion.usage,
+            at: now_rfc3339(),
+        });
+        self.save(run, state)?;
+        Ok(Ok(completion.text))
+    }
+
+    fn tool_list(&self) -> Vec<Value> {
+        self.tools
+            .specs()
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "description": s.description,
+                    "signature": crate::action::signature(&s.args_schema),
+                })
+            })
+            .collect()
+    }
+
+    /// Ask the model (as `retry.kind`) until `parse` accepts its answer, at
+    /// most [`ATTEMPTS`] times; each rejection is journaled, shown as a notice
+    /// and told to the model so it can correct itself.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask_until_valid<T>(
+        &self,
+        run: &mut RunRecord,
+        state: &mut PlanState,
+        retry: &Retry,
+        mut messages: Vec<ChatMessage>,
+        schema: Value,
+        clock: &Clock,
+        cancel: &CancellationToken,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Result<T, Ending>, AgentError> {
+        let mut last_error = String::new();
+        for _ in 0..ATTEMPTS {
+            let text = match self
+                .ask(
+                    state,
+                    run,
+                    retry.kind,
+                    messages.clone(),
+                    schema.clone(),
+                    clock,
+                    cancel,
+                )
+                .await?
+            {
+                Ok(t) => t,
+                Err(ending) => return Ok(Err(ending)),
+            };
+            self.tally(run, state)?;
+            match parse(&text) {
+                Ok(value) => return Ok(Ok(value)),
+                Err(e) => {
+                    if let Some(call) = state.calls.last_mut() {
+                        call.error = Some(e.clone());
+                    }
+                    self.save(run, state)?;
+                    self.emit(Event::Notice {
+                        step: 0,
+                        message: format!(
+                            "the {}'s output was not a valid {}: {e}",
+                            retry.role, retry.noun
+                        ),
+                    });
+                    messages.push(ChatMessage::assistant(sanitize::cap_head_tail(&text, 2000)));
+                    messages.push(ChatMessage::user(format!(
+                        "That is not a valid {} ({e}). Answer with exactly one JSON object {}.",
+                        retry.noun, retry.shape
+                    )));
+                    last_error = e;
+                }
+            }
+        }
+        Ok(Err(Ending::new(
+            StopKind::Guard,
+            format!(
+                "the {} gave no valid {} in {ATTEMPTS} tries (last error: {last_error})",
+                retry.role, retry.noun
+            ),
+        )))
+    }
+
+    async fn make_plan(
+        &self,
+        run: &mut RunRecord,
+        state: &mut PlanState,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Result<Result<(String, Vec<PlanStep>), Ending>, AgentError> {
+        let max = self.limits.max_plan_steps;
+        let system = self.prompts.plan.render(
+            "system",
+            &json!({"tools": self.tool_list(), "max_steps": max}),
+        )?;
+        let goal = self.prompts.plan.render(
+            "goal",
+            &json!({"goal": run.goal, "feedback": state.feedback}),
+        )?;
+        let messages = self.messages(run, system, goal);
+        let retry = Retry {
+            kind: "plan",
+            role: "planner",
+            noun: "plan",
+            shape: "{\"thought\", \"steps\"}",
+        };
+        self.ask_until_valid(
+            run,
+            state,
+            &retry,
+            messages,
+            plan_schema(max),
+            clock,
+            cancel,
+            |t| parse_plan(t, max),
+        )
+        .await
+    }
+
+    /// System, the conversation the run continues (a quarter of the
+    /// context at most), then `user`.
+    fn messages(&self, run: &RunRecord, system: String, user: String) -> Vec<ChatMessage> {
+        let context = self
+            .model
+            .context_length()
+            .unwrap_or(self.settings.context_tokens);
+        let earlier =
+            conversation::earlier_messages(&run.earlier, self.model.as_ref(), context / 4);
+        let mut messages = vec![ChatMessage::system(system)];
+        messages.extend(earlier.messages);
+        messages.push(ChatMessage::user(user));
+        messages
+    }
+
+    fn done_list(state: &PlanState) -> Vec<Value> {
+        state
+            .results
+            .iter()
+            .map(|r| {
+                json!({
+                    "number": r.number,
+                    "status": r.status.as_str(),
+                    "result": sanitize::cap_head_tail(&r.result, RESULT_CHARS),
+                })
+            })
+            .collect()
+    }
+
+    async fn decide(
+        &self,
+        run: &mut RunRecord,
+        state: &mut PlanState,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Result<Result<Decision, Ending>, AgentError> {
+        let max = self.limits.max_plan_steps;
+        let replans_left = self.limits.max_replans.saturating_sub(state.replans);
+        let system = self.prompts.replan.render("system", &json!({}))?;
+        let review = self.prompts.replan.render(
+            "review",
+            &json!({
+                "goal": run.goal,
+                "plan": state.steps,
+                "current": state.current,
+                "done": Self::done_list(state),
+                "remaining": state.steps.len().saturating_sub(state.current + 1),
+                "replans_left": replans_left,
+            }),
+        )?;
+        let messages = self.messages(run, system, review);
+        let retry = Retry {
+            kind: "replan",
+            role: "replanner",
+            noun: "decision",
+            shape: "with `thought` and `decision`",
+        };
+        let schema = replan_schema(replans_left > 0, max);
+        self.ask_until_valid(run, state, &retry, messages, schema, clock, cancel, |t| {
+            parse_decision(t, max)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_prompts_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let prompts = PlanPrompts::load(&PromptLibrary::new(dir.path())).unwrap();
+        let system = prompts
+            .plan
+            .render("system", &json!({"tools": [{"name": "read_file", "description": "Read.", "signature": "path: string"}], "max_steps": 5}))
+            .unwrap();
+        assert!(system.contains("read_file(path: string)") && system.contains("at most 5"));
+        let step = PlanStep {
+            description: "read a.txt".into(),
+            success_criterion: "its text is known".into(),
+        };
+        let goal = prompts
+            .plan
+            .render(
+                "step_goal",
+                &json!({"goal": "G", "plan": [step, step], "current": 1, "step": step,
+                        "done": [{"number": 1, "status": "finished", "result": "R1"}]}),
+            )
+            .unwrap();
+        assert!(goal.contains("Do only step 2 now: read a.txt"), "{goal}");
+        assert!(goal.contains("step 1: R1"), "{goal}");
+        let review = prompts
+            .replan
+            .render(
+                "review",
+                &json!({"goal": "G", "plan": [step], "current": 0, "remaining": 0,
+                        "replans_left": 0,
+                        "done": [{"number": 1, "status": "stopped", "result": "stuck"}]}),
+            )
+            .unwrap();
+        assert!(review.contains("step 1 (stopped): stuck"), "{review}");
+        assert!(review.contains("can no longer be revised"), "{review}");
+    }
+}

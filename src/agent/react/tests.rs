@@ -1,0 +1,370 @@
+//! The ReAct loop, in process, with the scripted backend: how each kind of
+//! run ends, and what the model is shown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::memory::journal::RunSettings;
+use crate::memory::sessions::Exchange;
+use crate::memory::{RunStatus, Store};
+use crate::model::Role;
+use crate::model::scripted::ScriptedBackend;
+use crate::tools::builtin::Finish;
+use crate::tools::{Tool, ToolSpec};
+
+/// A tool that says what it was given, and counts its calls.
+struct Echo {
+    spec: ToolSpec,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl Echo {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            spec: ToolSpec {
+                name: "echo".into(),
+                description: "Says its text back.".into(),
+                args_schema: json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"], "additionalProperties": false}),
+                class: ToolClass::Internal,
+                source: "test".into(),
+            },
+            calls: Default::default(),
+        })
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Tool for Echo {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+    async fn call(&self, args: serde_json::Value, _ctx: &ToolContext) -> Result<String, ToolError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(format!(
+            "echo: {}",
+            args["text"].as_str().unwrap_or_default()
+        ))
+    }
+}
+
+fn echo(text: &str) -> String {
+    json!({"thought": "say it", "tool": "echo", "args": {"text": text}}).to_string()
+}
+
+fn finish(answer: &str) -> String {
+    json!({"thought": "done", "tool": "finish", "args": {"answer": answer}}).to_string()
+}
+
+fn settings() -> AgentSettings {
+    AgentSettings {
+        max_steps: 10,
+        max_tokens: 1_000_000,
+        step_tokens: 256,
+        timeout: Duration::from_secs(60),
+        model_timeout: Duration::from_secs(30),
+        temperature: 0.0,
+        observation_chars: 4000,
+        context_tokens: 8192,
+    }
+}
+
+/// One agent over a fresh store, with the `echo` and `finish` tools.
+struct Harness {
+    _dir: tempfile::TempDir,
+    agent: ReactAgent,
+    model: Arc<ScriptedBackend>,
+    echo: Arc<Echo>,
+    events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+}
+
+impl Harness {
+    fn new(model: ScriptedBackend, settings: AgentSettings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let journal = RunJournal::new(&store).unwrap();
+        let echo = Echo::new();
+        let mut tools = ToolRegistry::new();
+        tools.register(Arc::new(Finish)).unwrap();
+        tools.register(echo.clone()).unwrap();
+        let model = Arc::new(model);
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let agent = ReactAgent::new(
+            model.clone(),
+            Arc::new(tools),
+            &PromptLibrary::new(&dir.path().join("prompts")),
+            journal,
+            tx,
+            settings,
+        )
+        .unwrap();
+        Self {
+            _dir: dir,
+            agent,
+            model,
+            echo,
+            events,
+        }
+    }
+
+    fn scripted(responses: &[String]) -> Self {
+        Self::new(ScriptedBackend::from_texts(responses.to_vec()), settings())
+    }
+
+    async fn run(&mut self, goal: &str) -> RunRecord {
+        self.run_with(run(goal), &CancellationToken::new()).await
+    }
+
+    async fn run_with(&mut self, run: RunRecord, cancel: &CancellationToken) -> RunRecord {
+        self.agent.drive(run, Vec::new(), cancel).await.unwrap()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+
+    fn steps(&self, run: &RunRecord) -> Vec<StepRecord> {
+        self.agent.journal.steps(&run.id).unwrap()
+    }
+}
+
+fn run(goal: &str) -> RunRecord {
+    RunRecord::new(
+        "r1".into(),
+        goal.into(),
+        RunSettings {
+            model: "scripted".into(),
+            endpoint: None,
+            max_steps: 10,
+            max_tokens: 1_000_000,
+            step_tokens: 256,
+            timeout_secs: 60,
+            temperature: 0.0,
+            workspace: String::new(),
+            interactive: false,
+        },
+    )
+}
+
+#[tokio::test]
+async fn finish_ends_the_run_with_the_answer_and_every_step_is_journaled() {
+    let mut h = Harness::scripted(&[echo("hi"), finish("said hi")]);
+    let r = h.run("say hi").await;
+    assert_eq!(r.status, RunStatus::Finished);
+    assert_eq!(r.stop, Some(StopKind::Finished));
+    assert_eq!(r.answer.as_deref(), Some("said hi"));
+    assert_eq!(r.steps, 2);
+    assert_eq!(h.echo.calls(), 1);
+    let steps = h.steps(&r);
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].tool.as_deref(), Some("echo"));
+    assert!(steps[0].observation.contains("echo: hi"), "{steps:?}");
+    // The journal record is the one returned.
+    let stored = h.agent.journal.get(&r.id).unwrap().unwrap();
+    assert_eq!(stored.status, RunStatus::Finished);
+    // The second request showed the model its first action and what came of it.
+    let seen = h.model.seen();
+    assert_eq!(seen.len(), 2);
+    let second = &seen[1];
+    assert_eq!(second[0].role, Role::System);
+    assert!(second[1].content.contains("say hi"), "{second:?}");
+    assert_eq!(second[2].role, Role::Assistant);
+    assert!(second[3].content.contains("echo: hi"), "{second:?}");
+    let events = h.events();
+    assert!(
+        matches!(events.first(), Some(Event::RunStarted { .. })),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(Event::RunFinished { status, .. }) if *status == RunStatus::Finished),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_output_is_told_to_the_model_and_three_in_a_row_stop_the_run() {
+    // One bad output, then a good run: the model hears what was wrong.
+    let mut h = Harness::scripted(&["not json at all".into(), finish("ok")]);
+    let r = h.run("g").await;
+    assert_eq!(r.status, RunStatus::Finished);
+    assert_eq!(r.steps, 2);
+    let steps = h.steps(&r);
+    assert_eq!(steps[0].outcome, StepOutcome::InvalidOutput);
+    let retry = &h.model.seen()[1];
+    assert!(
+        retry
+            .last()
+            .unwrap()
+            .content
+            .to_lowercase()
+            .contains("json"),
+        "{retry:?}"
+    );
+
+    // An unknown tool, bad arguments and junk: stopped by the guard.
+    let mut h = Harness::scripted(&[
+        json!({"thought": "", "tool": "nope", "args": {}}).to_string(),
+        json!({"thought": "", "tool": "echo", "args": {"text": 3}}).to_string(),
+        "junk".into(),
+        finish("never reached"),
+    ]);
+    let r = h.run("g").await;
+    assert_eq!(r.stop, Some(StopKind::Guard), "{r:?}");
+    assert_eq!(r.status, RunStatus::Stopped);
+    assert_eq!(r.steps, 3);
+    assert_eq!(h.echo.calls(), 0, "bad arguments never reach the tool");
+}
+
+#[tokio::test]
+async fn a_repeated_action_is_not_run_again_and_repeating_on_stops_the_run() {
+    let same = echo("again");
+    let mut h = Harness::scripted(&vec![same.clone(); 6]);
+    let r = h.run("g").await;
+    assert_eq!(r.stop, Some(StopKind::Guard), "{r:?}");
+    assert!(
+        r.stop_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("repeated"),
+        "{r:?}"
+    );
+    // Only the first of the identical calls ran; the rest were answered
+    // from the guard.
+    assert_eq!(h.echo.calls(), 1);
+    assert!(r.steps <= 5, "{r:?}");
+    let steps = h.steps(&r);
+    assert_eq!(steps[1].outcome, StepOutcome::Repeated, "{:?}", steps[1]);
+    assert!(
+        steps[1].observation.contains("Not run again"),
+        "{:?}",
+        steps[1]
+    );
+}
+
+#[tokio::test]
+async fn each_budget_stops_the_run_with_its_own_kind() {
+    // Steps.
+    let mut s = settings();
+    s.max_steps = 2;
+    let mut h = Harness::new(
+        ScriptedBackend::from_texts([echo("1"), echo("2"), echo("3")]),
+        s,
+    );
+    let r = h.run("g").await;
+    assert_eq!(
+        (r.stop, r.status, r.steps),
+        (Some(StopKind::StepBudget), RunStatus::BudgetExhausted, 2)
+    );
+
+    // Tokens: the first step alone uses more than the budget.
+    let mut s = settings();
+    s.max_tokens = 50;
+    let mut h = Harness::new(ScriptedBackend::from_texts([echo("1"), echo("2")]), s);
+    let r = h.run("g").await;
+    assert_eq!((r.stop, r.steps), (Some(StopKind::TokenBudget), 1));
+    assert!(r.usage.total() >= 50);
+
+    // Wall time: the model is still thinking when the run's time is up.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow.yaml");
+    std::fs::write(
+        &script,
+        format!(
+            "responses:\n  - {{text: '{}', delay_ms: 5000}}\n",
+            finish("too late")
+        ),
+    )
+    .unwrap();
+    let mut s = settings();
+    s.timeout = Duration::from_millis(300);
+    let mut h = Harness::new(ScriptedBackend::from_file(&script).unwrap(), s);
+    let started = std::time::Instant::now();
+    let r = h.run("g").await;
+    assert_eq!(
+        (r.stop, r.status),
+        (Some(StopKind::TimeBudget), RunStatus::BudgetExhausted),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the call was cut off"
+    );
+    assert!(r.answer.is_none());
+}
+
+#[tokio::test]
+async fn cancellation_stops_a_step_in_flight_and_before_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow.yaml");
+    std::fs::write(
+        &script,
+        format!(
+            "responses:\n  - '{}'\n  - {{text: '{}', delay_ms: 10000}}\n",
+            echo("1"),
+            finish("never")
+        ),
+    )
+    .unwrap();
+    let mut h = Harness::new(ScriptedBackend::from_file(&script).unwrap(), settings());
+    let cancel = CancellationToken::new();
+    let later = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        later.cancel();
+    });
+    let r = h.run_with(run("g"), &cancel).await;
+    assert_eq!(
+        (r.stop, r.status, r.steps),
+        (Some(StopKind::Cancelled), RunStatus::Cancelled, 1),
+        "{r:?}"
+    );
+    // The step that finished before the interruption is kept.
+    assert_eq!(h.steps(&r).len(), 1);
+
+    // Cancelled before it began: no model call at all.
+    let mut h = Harness::scripted(&[finish("x")]);
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let mut second = run("g");
+    second.id = "r2".into();
+    let r = h.run_with(second, &cancel).await;
+    assert_eq!(r.stop, Some(StopKind::Cancelled));
+    assert!(h.model.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_follow_up_sees_the_conversation_as_messages_before_its_goal() {
+    let mut h = Harness::scripted(&[finish("84")]);
+    let mut r = run("and twice that?");
+    r.earlier = vec![Exchange {
+        goal: "what is six times seven?".into(),
+        status: "finished".into(),
+        outcome: "42".into(),
+    }];
+    let r = h.run_with(r, &CancellationToken::new()).await;
+    assert_eq!(r.answer.as_deref(), Some("84"));
+    assert_eq!(r.goal, "and twice that?");
+    let seen = &h.model.seen()[0];
+    let roles: Vec<Role> = seen.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [Role::System, Role::User, Role::Assistant, Role::User],
+        "{seen:?}"
+    );
+    assert_eq!(seen[1].content, "what is six times seven?");
+    assert_eq!(seen[2].content, "42");
+    assert!(seen[3].content.contains("and twice that?"), "{seen:?}");
+    assert!(!seen[3].content.contains("six times seven"), "{seen:?}");
+}
