@@ -1,6 +1,13 @@
-//! Agent strategies. ReAct (think → act → observe, repeated) drives every
-//! run today; the pieces it is made of (events, loop guards, budgets) are
-//! shared so other strategies can reuse them.
+//! The agent: strategies and what they share. [`strategy`] builds an agent
+//! for a [`Strategy`]: ReAct ([`react`]: think, act, observe, repeated) or
+//! plan-and-execute ([`plan`]: a plan, a ReAct child run per step,
+//! replanning). Both run inside one lifecycle ([`run`]: start, budgets, the
+//! model call, the end and its [`crate::memory::StopKind`]). Beside them:
+//! the conversation a run continues ([`conversation`]), the approval policy
+//! ([`approval`]), loop guards ([`guard`]), the hooks a run calls out
+//! through ([`hooks`]) and long-term memory's hook ([`recall`]), and the
+//! [`Event`]s a run sends instead of printing. Nothing here imports `cli`
+//! or `ui`.
 
 pub mod approval;
 pub mod conversation;

@@ -10,7 +10,12 @@
 //! conversation when there are any, goal, then assistant/observation
 //! pairs), which lets engines with a prefix cache reuse earlier work; when the
 //! history outgrows the context budget the oldest steps are left out and the
-//! goal message says how many.
+//! goal message says how many. The history and its compaction live in
+//! `react/history.rs`; one step is [`ReactAgent`]'s `steps` loop (budgets,
+//! messages, the model call, the action's check) and `act` (guard,
+//! approval, tool).
+
+mod history;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,11 +32,14 @@ use super::run::{Clock, Ending, Lifecycle, ask_model, check_budgets};
 use crate::action::{self, Action};
 use crate::memory::journal::{StepOutcome, now_rfc3339};
 use crate::memory::{RunJournal, RunRecord, StepRecord, StopKind, StoreError};
-use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD, ModelBackend, Usage};
+use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD, ModelBackend};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
 use crate::tools::builtin::FINISH;
 use crate::tools::{ToolClass, ToolContext, ToolError, ToolRegistry};
+use history::{HistoryEntry, SUMMARY_TOKENS, Summary, committed_steps, fit_newest};
+
+pub use history::summarize;
 
 /// Limits of one run (taken from its journal record, so a resumed run keeps them).
 #[derive(Debug, Clone)]
@@ -76,17 +84,6 @@ pub struct ReactAgent {
     /// Long-term memory; `None` runs without it.
     pub memory: Option<Arc<dyn MemoryHook>>,
 }
-
-/// Messages of one step's history entry, with their token count cached.
-struct HistoryEntry {
-    step: StepRecord,
-    assistant: String,
-    observation: String,
-    tokens: usize,
-}
-
-/// Most characters of a raw model output kept in the history.
-const RAW_IN_HISTORY: usize = 2000;
 
 impl ReactAgent {
     /// An agent with the `react` and `summarise` prompts from `prompts`, no
@@ -253,35 +250,9 @@ impl ReactAgent {
                     message: format!("context nearly full: the first {omitted} steps were compacted into a summary"),
                 });
             }
-            let goal_msg = self.prompt.render(
-                "goal",
-                &json!({"goal": run.goal, "omitted": omitted, "summary": (omitted > 0).then_some(&summary.text)}),
-            )?;
-            let mut messages = vec![ChatMessage::system(system.clone())];
-            messages.extend(earlier.messages.iter().cloned());
-            messages.push(ChatMessage::user(goal_msg));
-            for entry in &history[omitted..] {
-                messages.push(ChatMessage::assistant(entry.assistant.clone()));
-                messages.push(ChatMessage::user(entry.observation.clone()));
-            }
-            if let Some(memory) = &self.memory {
-                let latest = history.last().map(|h| h.observation.as_str()).unwrap_or("");
-                let query = format!("{}\n{}", run.goal, sanitize::cap_head_tail(latest, 1000));
-                let recalled = memory.recall(&query, (context / 8).min(600)).await;
-                if !recalled.is_empty() {
-                    let items: Vec<_> = recalled
-                        .iter()
-                        .map(|r| json!({"text": r.text, "source": r.source}))
-                        .collect();
-                    let text = self
-                        .prompt
-                        .render("recalled", &json!({"memories": items}))?;
-                    if let Some(last) = messages.last_mut() {
-                        last.content.push_str("\n\n");
-                        last.content.push_str(&text);
-                    }
-                }
-            }
+            let messages = self
+                .messages(run, &system, &earlier, &history, omitted, &summary, context)
+                .await?;
 
             // Ask the model.
             self.emit(Event::Thinking { step: index });
@@ -365,126 +336,16 @@ impl ReactAgent {
                     }
                 }
                 Ok(action) => {
-                    step.thought = Some(sanitize::strip_terminal_escapes(&action.thought));
-                    step.tool = Some(action.tool.clone());
-                    step.args = Some(action.args.clone());
-                    self.emit(Event::Step {
-                        step: index,
-                        thought: step.thought.clone().unwrap_or_default(),
-                        tool: action.tool.clone(),
-                        args: action.args.clone(),
-                    });
-                    let verdict = match guard.check(index, &action_key(&action.tool, &action.args))
-                    {
-                        Verdict::Run if action.tool != FINISH => match self
-                            .approve(index, &action, untrusted_source.is_some())
-                            .await
-                        {
-                            Approval::Approve => Verdict::Run,
-                            Approval::Deny(reason) => {
-                                step.outcome = StepOutcome::Denied;
-                                step.observation =
-                                    sanitize::observation(&reason, self.settings.observation_chars);
-                                Verdict::Nudge(String::new())
-                            }
-                            Approval::Feedback(words) => {
-                                step.outcome = StepOutcome::Denied;
-                                step.observation = sanitize::observation(
-                                    &format!(
-                                        "The user did not approve this action and said: {words}"
-                                    ),
-                                    self.settings.observation_chars,
-                                );
-                                Verdict::Nudge(String::new())
-                            }
-                        },
-                        other => other,
+                    let context = ToolContext {
+                        cancel: cancel.child_token(),
+                        run_id: Some(run.id.clone()),
+                        step: Some(index),
+                        untrusted_source: untrusted_source.clone(),
                     };
-                    match verdict {
-                        Verdict::Nudge(message) if message.is_empty() => {}
-                        Verdict::Run => {
-                            let tool_started = Instant::now();
-                            let result = self
-                                .call_tool(
-                                    &action,
-                                    ToolContext {
-                                        cancel: cancel.child_token(),
-                                        run_id: Some(run.id.clone()),
-                                        step: Some(index),
-                                        untrusted_source: untrusted_source.clone(),
-                                    },
-                                    remaining.saturating_sub(model_started.elapsed()),
-                                )
-                                .await;
-                            step.tool_ms = tool_started.elapsed().as_millis() as u64;
-                            match result {
-                                Ok(output) if action.tool == FINISH => {
-                                    step.observation = "The run is finished.".into();
-                                    ending = Some(Ending::finished(
-                                        output,
-                                        "the agent finished the goal",
-                                    ));
-                                }
-                                Ok(output) => {
-                                    step.observation = sanitize::observation(
-                                        &output,
-                                        self.settings.observation_chars,
-                                    );
-                                    let cut = action::strings_at_cap(
-                                        &action.args,
-                                        self.max_string_chars(),
-                                    );
-                                    if !cut.is_empty() {
-                                        step.note = Some(format!(
-                                            "the argument(s) {} reached the limit of {} characters for one action and may be cut; \
-                                             add the rest with another action (e.g. append_file)",
-                                            cut.join(", "),
-                                            self.max_string_chars()
-                                        ));
-                                    }
-                                }
-                                Err(ToolError::Observation(msg)) => {
-                                    step.outcome = StepOutcome::ToolError;
-                                    step.observation = sanitize::observation(
-                                        &msg,
-                                        self.settings.observation_chars,
-                                    );
-                                }
-                                Err(ToolError::Cancelled) => {
-                                    step.outcome = StepOutcome::ToolError;
-                                    step.observation =
-                                        "The action was cancelled by the user.".into();
-                                    ending = Some(Ending::cancelled());
-                                }
-                                Err(ToolError::Fatal(msg)) => {
-                                    step.outcome = StepOutcome::ToolError;
-                                    step.observation = sanitize::observation(
-                                        &msg,
-                                        self.settings.observation_chars,
-                                    );
-                                    ending = Some(Ending::new(
-                                        StopKind::Failed,
-                                        format!("tool `{}` failed: {msg}", action.tool),
-                                    ));
-                                }
-                            }
-                        }
-                        Verdict::Nudge(message) => {
-                            step.outcome = StepOutcome::Repeated;
-                            step.observation =
-                                "Not run again: this repeats an earlier action.".into();
-                            step.note = Some(message.clone());
-                            self.emit(Event::Notice {
-                                step: index,
-                                message,
-                            });
-                        }
-                        Verdict::Stop(reason) => {
-                            step.outcome = StepOutcome::Repeated;
-                            step.observation = "Not run: the agent is repeating itself.".into();
-                            ending = Some(Ending::new(StopKind::Guard, reason));
-                        }
-                    }
+                    let time_left = remaining.saturating_sub(model_started.elapsed());
+                    ending = self
+                        .act(&action, &mut step, &mut guard, context, time_left)
+                        .await;
                 }
             }
 
@@ -512,6 +373,163 @@ impl ReactAgent {
             history.push(self.history_entry(&step, history_budget)?);
             if let Some(ending) = ending {
                 return Ok(ending);
+            }
+        }
+    }
+
+    /// The messages of one step: system, the conversation so far, the goal
+    /// (with the summary of compacted steps), the newest history that fits,
+    /// and what long-term memory recalls for it.
+    #[allow(clippy::too_many_arguments)]
+    async fn messages(
+        &self,
+        run: &RunRecord,
+        system: &str,
+        earlier: &conversation::Earlier,
+        history: &[HistoryEntry],
+        omitted: usize,
+        summary: &Summary,
+        context: usize,
+    ) -> Result<Vec<ChatMessage>, AgentError> {
+        let goal_msg = self.prompt.render(
+            "goal",
+            &json!({"goal": run.goal, "omitted": omitted, "summary": (omitted > 0).then_some(&summary.text)}),
+        )?;
+        let mut messages = vec![ChatMessage::system(system.to_string())];
+        messages.extend(earlier.messages.iter().cloned());
+        messages.push(ChatMessage::user(goal_msg));
+        for entry in &history[omitted..] {
+            messages.push(ChatMessage::assistant(entry.assistant.clone()));
+            messages.push(ChatMessage::user(entry.observation.clone()));
+        }
+        if let Some(memory) = &self.memory {
+            let latest = history.last().map(|h| h.observation.as_str()).unwrap_or("");
+            let query = format!("{}\n{}", run.goal, sanitize::cap_head_tail(latest, 1000));
+            let recalled = memory.recall(&query, (context / 8).min(600)).await;
+            if !recalled.is_empty() {
+                let items: Vec<_> = recalled
+                    .iter()
+                    .map(|r| json!({"text": r.text, "source": r.source}))
+                    .collect();
+                let text = self
+                    .prompt
+                    .render("recalled", &json!({"memories": items}))?;
+                if let Some(last) = messages.last_mut() {
+                    last.content.push_str("\n\n");
+                    last.content.push_str(&text);
+                }
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Carry out a valid action: the loop guard and the approver first,
+    /// then the tool; the outcome goes into `step`. Returns how the run
+    /// ends, when this step ends it.
+    async fn act(
+        &self,
+        action: &Action,
+        step: &mut StepRecord,
+        guard: &mut LoopGuard,
+        context: ToolContext,
+        time_left: Duration,
+    ) -> Option<Ending> {
+        let index = step.index;
+        step.thought = Some(sanitize::strip_terminal_escapes(&action.thought));
+        step.tool = Some(action.tool.clone());
+        step.args = Some(action.args.clone());
+        self.emit(Event::Step {
+            step: index,
+            thought: step.thought.clone().unwrap_or_default(),
+            tool: action.tool.clone(),
+            args: action.args.clone(),
+        });
+        let refused = |step: &mut StepRecord, why: &str| {
+            step.outcome = StepOutcome::Denied;
+            step.observation = sanitize::observation(why, self.settings.observation_chars);
+            None
+        };
+        match guard.check(index, &action_key(&action.tool, &action.args)) {
+            Verdict::Run => {}
+            Verdict::Nudge(message) => {
+                step.outcome = StepOutcome::Repeated;
+                step.observation = "Not run again: this repeats an earlier action.".into();
+                step.note = Some(message.clone());
+                self.emit(Event::Notice {
+                    step: index,
+                    message,
+                });
+                return None;
+            }
+            Verdict::Stop(reason) => {
+                step.outcome = StepOutcome::Repeated;
+                step.observation = "Not run: the agent is repeating itself.".into();
+                return Some(Ending::new(StopKind::Guard, reason));
+            }
+        }
+        if action.tool != FINISH {
+            let after_untrusted = context.untrusted_source.is_some();
+            match self.approve(index, action, after_untrusted).await {
+                Approval::Approve => {}
+                Approval::Deny(reason) => return refused(step, &reason),
+                Approval::Feedback(words) => {
+                    return refused(
+                        step,
+                        &format!("The user did not approve this action and said: {words}"),
+                    );
+                }
+            }
+        }
+        let tool_started = Instant::now();
+        let result = self.call_tool(action, context, time_left).await;
+        step.tool_ms = tool_started.elapsed().as_millis() as u64;
+        self.record_result(action, step, result)
+    }
+
+    /// Put a tool's result into `step`; `finish`, a cancellation or broken
+    /// tool machinery end the run.
+    fn record_result(
+        &self,
+        action: &Action,
+        step: &mut StepRecord,
+        result: Result<String, ToolError>,
+    ) -> Option<Ending> {
+        let chars = self.settings.observation_chars;
+        match result {
+            Ok(output) if action.tool == FINISH => {
+                step.observation = "The run is finished.".into();
+                Some(Ending::finished(output, "the agent finished the goal"))
+            }
+            Ok(output) => {
+                step.observation = sanitize::observation(&output, chars);
+                let cut = action::strings_at_cap(&action.args, self.max_string_chars());
+                if !cut.is_empty() {
+                    step.note = Some(format!(
+                        "the argument(s) {} reached the limit of {} characters for one action and may be cut; \
+                         add the rest with another action (e.g. append_file)",
+                        cut.join(", "),
+                        self.max_string_chars()
+                    ));
+                }
+                None
+            }
+            Err(ToolError::Observation(msg)) => {
+                step.outcome = StepOutcome::ToolError;
+                step.observation = sanitize::observation(&msg, chars);
+                None
+            }
+            Err(ToolError::Cancelled) => {
+                step.outcome = StepOutcome::ToolError;
+                step.observation = "The action was cancelled by the user.".into();
+                Some(Ending::cancelled())
+            }
+            Err(ToolError::Fatal(msg)) => {
+                step.outcome = StepOutcome::ToolError;
+                step.observation = sanitize::observation(&msg, chars);
+                Some(Ending::new(
+                    StopKind::Failed,
+                    format!("tool `{}` failed: {msg}", action.tool),
+                ))
             }
         }
     }
@@ -569,190 +587,6 @@ impl ReactAgent {
             }
         }
     }
-
-    /// A step as history messages. An observation too large for half the
-    /// history budget is cut further (head and tail), so one huge page can
-    /// never push everything else out or overflow the context.
-    fn history_entry(
-        &self,
-        step: &StepRecord,
-        history_budget: usize,
-    ) -> Result<HistoryEntry, AgentError> {
-        let assistant = sanitize::cap_head_tail(step.raw_output.trim(), RAW_IN_HISTORY);
-        let max_tokens = (history_budget / 2).max(64);
-        let mut observation_text = step.observation.clone();
-        for _ in 0..4 {
-            let observation = self.prompt.render(
-                "observation",
-                &json!({
-                    "tool": step.tool.clone().unwrap_or_else(|| "agent".into()),
-                    "observation": observation_text,
-                    "is_error": step.outcome != StepOutcome::Ok,
-                    "note": step.note,
-                }),
-            )?;
-            let tokens = model::count_tokens(self.model.as_ref(), &assistant)
-                + model::count_tokens(self.model.as_ref(), &observation)
-                + 2 * MESSAGE_OVERHEAD;
-            if tokens <= max_tokens || observation_text.len() <= 200 {
-                return Ok(HistoryEntry {
-                    step: step.clone(),
-                    assistant,
-                    observation,
-                    tokens,
-                });
-            }
-            let chars = observation_text.chars().count();
-            let keep = (chars as f64 * max_tokens as f64 / tokens as f64 * 0.85) as usize;
-            observation_text = sanitize::cap_head_tail(&step.observation, keep.max(200));
-        }
-        let observation = sanitize::cap_head_tail(&observation_text, 200);
-        let tokens = max_tokens;
-        Ok(HistoryEntry {
-            step: step.clone(),
-            assistant,
-            observation,
-            tokens,
-        })
-    }
-
-    /// Summarise history entries `summary.covers..upto` into the running
-    /// summary with the `summarise` prompt. If the model cannot (an error,
-    /// an empty answer), a plain list of the steps' actions and first result
-    /// lines stands in, so compaction never fails a run.
-    async fn compact(
-        &self,
-        run: &RunRecord,
-        steps: &[&StepRecord],
-        previous: &Summary,
-        upto: usize,
-        cancel: &CancellationToken,
-    ) -> Summary {
-        let new_steps = &steps[previous.covers.min(upto)..upto];
-        let items: Vec<_> = new_steps
-            .iter()
-            .map(|s| {
-                let action = match (&s.tool, &s.args) {
-                    (Some(t), Some(a)) => format!("{t} {}", sanitize::cap_head_tail(&a.to_string(), 200)),
-                    _ => "(invalid output)".into(),
-                };
-                json!({"index": s.index, "action": action, "result": sanitize::cap_head_tail(&s.observation, 400)})
-            })
-            .collect();
-        let fallback = || {
-            let mut text = previous.text.clone();
-            for s in new_steps {
-                let line = summarize(std::slice::from_ref(*s));
-                text.push_str(if text.is_empty() { "" } else { " " });
-                text.push_str(&line);
-            }
-            sanitize::cap_head_tail(&text, SUMMARY_TOKENS * 3)
-        };
-        let ctx = json!({"goal": run.goal, "previous": previous.text, "steps": items});
-        let rendered = (|| -> Result<Vec<ChatMessage>, PromptError> {
-            let prompt = &self.summarise;
-            Ok(vec![
-                ChatMessage::system(prompt.render("system", &ctx)?),
-                ChatMessage::user(prompt.render("user", &ctx)?),
-            ])
-        })();
-        let mut usage = Usage::default();
-        let text = match rendered {
-            Ok(messages) => {
-                let request = CompletionRequest {
-                    messages,
-                    max_tokens: SUMMARY_TOKENS,
-                    temperature: 0.0,
-                    json_schema: None,
-                };
-                match tokio::time::timeout(
-                    self.settings.model_timeout,
-                    self.model.complete(request, &|_: &str| {}, cancel),
-                )
-                .await
-                {
-                    Ok(Ok(c)) if !c.text.trim().is_empty() => {
-                        usage = c.usage;
-                        sanitize::cap_head_tail(
-                            &sanitize::strip_terminal_escapes(c.text.trim()),
-                            SUMMARY_TOKENS * 4,
-                        )
-                    }
-                    _ => fallback(),
-                }
-            }
-            Err(_) => fallback(),
-        };
-        Summary {
-            covers: upto,
-            text,
-            usage,
-        }
-    }
-}
-
-/// The running summary of compacted steps.
-#[derive(Debug, Default, Clone)]
-struct Summary {
-    /// History entries `0..covers` are summarised.
-    covers: usize,
-    text: String,
-    /// What producing the latest summary cost.
-    usage: Usage,
-}
-
-/// Tokens reserved in the prompt for the summary of compacted steps.
-const SUMMARY_TOKENS: usize = 300;
-
-/// How many of the newest entries fit `budget` tokens.
-fn fit_newest(history: &[HistoryEntry], budget: usize) -> usize {
-    let mut used = 0;
-    let mut keep = 0;
-    for entry in history.iter().rev() {
-        if used + entry.tokens > budget {
-            break;
-        }
-        used += entry.tokens;
-        keep += 1;
-    }
-    keep
-}
-
-fn committed_steps(history: &[HistoryEntry]) -> Vec<&StepRecord> {
-    history.iter().map(|h| &h.step).collect()
-}
-
-/// A step-by-step account of what a run did, for the end of a run.
-pub fn summarize(steps: &[StepRecord]) -> String {
-    if steps.is_empty() {
-        return "No steps were taken.".into();
-    }
-    let lines: Vec<String> = steps
-        .iter()
-        .map(|s| {
-            let action = match (&s.tool, &s.args) {
-                (Some(t), Some(a)) => {
-                    format!("{t} {}", sanitize::one_line(&a.to_string(), 120))
-                }
-                _ => "(invalid output)".into(),
-            };
-            let result = match s.outcome {
-                StepOutcome::Ok => "ok".to_string(),
-                StepOutcome::ToolError => {
-                    format!("error: {}", sanitize::one_line(&s.observation, 160))
-                }
-                StepOutcome::InvalidOutput => {
-                    format!("rejected: {}", sanitize::one_line(&s.observation, 160))
-                }
-                StepOutcome::Repeated => "repeat, not run".to_string(),
-                StepOutcome::Denied => {
-                    format!("not approved: {}", sanitize::one_line(&s.observation, 160))
-                }
-            };
-            format!("{}. {action} → {result}", s.index)
-        })
-        .collect();
-    lines.join("\n")
 }
 
 /// How a step that read outside content names its source: the tool, and
