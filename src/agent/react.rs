@@ -149,19 +149,12 @@ impl ReactAgent {
         run.steps = steps.len() as u32;
         let life = self.lifecycle();
         let clock = life.start(&mut run, resumed_after)?;
-        let ending = match self.steps(&mut run, steps, &clock, cancel).await {
-            Ok(ending) => ending,
-            Err(e) => {
-                // Try to record the failure; the store may be what failed.
-                let ending = Ending::new(StopKind::Failed, e.to_string());
-                if life.record_end(&mut run, &ending, &clock).is_ok() {
-                    self.announce(&run, ending).await;
-                }
-                return Err(e);
-            }
-        };
-        life.record_end(&mut run, &ending, &clock)?;
-        self.announce(&run, ending).await;
+        let outcome = self.steps(&mut run, steps, &clock, cancel).await;
+        life.conclude(&mut run, outcome, &clock, async |run, ending| {
+            self.announce(run, ending).await;
+            Ok(())
+        })
+        .await?;
         Ok(run)
     }
 

@@ -190,6 +190,33 @@ impl Lifecycle<'_> {
         Ok(clock)
     }
 
+    /// End `run` with the strategy's `outcome`: write down how it ended,
+    /// then let the strategy `announce` it (save its own state, reflect,
+    /// `RunFinished`). An error is recorded as a failure where the store
+    /// still takes it, announced, and returned.
+    pub(crate) async fn conclude(
+        &self,
+        run: &mut RunRecord,
+        outcome: Result<Ending, AgentError>,
+        clock: &Clock,
+        announce: impl AsyncFnOnce(&RunRecord, Ending) -> Result<(), AgentError>,
+    ) -> Result<(), AgentError> {
+        match outcome {
+            Ok(ending) => {
+                self.record_end(run, &ending, clock)?;
+                announce(run, ending).await
+            }
+            Err(e) => {
+                // Try to record the failure; the store may be what failed.
+                let ending = Ending::new(StopKind::Failed, e.to_string());
+                if self.record_end(run, &ending, clock).is_ok() {
+                    let _ = announce(run, ending).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Write down how `run` ended (a strategy may save its own state after
     /// this, before [`Lifecycle::announce_end`]).
     pub(crate) fn record_end(

@@ -187,20 +187,15 @@ impl PlanAgent {
         let resumed_after = resumed.then_some(run.steps);
         let clock = life.start(&mut run, resumed_after)?;
         self.save(&run, &state)?;
-        let ending = match self.run_plan(&mut run, &mut state, &clock, cancel).await {
-            Ok(ending) => ending,
-            Err(e) => {
-                let ending = Ending::new(StopKind::Failed, e.to_string());
-                if life.record_end(&mut run, &ending, &clock).is_ok() {
-                    let _ = self.save(&run, &state);
-                    self.announce(&run, &state, ending).await;
-                }
-                return Err(e);
-            }
-        };
-        life.record_end(&mut run, &ending, &clock)?;
-        self.save(&run, &state)?;
-        self.announce(&run, &state, ending).await;
+        let outcome = self.run_plan(&mut run, &mut state, &clock, cancel).await;
+        life.conclude(&mut run, outcome, &clock, async |run, ending| {
+            // The plan state is saved with the end; the end is announced
+            // even when that save fails (the error is still returned).
+            let saved = self.save(run, &state);
+            self.announce(run, &state, ending).await;
+            saved
+        })
+        .await?;
         Ok(run)
     }
 
