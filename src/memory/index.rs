@@ -29,6 +29,9 @@
 //! - Tokenisation: lower-cased alphanumeric words (stop words dropped, a
 //!   light plural stemmer), and CJK characters as unigrams plus bigrams of
 //!   neighbours, so Chinese and Japanese text needs no word segmenter.
+//!
+//! Size: one job, the index (its writes, the two searches and their fusion
+//! share the one tree's key layout), so it stays one file, with its tests.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

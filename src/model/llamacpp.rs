@@ -28,6 +28,9 @@
 //!   line is kept so a failed load says why, instead of "null result".
 //! - Cancellation is a flag the engine checks between tokens; the async
 //!   side raises it when the token fires or the request is dropped.
+//!
+//! Size: one job, the engine (its thread, prompt-prefix states and sampler
+//! share the context they drive), so it stays one file, with its tests.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
