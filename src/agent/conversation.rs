@@ -9,11 +9,13 @@
 //!
 //! Decisions:
 //! - The messages are counted against the context window: the newest
-//!   exchanges that fit in the share a strategy gives them are kept, and a
-//!   note says how many older ones are not shown. Each request and answer is
-//!   cut to [`CARRIED_CHARS`] first, so one long answer cannot crowd out the
-//!   rest. Steps of earlier runs are not carried: the answer is what the user
-//!   saw, and the journal keeps the rest.
+//!   exchanges that fit in the share a strategy gives them are kept whole;
+//!   older ones are compacted into one short line each (the request and how
+//!   it ended, at most [`COMPACTED_LINES`] of them, newest kept) at the head
+//!   of the first message. Each request and answer is cut to
+//!   [`CARRIED_CHARS`] first, so one long answer cannot crowd out the rest.
+//!   Steps of earlier runs are not carried: the answer is what the user saw,
+//!   and the journal keeps the rest.
 //! - The earlier answer is plain text, not an action: the planner and the
 //!   ReAct loop read the same messages, and each answers in its own format.
 
@@ -23,6 +25,10 @@ use crate::sanitize;
 
 /// Longest request or answer carried, in characters.
 pub const CARRIED_CHARS: usize = 2000;
+/// Most older exchanges listed, one line each, when they do not fit whole.
+pub const COMPACTED_LINES: usize = 8;
+/// Longest request in such a line, in characters.
+const COMPACTED_CHARS: usize = 100;
 
 /// The earlier exchanges that fit, as messages.
 #[derive(Debug, Clone, Default)]
@@ -35,37 +41,82 @@ pub struct Earlier {
     pub tokens: usize,
 }
 
-/// The newest of `earlier` that fit in `budget` tokens, as messages.
+/// The newest of `earlier` that fit in `budget` tokens, as messages, the
+/// older ones compacted into short lines; never more than `budget` tokens.
 pub fn earlier_messages(earlier: &[Exchange], model: &dyn ModelBackend, budget: usize) -> Earlier {
-    let mut kept: Vec<[ChatMessage; 2]> = Vec::new();
-    let mut tokens = 0;
-    for exchange in earlier.iter().rev() {
-        let pair = pair(exchange);
-        let cost = pair
-            .iter()
-            .map(|m| model::count_tokens(model, &m.content) + MESSAGE_OVERHEAD)
-            .sum::<usize>();
-        if tokens + cost > budget {
+    let cost = |m: &ChatMessage| model::count_tokens(model, &m.content) + MESSAGE_OVERHEAD;
+    let pairs: Vec<[ChatMessage; 2]> = earlier.iter().map(pair).collect();
+    let costs: Vec<usize> = pairs.iter().map(|p| p.iter().map(cost).sum()).collect();
+    // The newest that fit whole, then fewer while the note on the older
+    // ones does not fit beside them.
+    let mut keep = 0;
+    let mut used = 0;
+    for c in costs.iter().rev() {
+        if used + c > budget {
             break;
         }
-        tokens += cost;
-        kept.push(pair);
+        used += c;
+        keep += 1;
     }
-    let left_out = earlier.len() - kept.len();
-    let mut messages: Vec<ChatMessage> = kept.into_iter().rev().flatten().collect();
-    if left_out > 0
-        && let Some(first) = messages.first_mut()
-    {
-        first.content = format!(
-            "({left_out} earlier exchanges of this conversation are not shown.)\n{}",
-            first.content
-        );
+    let n = earlier.len();
+    let mut note = None;
+    loop {
+        let left_out = n - keep;
+        let whole: usize = costs[left_out..].iter().sum();
+        let text = (left_out > 0).then(|| compacted(&earlier[..left_out]));
+        // Alone, the note needs a message pair of its own.
+        let extra = match &text {
+            None => 0,
+            Some(t) if keep > 0 => model::count_tokens(model, t) + 2,
+            Some(t) => model::count_tokens(model, t) + 2 * MESSAGE_OVERHEAD + 2,
+        };
+        if whole + extra <= budget {
+            note = text.map(|t| (t, extra));
+            break;
+        }
+        if keep == 0 {
+            break;
+        }
+        keep -= 1;
+    }
+    let left_out = n - keep;
+    let mut tokens: usize = costs[left_out..].iter().sum();
+    let mut messages: Vec<ChatMessage> = pairs.into_iter().skip(left_out).flatten().collect();
+    if let Some((text, extra)) = note {
+        tokens += extra;
+        match messages.first_mut() {
+            Some(first) => first.content = format!("{text}\n\n{}", first.content),
+            None => {
+                messages.push(ChatMessage::user(text));
+                messages.push(ChatMessage::assistant("Noted.".to_string()));
+            }
+        }
     }
     Earlier {
         messages,
         left_out,
         tokens,
     }
+}
+
+/// Older exchanges as one line each (request and how it ended), newest kept.
+fn compacted(older: &[Exchange]) -> String {
+    let skip = older.len().saturating_sub(COMPACTED_LINES);
+    let mut note = format!(
+        "Earlier in this conversation ({} exchanges, shown in short):",
+        older.len()
+    );
+    if skip > 0 {
+        note.push_str(&format!("\n- ({skip} more, not shown)"));
+    }
+    for e in &older[skip..] {
+        note.push_str(&format!(
+            "\n- {} ({})",
+            sanitize::one_line(&e.goal, COMPACTED_CHARS),
+            e.status
+        ));
+    }
+    note
 }
 
 /// The user's request and what came of it.
@@ -127,13 +178,36 @@ mod tests {
         let e = earlier_messages(&many, &model, one * 3 + one / 2);
         assert_eq!(e.left_out, 7);
         assert_eq!(e.messages.len(), 6);
-        assert!(e.tokens <= one * 3 + one / 2);
-        assert!(e.messages[0].content.starts_with("(7 earlier exchanges"));
-        assert!(e.messages[0].content.ends_with("goal 7"));
+        // The older seven are one short line each, at the head.
+        let head = &e.messages[0].content;
+        assert!(
+            head.starts_with("Earlier in this conversation (7 exchanges"),
+            "{head}"
+        );
+        assert!(head.contains("\n- goal 0 (finished)") && head.contains("\n- goal 6 (finished)"));
+        assert!(head.ends_with("goal 7"), "{head}");
         assert!(e.messages[5].content.len() < 2 * CARRIED_CHARS);
-        // Nothing fits: nothing is sent, and everything is counted as left out.
+        // Beyond COMPACTED_LINES, the oldest are counted, not listed.
+        let lots: Vec<Exchange> = (0..30)
+            .map(|i| exchange(&format!("goal {i}"), "finished", &"x".repeat(5000)))
+            .collect();
+        let e = earlier_messages(&lots, &model, one * 2);
+        let head = &e.messages[0].content;
+        let more = format!("({} more, not shown)", e.left_out - COMPACTED_LINES);
+        assert!(
+            head.contains(&more) && !head.contains("- goal 0 ("),
+            "{head}"
+        );
+        assert!(e.tokens <= one * 2);
+        // Nothing fits whole: the short lines are all that is sent.
+        let small = earlier_messages(&many, &model, 300);
+        assert_eq!(small.left_out, 10);
+        assert_eq!(small.messages.len(), 2);
+        assert!(small.messages[0].content.contains("- goal 9 (finished)"));
+        assert!(small.tokens <= 300);
+        // Not even that fits: nothing is sent.
         let none = earlier_messages(&many, &model, 3);
         assert!(none.messages.is_empty());
-        assert_eq!(none.left_out, 10);
+        assert_eq!(none.tokens, 0);
     }
 }
