@@ -49,8 +49,10 @@ pub struct ScriptedBackend {
     name: String,
     responses: Vec<ScriptedResponse>,
     next: Mutex<usize>,
-    /// Every request's messages, in order (what the agent showed the model).
-    seen: Mutex<Vec<Vec<ChatMessage>>>,
+    /// Every request's messages, in order (what the agent showed the
+    /// model), when recording was asked for: only tests read them, and
+    /// `agent bench agent` must not pay for copies it never reads.
+    seen: Option<Mutex<Vec<Vec<ChatMessage>>>>,
 }
 
 impl ScriptedBackend {
@@ -87,13 +89,23 @@ impl ScriptedBackend {
             name,
             responses,
             next: Mutex::new(0),
-            seen: Mutex::new(Vec::new()),
+            seen: None,
         }
     }
 
-    /// The messages of every request so far, oldest first.
+    /// Keep the messages of every request, for [`ScriptedBackend::seen`].
+    pub fn recording(mut self) -> Self {
+        self.seen = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The messages of every request so far, oldest first (empty unless
+    /// built with [`ScriptedBackend::recording`]).
     pub fn seen(&self) -> Vec<Vec<ChatMessage>> {
-        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        self.seen
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.clone()))
+            .unwrap_or_default()
     }
 
     /// How many responses have been replayed.
@@ -133,7 +145,7 @@ impl ModelBackend for ScriptedBackend {
             *next += 1;
             r
         };
-        if let Ok(mut seen) = self.seen.lock() {
+        if let Some(Ok(mut seen)) = self.seen.as_ref().map(Mutex::lock) {
             seen.push(request.messages.clone());
         }
         let (text, delay_ms) = match response {

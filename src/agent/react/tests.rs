@@ -95,7 +95,7 @@ impl Harness {
         let mut tools = ToolRegistry::new();
         tools.register(Arc::new(Finish)).unwrap();
         tools.register(echo.clone()).unwrap();
-        let model = Arc::new(model);
+        let model = Arc::new(model.recording());
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let agent = ReactAgent::new(
             model.clone(),
