@@ -56,6 +56,7 @@ pub mod action;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod confined;
 pub mod errors;
 pub mod eval;
 pub mod json_extract;

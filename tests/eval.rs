@@ -19,6 +19,9 @@ fn suite() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/challenges")
 }
 
+/// A `sample_code.py` that passes the CodeFunction challenge.
+const MULTIPLY: &str = "def multiply_int(num, multiplier):\n    return num * multiplier\n";
+
 fn finish(answer: &str) -> String {
     action("finish", json!({"answer": answer}))
 }
@@ -163,10 +166,7 @@ fn python_grading_runs_the_challenges_test_code_in_the_workspace() {
     let model = env.script(
         "s",
         &[
-            &write(
-                "sample_code.py",
-                "def multiply_int(num, multiplier):\n    return num * multiplier\n",
-            ),
+            &write("sample_code.py", MULTIPLY),
             &finish("wrote sample_code.py"),
             // Second attempt: a wrong function.
             &write(
@@ -415,4 +415,167 @@ fn a_filter_that_matches_nothing_names_the_challenges() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("WriteFile") && err.contains("nope"), "{err}");
+}
+
+/// Security case 38: the model plants links in its workspace and code that
+/// would act on the host; the grader follows no link out of the workspace,
+/// writes the challenge's test over a planted link (not through it), and
+/// runs the model's code only inside the sandbox.
+#[cfg(unix)]
+#[test]
+fn case_38_the_grader_follows_no_link_and_runs_model_code_only_in_the_sandbox() {
+    let env = TestEnv::new();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "Washington").unwrap();
+    let target = outside.path().join("test.py");
+    std::fs::write(&target, "original").unwrap();
+    let marker = outside.path().join("ran-on-the-host");
+    // A relative link climbs out of the temporary workspace to the root.
+    let up = |p: &std::path::Path| format!("{}{}", "../".repeat(30), p.display());
+    let link = |name: &str, to: &std::path::Path| {
+        action(
+            "run_python",
+            json!({"code": format!("import os\nos.symlink({:?}, {name:?})\nprint('linked')", up(to))}),
+        )
+    };
+    let sample = format!(
+        "try:\n    open({:?}, 'w').write('escaped')\nexcept OSError:\n    pass\n\ndef multiply_int(num, multiplier):\n    return num * multiplier\n",
+        marker.display().to_string()
+    );
+    let model = env.script(
+        "s",
+        &[
+            // WriteFile: output.txt is a link to a host file holding the answer.
+            &link("output.txt", &secret),
+            &finish("wrote it"),
+            // CodeFunction: test.py is a link to a host file; the sample
+            // code writes a marker outside the workspace when it can.
+            &link("test.py", &target),
+            &write("sample_code.py", &sample),
+            &finish("wrote sample_code.py"),
+        ],
+    );
+    let (_, report) = eval(
+        &env,
+        &model,
+        &["--filter", "WriteFile", "--filter", "CodeFunction"],
+    );
+    let write_file = result(&report, "WriteFile");
+    assert_eq!(write_file["result"], "failed", "{write_file}");
+    let reason = write_file["grade"]["outputs"][0]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("symbolic link"), "{reason}");
+
+    let code = result(&report, "CodeFunction");
+    assert_eq!(code["result"], "passed", "the real test ran: {code}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "original");
+    assert!(
+        !marker.exists(),
+        "model-written code ran on the host during grading"
+    );
+}
+
+/// Host grading stays available, behind a flag that warns.
+#[test]
+fn unsafe_host_grading_is_explicit_and_warns() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            &write("sample_code.py", MULTIPLY),
+            &finish("wrote sample_code.py"),
+        ],
+    );
+    let suite = suite();
+    let out = env
+        .agent()
+        .args([
+            "eval",
+            suite.to_str().unwrap(),
+            "--json",
+            "--model",
+            &model,
+            "--filter",
+            "CodeFunction",
+            "--unsafe-host-grading",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--unsafe-host-grading") && stderr.contains("outside the sandbox"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        result(&report, "CodeFunction")["result"],
+        "passed",
+        "{report}"
+    );
+}
+
+/// `pytest` challenges are graded in the sandbox by agent's own runner:
+/// test functions and `Test*` classes; a test that needs pytest fixtures
+/// fails with a reason that names the way out.
+#[test]
+fn pytest_challenges_run_in_the_sandbox() {
+    let env = TestEnv::new();
+    let suite = tempfile::tempdir().unwrap();
+    let make = |dir: &str, name: &str, tests: &str| {
+        let c = suite.path().join(dir);
+        std::fs::create_dir_all(c.join("custom_python")).unwrap();
+        std::fs::write(
+            c.join("data.json"),
+            json!({
+                "name": name, "category": ["coding"], "task": "Write calc.py with add(a, b).",
+                "cutoff": 60, "dependencies": [],
+                "ground": {"answer": "", "should_contain": [], "should_not_contain": [],
+                           "files": [], "eval": {"type": "pytest"}},
+                "info": {}
+            })
+            .to_string(),
+        )
+        .unwrap();
+        std::fs::write(c.join("custom_python/test_calc.py"), tests).unwrap();
+    };
+    make(
+        "1_plain",
+        "Plain",
+        "from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\
+         class TestMore:\n    def test_zero(self):\n        assert add(0, 0) == 0\n\n    \
+         def test_neg(self):\n        assert add(-1, 1) == 0\n",
+    );
+    make(
+        "2_fixture",
+        "Fixture",
+        "from calc import add\n\ndef test_tmp(tmp_path):\n    assert add(1, 1) == 2\n",
+    );
+    let calc = write("calc.py", "def add(a, b):\n    return a + b\n");
+    let model = env.script("s", &[&calc, &finish("done"), &calc, &finish("done")]);
+    let out = env
+        .agent()
+        .args([
+            "eval",
+            suite.path().to_str().unwrap(),
+            "--json",
+            "--model",
+            &model,
+        ])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let plain = result(&report, "Plain");
+    assert_eq!(plain["result"], "passed", "{plain}");
+    let shown = plain["grade"]["outputs"][0]["content"].as_str().unwrap();
+    assert!(shown.contains("3 passed, 0 failed"), "{shown}");
+    let fixture = result(&report, "Fixture");
+    assert_eq!(fixture["result"], "failed", "{fixture}");
+    let shown = fixture["grade"]["outputs"][0]["content"].as_str().unwrap();
+    assert!(
+        shown.contains("needs pytest fixtures") && shown.contains("--unsafe-host-grading"),
+        "{shown}"
+    );
 }

@@ -46,6 +46,12 @@ pub struct EvalArgs {
     /// The report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Grade `python` and `pytest` challenges with the host's python3 (and
+    /// pytest) instead of the sandbox. That runs model-written code as your
+    /// user, outside any sandbox: only for suites that need packages the
+    /// sandboxed interpreter lacks, and only with models you trust.
+    #[arg(long)]
+    pub unsafe_host_grading: bool,
 }
 
 /// Run the suite; exit 0 when every graded attempt passed, 3 when some failed.
@@ -57,8 +63,14 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
         parallel: args.parallel.max(1),
         filters: args.filter.clone(),
         timeout: args.budgets.timeout.map(Duration::from_secs),
+        unsafe_host_grading: args.unsafe_host_grading,
         ..EvalOptions::default()
     };
+    if args.unsafe_host_grading {
+        eprintln!(
+            "warning: --unsafe-host-grading: python and pytest challenges are graded with the host's python3, which runs model-written code (and any pytest.py it wrote) as your user, outside the sandbox"
+        );
+    }
     if EvalRunner::select(&challenges, &options).is_empty() {
         anyhow::bail!(
             "no challenge under {} matches {}; names: {}",

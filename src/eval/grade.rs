@@ -4,8 +4,9 @@
 //! - each entry of `files` is a file name, or an extension (`.txt`) meaning
 //!   every workspace file with it;
 //! - `file`: the file's text is the content; `python`: the file is run with
-//!   `python3` in the workspace and the content is `Output: <stdout>` (or
-//!   `Error: <stderr>` when it fails); `pytest`: `python3 -m pytest` passes;
+//!   the workspace as its directory and the content is `Output: <stdout>`
+//!   (or `Error: <stderr>` when it fails); `pytest`: the workspace's tests
+//!   pass;
 //! - content passes when it holds every `should_contain` string and none of
 //!   `should_not_contain` (case-insensitive unless `case_sensitive`);
 //! - the challenge passes when at least one content passes (AutoGPT's rule);
@@ -13,12 +14,25 @@
 //!   content against the task and the reference answer (`binary` 0/1,
 //!   `percentage` 0-100, `scale` 1-10); it passes at 90% of the top score.
 //!
-//! Python grading runs the challenge author's own test code with the host's
-//! `python3`, outside the plugin sandbox, like AutoGPT does: run only suites
-//! you trust. It gets the workspace as its working directory, a clean
-//! environment and a time limit.
+//! The workspace is the model's work, so the grader trusts nothing in it
+//! (security case 38):
+//! - files are read through [`Confined`]: a symlink the model planted
+//!   (`answer.txt -> /etc/…`) is an error, never followed, and the
+//!   challenge's `custom_python/` is copied in over links, not through them;
+//! - Python grading runs inside the sandbox, with the same `run_python`
+//!   component and limits the agent had ([`PythonGrader::Sandbox`]), because
+//!   the test imports the model's code (`sample_code.py`), and `python3 -m
+//!   pytest` on the host would even pick up a model-written `pytest.py`.
+//!   The component has most of the standard library but neither pytest nor
+//!   `unittest`, so `pytest` challenges run under a small runner of our own
+//!   in the sandbox: test functions (`test_*`, in `test_*.py`/`*_test.py`)
+//!   and `Test*` classes, as pytest collects them; a test that needs pytest
+//!   fixtures or a missing module fails with a reason saying so. AutoGPT's benchmark runs all of this with the host's
+//!   interpreter; here that takes `agent eval --unsafe-host-grading`
+//!   ([`PythonGrader::Host`]), for suites that need packages the component
+//!   lacks, with a warning.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -27,7 +41,20 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::challenge::{Challenge, EvalKind, Ground};
+use crate::confined::Confined;
 use crate::model::{ChatMessage, CompletionRequest, ModelBackend};
+use crate::tools::{Tool, ToolContext, ToolError};
+
+/// Who runs the Python that grades a workspace.
+#[derive(Clone, Copy)]
+pub enum PythonGrader<'a> {
+    /// The sandboxed `run_python` tool bound to the attempt's workspace
+    /// (`None` when the code plugin is not loaded).
+    Sandbox(Option<&'a dyn Tool>),
+    /// The host's `python3`, as the user's own account
+    /// (`--unsafe-host-grading`).
+    Host,
+}
 
 /// Longest content kept in a report, per file.
 const SHOWN_CHARS: usize = 600;
@@ -74,25 +101,17 @@ pub fn check(content: &str, ground: &Ground) -> Option<String> {
     None
 }
 
-/// The workspace files an entry of `ground.files` names.
-fn matching_files(workspace: &Path, pattern: &str) -> Vec<PathBuf> {
+/// The workspace files (relative paths) an entry of `ground.files` names.
+fn matching_files(workspace: &Confined, pattern: &str) -> Vec<String> {
     if pattern.starts_with('.') && !pattern.contains('/') {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(workspace)
+        workspace
+            .files()
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.ends_with(pattern))
-            })
-            .collect();
-        found.sort();
-        found
+            .filter(|n| n.ends_with(pattern))
+            .collect()
     } else {
-        vec![workspace.join(pattern)]
+        vec![pattern.to_string()]
     }
 }
 
@@ -100,12 +119,12 @@ fn shown(text: &str) -> String {
     crate::sanitize::cap_head_tail(text, SHOWN_CHARS)
 }
 
-/// Run `python3 ARGS` in `workspace` with a clean environment and a time limit.
-async fn python(
-    workspace: &Path,
-    args: &[&str],
-    limit: Duration,
-) -> Result<(bool, String, String), String> {
+/// What a grading script did: success, its stdout, its stderr.
+type Ran = (bool, String, String);
+
+/// Run `python3 ARGS` on the host in `workspace` with a clean environment
+/// and a time limit (`--unsafe-host-grading` only).
+async fn host_python(workspace: &Path, args: &[&str], limit: Duration) -> Result<Ran, String> {
     let mut cmd = tokio::process::Command::new("python3");
     cmd.args(args)
         .current_dir(workspace)
@@ -131,30 +150,192 @@ async fn python(
     }
 }
 
-/// Grade `workspace` (after the run, with `custom_python/` already copied in).
+/// Ends what the sandboxed grading code prints; the JSON after the last
+/// one says how the script ended.
+const MARK: &str = "\n<<agent-grader-result>>";
+
+/// Runs a file as `python3 FILE` would, with stderr kept apart.
+const RUN_FILE: &str = r#"
+import io, json, os, sys, traceback
+FILE = __FILE__
+sys.argv = [FILE]
+sys.path.insert(0, os.getcwd())
+_err, _old, _failed = io.StringIO(), sys.stderr, None
+sys.stderr = _err
+try:
+    with open(FILE) as _f:
+        _code = compile(_f.read(), FILE, "exec")
+    exec(_code, {"__name__": "__main__", "__file__": FILE})
+except SystemExit as e:
+    if e.code not in (None, 0):
+        _failed = "exited with status %s" % e.code
+except BaseException:
+    _failed = traceback.format_exc()
+finally:
+    sys.stderr = _old
+print(__MARK__ + json.dumps({"stderr": _err.getvalue(), "failed": _failed}))
+"#;
+
+/// A small test runner for the sandbox, whose Python has no pytest (nor
+/// `unittest`): test functions and `Test*` classes, as pytest collects them.
+const RUN_TESTS: &str = r#"
+import inspect, json, os, sys, traceback, types
+NL = chr(10)
+sys.path.insert(0, os.getcwd())
+passed, failures = 0, []
+def call(label, fn):
+    global passed
+    if inspect.signature(fn).parameters:
+        failures.append(label + ": needs pytest fixtures, which the sandbox has not got (agent eval --unsafe-host-grading runs the host's pytest)")
+        return
+    try:
+        fn()
+        passed += 1
+    except BaseException:
+        failures.append(label + NL + traceback.format_exc())
+names = sorted(f for f in os.listdir(".") if f.endswith(".py") and os.path.isfile(f)
+               and (f.startswith("test_") or f.endswith("_test.py")))
+for f in names:
+    name = f[:-3]
+    mod = types.ModuleType(name)
+    mod.__file__ = f
+    sys.modules[name] = mod
+    try:
+        with open(f) as src:
+            exec(compile(src.read(), f, "exec"), mod.__dict__)
+    except ModuleNotFoundError as e:
+        failures.append(f + ": " + str(e) + " (the sandbox's Python lacks some modules, pytest and unittest among them; agent eval --unsafe-host-grading uses the host's)")
+        continue
+    except BaseException:
+        failures.append(f + ": import failed" + NL + traceback.format_exc())
+        continue
+    for attr, obj in sorted(vars(mod).items()):
+        if getattr(obj, "__module__", None) != name:
+            continue
+        if inspect.isclass(obj) and attr.startswith("Test"):
+            for m in sorted(a for a in dir(obj) if a.startswith("test")):
+                call(f + "::" + attr + "::" + m, getattr(obj(), m))
+        elif inspect.isfunction(obj) and attr.startswith("test"):
+            call(f + "::" + attr, obj)
+for failure in failures:
+    print("FAILED " + failure)
+print("%d passed, %d failed" % (passed, len(failures)))
+failed = None
+if failures:
+    failed = "%d test(s) failed" % len(failures)
+elif passed == 0:
+    failed = "no tests ran (looked for test_*.py and *_test.py)"
+print(__MARK__ + json.dumps({"stderr": "", "failed": failed}))
+"#;
+
+/// Fill in a grading template: `__FILE__` (a Python string literal) and the
+/// result mark.
+fn script(template: &str, file: &str) -> String {
+    let literal = serde_json::to_string(file).unwrap_or_else(|_| "''".into());
+    template
+        .replace("__FILE__", &literal)
+        .replace("__MARK__", &serde_json::to_string(MARK).unwrap_or_default())
+}
+
+/// Run grading `code` with the sandboxed `run_python` tool.
+async fn sandboxed(tool: &dyn Tool, code: String, limit: Duration) -> Result<Ran, String> {
+    let ctx = ToolContext::default();
+    let call = tool.call(serde_json::json!({ "code": code }), &ctx);
+    let (text, errored) = match tokio::time::timeout(limit, call).await {
+        Err(_) => {
+            ctx.cancel.cancel();
+            return Err(format!("the grading script ran over {} s", limit.as_secs()));
+        }
+        Ok(Ok(text)) => (text, false),
+        Ok(Err(ToolError::Observation(text))) => (text, true),
+        Ok(Err(e)) => return Err(format!("the sandbox could not run the grader: {e}")),
+    };
+    let Some(at) = text.rfind(MARK) else {
+        // It never reached the end: killed at its deadline or memory cap.
+        return Ok((false, String::new(), text));
+    };
+    #[derive(serde::Deserialize)]
+    struct End {
+        stderr: String,
+        failed: Option<String>,
+    }
+    let stdout = text[..at].to_string();
+    let end: End = serde_json::from_str(text[at + MARK.len()..].trim())
+        .map_err(|e| format!("the grader's result could not be read: {e}"))?;
+    let mut stderr = end.stderr;
+    if let Some(f) = &end.failed {
+        stderr.push_str(f);
+    }
+    Ok((end.failed.is_none() && !errored, stdout, stderr))
+}
+
+/// Run the workspace file `file` as a script.
+async fn run_file(
+    python: PythonGrader<'_>,
+    workspace: &Path,
+    file: &str,
+    limit: Duration,
+) -> Result<Ran, String> {
+    match python {
+        PythonGrader::Host => host_python(workspace, &[file], limit).await,
+        PythonGrader::Sandbox(Some(tool)) => sandboxed(tool, script(RUN_FILE, file), limit).await,
+        PythonGrader::Sandbox(None) => Err(NO_SANDBOX.into()),
+    }
+}
+
+/// Run the workspace's tests.
+async fn run_tests(
+    python: PythonGrader<'_>,
+    workspace: &Path,
+    limit: Duration,
+) -> Result<Ran, String> {
+    match python {
+        PythonGrader::Host => host_python(workspace, &["-m", "pytest", "-q"], limit).await,
+        PythonGrader::Sandbox(Some(tool)) => sandboxed(tool, script(RUN_TESTS, ""), limit).await,
+        PythonGrader::Sandbox(None) => Err(NO_SANDBOX.into()),
+    }
+}
+
+const NO_SANDBOX: &str = "Python grading runs in the sandbox of the `code` plugin (run_python), which is not loaded; enable it, or pass --unsafe-host-grading to use the host's python3";
+
+/// Grade `workspace` (after the run, with `custom_python/` already copied
+/// in), running Python with `python`.
 pub async fn grade(
     challenge: &Challenge,
     workspace: &Path,
     limit: Duration,
     judge: Option<&dyn ModelBackend>,
+    python: PythonGrader<'_>,
 ) -> Grade {
     let ground = &challenge.ground;
     let kind = challenge.kind();
+    let failed = |source: &str, reason: String| Grade {
+        passed: false,
+        outputs: vec![Output {
+            source: source.into(),
+            passed: false,
+            reason: Some(reason),
+            content: String::new(),
+        }],
+    };
+    let confined = match Confined::open(workspace) {
+        Ok(c) => c,
+        Err(e) => return failed("workspace", format!("cannot open the workspace: {e}")),
+    };
     let mut outputs = Vec::new();
     if kind == EvalKind::Pytest {
-        let output = match python(workspace, &["-m", "pytest", "-q"], limit).await {
+        let source = match python {
+            PythonGrader::Host => "python3 -m pytest",
+            PythonGrader::Sandbox(_) => "tests (sandboxed)",
+        };
+        let output = match run_tests(python, workspace, limit).await {
             Ok((ok, stdout, stderr)) => Output {
-                source: "python3 -m pytest".into(),
+                source: source.into(),
                 passed: ok,
-                reason: (!ok).then(|| "pytest failed".to_string()),
+                reason: (!ok).then(|| "the tests failed".to_string()),
                 content: shown(&format!("{stdout}{stderr}")),
             },
-            Err(e) => Output {
-                source: "python3 -m pytest".into(),
-                passed: false,
-                reason: Some(e),
-                content: String::new(),
-            },
+            Err(e) => return failed(source, e),
         };
         return Grade {
             passed: output.passed,
@@ -162,20 +343,15 @@ pub async fn grade(
         };
     }
     for pattern in &ground.files {
-        for path in matching_files(workspace, pattern) {
-            let source = path
-                .strip_prefix(workspace)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
+        for source in matching_files(&confined, pattern) {
+            let rel = Path::new(&source);
             let content = if kind == EvalKind::Python {
-                let Some(file) = path.to_str() else {
-                    continue;
-                };
-                if !path.is_file() {
-                    Err(format!("{source} does not exist"))
+                if !confined.is_file(rel) {
+                    Err(format!(
+                        "{source} does not exist (or is a link, which the grader does not follow)"
+                    ))
                 } else {
-                    python(workspace, &[file], limit)
+                    run_file(python, workspace, &source, limit)
                         .await
                         .map(|(ok, stdout, stderr)| {
                             // AutoGPT's rule: a failed script (or one that says error) is an error.
@@ -187,7 +363,9 @@ pub async fn grade(
                         })
                 }
             } else {
-                std::fs::read_to_string(&path).map_err(|e| format!("cannot read {source}: {e}"))
+                confined
+                    .read_to_string(rel)
+                    .map_err(|e| format!("cannot read {source}: {e}"))
             };
             outputs.push(match content {
                 Ok(text) if kind == EvalKind::Llm => {
@@ -343,6 +521,11 @@ mod tests {
         assert_eq!(check("HELLO WORLD", &g), None);
     }
 
+    async fn file_grade(ch: &Challenge, ws: &Path) -> Grade {
+        let python = PythonGrader::Sandbox(None);
+        grade(ch, ws, Duration::from_secs(5), None, python).await
+    }
+
     #[tokio::test]
     async fn a_missing_file_fails_and_extension_patterns_match_every_file() {
         let ws = tempfile::tempdir().unwrap();
@@ -355,13 +538,13 @@ mod tests {
             ground: ground(&["42"], &[], true),
             dir: dir.path().to_path_buf(),
         };
-        let g = grade(&ch, ws.path(), Duration::from_secs(5), None).await;
+        let g = file_grade(&ch, ws.path()).await;
         assert!(!g.passed);
         assert!(g.outputs[0].reason.as_deref().unwrap().contains("out.txt"));
         std::fs::write(ws.path().join("a.txt"), "no").unwrap();
         std::fs::write(ws.path().join("b.txt"), "the answer is 42").unwrap();
         ch.ground.files = vec![".txt".into()];
-        let g = grade(&ch, ws.path(), Duration::from_secs(5), None).await;
+        let g = file_grade(&ch, ws.path()).await;
         assert_eq!(g.outputs.len(), 2);
         assert!(g.passed, "one passing file is enough: {g:?}");
     }

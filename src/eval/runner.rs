@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use super::challenge::{Challenge, EvalKind, copy_tree};
-use super::grade::grade;
+use super::grade::{PythonGrader, grade};
 use crate::agent::plan::PlanStore;
 use crate::agent::{AgentParts, AgentSettings, PlanParts, Strategy};
+use crate::confined::{Confined, copy_tree_into};
 use crate::memory::journal::{RunSettings, new_run_id};
 use crate::memory::{RunJournal, RunRecord, RunStatus, StopKind};
 use crate::model::ModelBackend;
@@ -41,6 +42,9 @@ pub struct EvalOptions {
     pub default_timeout: Duration,
     /// Time limit of each grading script.
     pub grade_timeout: Duration,
+    /// Grade Python with the host's interpreter instead of the sandbox
+    /// (`--unsafe-host-grading`; see [`super::grade`]).
+    pub unsafe_host_grading: bool,
 }
 
 impl Default for EvalOptions {
@@ -53,6 +57,7 @@ impl Default for EvalOptions {
             timeout: None,
             default_timeout: Duration::from_secs(300),
             grade_timeout: Duration::from_secs(60),
+            unsafe_host_grading: false,
         }
     }
 }
@@ -276,12 +281,21 @@ impl EvalRunner {
         };
         let timed_out = stop == Some(StopKind::TimeBudget);
         let status = stop.map_or(RunStatus::Running, StopKind::status);
-        copy_tree(&challenge.custom_python(), &workspace)?;
+        // The model may have planted links where the test files go: they
+        // are replaced, never written through (case 38).
+        let confined = Confined::open(&workspace)?;
+        copy_tree_into(&challenge.custom_python(), &confined)?;
+        let python = if options.unsafe_host_grading {
+            PythonGrader::Host
+        } else {
+            PythonGrader::Sandbox(tools.get("run_python").map(|t| t.as_ref()))
+        };
         let grade = grade(
             challenge,
             &workspace,
             options.grade_timeout,
             self.judge.as_deref(),
+            python,
         )
         .await;
         let result = if grade.passed && !timed_out {
