@@ -21,6 +21,7 @@ use super::host::{self, CallEnv, CallFailure, CallState, PluginPre, Runtime};
 use super::http::Resolver;
 use super::manifest::{Manifest, WorkspaceAccess};
 use super::policy::Grant;
+use super::protect;
 use super::{CompileEvent, Origin, PluginError, ProgressFn, io_err};
 use crate::sanitize;
 use crate::tools::{Tool, ToolContext, ToolError, ToolSpec};
@@ -164,7 +165,19 @@ impl LoadedPlugin {
             cancel,
         };
         let started = Instant::now();
+        // Files git runs or obeys are put back as they were (case 42).
+        let guard = (grant.workspace == WorkspaceAccess::Write)
+            .then(|| protect::Snapshot::take(&self.shared.workspace));
         let (result, io) = host::invoke(&self.shared.runtime, pre, &env, tool, args_json).await;
+        let undone = guard
+            .map(|g| g.restore(&self.shared.workspace))
+            .unwrap_or_default();
+        let note = (!undone.is_empty()).then(|| {
+            format!(
+                "\n[agent undid this call's changes to {}: files that git runs or obeys are not writable by tools; ask the user to make such a change]",
+                undone.join(", ")
+            )
+        });
         let cap = self.grant.output_bytes;
         let result = match result {
             Ok(text) => Ok(sanitize::neutralize_controls(
@@ -179,6 +192,13 @@ impl LoadedPlugin {
                 "{}: {other}",
                 self.manifest.name
             ))),
+        };
+        let result = match (result, note) {
+            (Ok(text), Some(note)) => Ok(text + &note),
+            (Err(ToolError::Observation(text)), Some(note)) => {
+                Err(ToolError::Observation(text + &note))
+            }
+            (result, _) => result,
         };
         CallReport {
             result,

@@ -39,6 +39,7 @@ mod loader;
 pub mod manifest;
 mod output;
 pub mod policy;
+pub mod protect;
 pub mod scaffold;
 mod specs;
 
