@@ -153,6 +153,15 @@ fn flatten(text: &str) -> String {
         .join(" ")
 }
 
+/// Text stored by or for the agent (a memory, a source label) shown as
+/// data: escapes stripped and the rest as one JSON string literal, quotes
+/// included, so that its newlines, list markers and brackets cannot look
+/// like the structure around it (security case 43).
+pub fn quoted(text: &str) -> String {
+    let clean = strip_terminal_escapes(text);
+    serde_json::to_string(&clean).unwrap_or_else(|_| format!("\"{}\"", flatten(&clean)))
+}
+
 /// The first `max_lines` lines of `text` for a person, escapes stripped,
 /// each line cut to `max_chars` characters with `…` (indentation kept), and
 /// a last line saying how many more lines there are.

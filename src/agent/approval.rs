@@ -17,10 +17,13 @@
 //! Internal tools (finish, recall) and talking to the human always run: they
 //! touch nothing outside the agent, and asking the human is oversight itself.
 //!
-//! Untrusted content: a call that writes, runs code or uses the network right
-//! after a step that read a file or a web page asks even when its policy is
-//! `auto` (prompt injection turns reading into acting), unless the config
-//! says `ask_after_untrusted: false` or the user answered "always" for it.
+//! Untrusted content: once a run has read a file, a web page, a kb passage,
+//! code output or a tainted memory (the run's [`crate::tools::Taint`]), a
+//! call that writes, runs code or uses the network asks even when its
+//! policy is `auto` (prompt injection turns reading into acting), unless the
+//! config says `ask_after_untrusted: false` or the user answered "always"
+//! for it. The taint is sticky: it lasts until a person approves an action
+//! ([`Approval::PersonApproved`]), not one step (security case 39).
 //!
 //! Nobody to ask: in continuous mode (`--yes`) "ask" means run; in a run
 //! with no terminal (piped, CI, `--json`) "ask" means deny, and the model is
@@ -120,6 +123,35 @@ impl ApprovalConfig {
     }
 }
 
+/// The approval settings a run starts with. They are kept in the run's
+/// journal record, so `agent runs resume` goes on under the same rules
+/// wherever it is typed (security case 40); "always" answers are not kept
+/// (they belong to the session that gave them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedApprovals {
+    /// The config's `approvals:` section.
+    pub config: ApprovalConfig,
+    /// `--approve` / `/approve`, if given.
+    #[serde(default)]
+    pub approve: Option<Policy>,
+    /// `--yes`.
+    #[serde(default)]
+    pub continuous: bool,
+}
+
+impl RecordedApprovals {
+    /// As a run's journal keeps them.
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
+    }
+
+    /// From a run's journal record (`None`: the record is older than this
+    /// field, or was written by another version and cannot be read).
+    pub fn from_json(value: Option<&serde_json::Value>) -> Option<Self> {
+        serde_json::from_value(value?.clone()).ok()
+    }
+}
+
 /// Who answers when a policy says "ask".
 #[derive(Clone)]
 pub enum Mode {
@@ -207,6 +239,15 @@ impl PolicyApprover {
         }
     }
 
+    /// What a run started now records of these approvals.
+    pub fn record(&self) -> RecordedApprovals {
+        RecordedApprovals {
+            config: self.config.clone(),
+            approve: self.overrides().all,
+            continuous: matches!(self.mode, Mode::Continuous),
+        }
+    }
+
     /// Show these permissions (plugin name → words) in questions.
     pub fn with_permissions(mut self, permissions: BTreeMap<String, String>) -> Self {
         self.permissions = permissions;
@@ -260,7 +301,7 @@ impl PolicyApprover {
     }
 
     /// What the policies say about a call, before anyone is asked.
-    pub fn decide(&self, spec: &ToolSpec, after_untrusted: bool) -> Decision {
+    pub fn decide(&self, spec: &ToolSpec, tainted_by: Option<&str>) -> Decision {
         let Some(policy) = self.policy(spec) else {
             return Decision::Run;
         };
@@ -273,7 +314,7 @@ impl PolicyApprover {
             )),
             Policy::Ask => Decision::Ask(format!("its approval policy is `ask` ({what})")),
             Policy::Auto
-                if after_untrusted
+                if tainted_by.is_some()
                     && !always
                     && self.config.ask_after_untrusted
                     && matches!(
@@ -282,26 +323,27 @@ impl PolicyApprover {
                     ) =>
             {
                 Decision::Ask(format!(
-                    "it {what} right after the run read untrusted content (a file or a web page)"
+                    "it {what} after the run read untrusted content ({}) and no person has approved an action since",
+                    crate::sanitize::one_line(tainted_by.unwrap_or_default(), 200)
                 ))
             }
             Policy::Auto => Decision::Run,
         }
     }
 
-    /// The question shown to the person, free of terminal escapes.
+    /// The question shown to the person, free of terminal escapes. The
+    /// arguments are listed shortest first and long ones are cut, so the
+    /// ones that matter (a path, a URL) are in sight before any long
+    /// content (security case 44).
     pub fn question(&self, request: &ApprovalRequest<'_>, why: &str) -> String {
         let spec = request.spec;
-        let args =
-            serde_json::to_string_pretty(request.args).unwrap_or_else(|_| request.args.to_string());
-        let args = cap_head_tail(&strip_terminal_escapes(&args), 4000);
         let mut q = format!(
             "? approve step {}: {} ({}), from {}\n  because {why}\n  arguments:\n{}\n",
             request.step,
             strip_terminal_escapes(&spec.name),
             class_words(spec.class),
             strip_terminal_escapes(&spec.source),
-            indent(&args, "    "),
+            arguments(request.args),
         );
         if let Some(p) = self.permissions.get(&spec.source) {
             q.push_str(&format!(
@@ -316,6 +358,43 @@ impl PolicyApprover {
         ));
         q
     }
+}
+
+/// Longest argument value shown in full on its own line in a question.
+const SHORT_ARG_CHARS: usize = 200;
+/// How much of a long argument a question shows (head and tail).
+const LONG_ARG_CHARS: usize = 1500;
+
+/// The arguments of a call for a question: one `name: value` line per
+/// short argument, shortest first, then each long one cut to its head and
+/// tail below its name and size.
+fn arguments(args: &serde_json::Value) -> String {
+    let fields: Vec<(String, String)> = match args.as_object() {
+        Some(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (strip_terminal_escapes(k), strip_terminal_escapes(&text))
+            })
+            .collect(),
+        None => vec![("(value)".into(), strip_terminal_escapes(&args.to_string()))],
+    };
+    let mut fields = fields;
+    fields.sort_by_key(|(_, v)| v.chars().count());
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        let chars = value.chars().count();
+        if chars <= SHORT_ARG_CHARS && !value.contains('\n') {
+            out.push(format!("    {name}: {value}"));
+        } else {
+            out.push(format!("    {name} ({chars} characters):"));
+            out.push(indent(&cap_head_tail(&value, LONG_ARG_CHARS), "      "));
+        }
+    }
+    out.join("\n")
 }
 
 /// What a class may do, in words ("writes the workspace").
@@ -337,15 +416,44 @@ fn indent(text: &str, by: &str) -> String {
         .join("\n")
 }
 
+/// The first argument of a write that names a file git runs or obeys
+/// (see [`crate::plugin::protect`]).
+fn protected_target(spec: &ToolSpec, args: &serde_json::Value) -> Option<String> {
+    if spec.class != ToolClass::Write {
+        return None;
+    }
+    args.as_object()?
+        .values()
+        .filter_map(|v| v.as_str())
+        .find(|p| crate::plugin::protect::is_protected(p))
+        .map(|p| crate::sanitize::one_line(p, 200))
+}
+
 #[async_trait]
 impl Approver for PolicyApprover {
     async fn approve(&self, request: &ApprovalRequest<'_>) -> Approval {
-        let why = match self.decide(request.spec, request.after_untrusted) {
+        // Files git executes or obeys: a person decides, whatever the
+        // policy, "always" or --yes (case 42).
+        let protected = protected_target(request.spec, request.args);
+        let decision = match &protected {
+            Some(path) => Decision::Ask(format!(
+                "it writes {path}, which git runs or obeys (a command written there runs when you use git); such writes always ask"
+            )),
+            None => self.decide(request.spec, request.tainted_by),
+        };
+        let why = match decision {
             Decision::Run => return Approval::Approve,
             Decision::Deny(reason) => return Approval::Deny(reason),
             Decision::Ask(why) => why,
         };
         let prompter = match &self.mode {
+            Mode::Continuous | Mode::NonInteractive if protected.is_some() => {
+                return Approval::Deny(format!(
+                    "Not run: `{}` writes {}, a file git runs or obeys, and only a person at the approval prompt can allow that (not a policy, not --yes). Do not try again; tell the user what change is needed so they can make it.",
+                    request.spec.name,
+                    protected.unwrap_or_default()
+                ));
+            }
             Mode::Continuous => return Approval::Approve,
             Mode::NonInteractive => {
                 return Approval::Deny(format!(
@@ -367,12 +475,14 @@ impl Approver for PolicyApprover {
             .ok()
             .flatten();
         match answer.as_deref().map(parse_answer) {
-            Some(Answer::Yes) => Approval::Approve,
+            Some(Answer::Yes) => Approval::PersonApproved,
+            // "always" does not extend to protected files: this once.
+            Some(Answer::Always) if protected.is_some() => Approval::PersonApproved,
             Some(Answer::Always) => {
                 self.overrides()
                     .tools
                     .insert(request.spec.name.clone(), Policy::Auto);
-                Approval::Approve
+                Approval::PersonApproved
             }
             Some(Answer::Feedback(words)) => Approval::Feedback(words),
             Some(Answer::No) | None => Approval::Deny(format!(
@@ -422,6 +532,8 @@ mod tests {
         }
     }
 
+    const TAINT: Option<&str> = Some("read_file notes.txt");
+
     async fn ask(
         a: &PolicyApprover,
         s: &ToolSpec,
@@ -432,7 +544,7 @@ mod tests {
             step: 1,
             spec: s,
             args: &args,
-            after_untrusted: untrusted,
+            tainted_by: untrusted.then_some("fetch_page https://x.example"),
         })
         .await
     }
@@ -442,15 +554,15 @@ mod tests {
         let a = PolicyApprover::new(ApprovalConfig::default(), Mode::NonInteractive);
         let write = spec("write_file", ToolClass::Write);
         let read = spec("read_file", ToolClass::Read);
-        assert_eq!(a.decide(&write, false), Decision::Run);
-        assert_eq!(a.decide(&read, true), Decision::Run);
-        assert!(matches!(a.decide(&write, true), Decision::Ask(_)));
+        assert_eq!(a.decide(&write, None), Decision::Run);
+        assert_eq!(a.decide(&read, TAINT), Decision::Run);
+        assert!(matches!(a.decide(&write, TAINT), Decision::Ask(_)));
         assert!(matches!(
-            a.decide(&spec("run_python", ToolClass::Execute), true),
+            a.decide(&spec("run_python", ToolClass::Execute), TAINT),
             Decision::Ask(_)
         ));
         assert!(matches!(
-            a.decide(&spec("fetch", ToolClass::Network), true),
+            a.decide(&spec("fetch", ToolClass::Network), TAINT),
             Decision::Ask(_)
         ));
         let off = ApprovalConfig {
@@ -458,7 +570,7 @@ mod tests {
             ..Default::default()
         };
         let a = PolicyApprover::new(off, Mode::NonInteractive);
-        assert_eq!(a.decide(&write, true), Decision::Run);
+        assert_eq!(a.decide(&write, TAINT), Decision::Run);
     }
 
     #[test]
@@ -468,24 +580,24 @@ mod tests {
                 .unwrap();
         let a = PolicyApprover::new(config, Mode::NonInteractive);
         assert_eq!(
-            a.decide(&spec("write_file", ToolClass::Write), false),
+            a.decide(&spec("write_file", ToolClass::Write), None),
             Decision::Run
         );
         assert!(matches!(
-            a.decide(&spec("append_file", ToolClass::Write), false),
+            a.decide(&spec("append_file", ToolClass::Write), None),
             Decision::Ask(_)
         ));
         assert!(matches!(
-            a.decide(&spec("run_python", ToolClass::Execute), false),
+            a.decide(&spec("run_python", ToolClass::Execute), None),
             Decision::Deny(_)
         ));
         a.set_all(Some(Policy::Deny));
         assert_eq!(
-            a.decide(&spec("finish", ToolClass::Internal), true),
+            a.decide(&spec("finish", ToolClass::Internal), TAINT),
             Decision::Run
         );
         assert_eq!(
-            a.decide(&spec("ask_human", ToolClass::Human), true),
+            a.decide(&spec("ask_human", ToolClass::Human), TAINT),
             Decision::Run
         );
     }
@@ -496,16 +608,16 @@ mod tests {
         let a = PolicyApprover::new(config, Mode::NonInteractive);
         a.set_all(Some(Policy::Auto));
         assert_eq!(
-            a.decide(&spec("read_file", ToolClass::Read), false),
+            a.decide(&spec("read_file", ToolClass::Read), None),
             Decision::Run
         );
         assert!(matches!(
-            a.decide(&spec("run_python", ToolClass::Execute), false),
+            a.decide(&spec("run_python", ToolClass::Execute), None),
             Decision::Deny(_)
         ));
         a.set_all(Some(Policy::Ask));
         assert!(matches!(
-            a.decide(&spec("read_file", ToolClass::Read), false),
+            a.decide(&spec("read_file", ToolClass::Read), None),
             Decision::Ask(_)
         ));
         a.set_all(None);
@@ -587,7 +699,7 @@ mod tests {
         ));
         assert_eq!(
             ask(&a, &write, args.clone(), false).await,
-            Approval::Approve
+            Approval::PersonApproved
         );
         assert_eq!(p.asked.load(Ordering::SeqCst), 4);
         // "always": no more questions for this tool, even after untrusted content.
@@ -601,14 +713,14 @@ mod tests {
         ));
         assert_eq!(p.asked.load(Ordering::SeqCst), 5);
         a.forget_always();
-        assert!(matches!(a.decide(&write, false), Decision::Ask(_)));
+        assert!(matches!(a.decide(&write, None), Decision::Ask(_)));
         // A new session-wide choice replaces earlier "always" answers.
         assert_eq!(
             ask(&a, &write, args.clone(), false).await,
-            Approval::Approve
+            Approval::PersonApproved
         );
         a.set_all(Some(Policy::Deny));
-        assert!(matches!(a.decide(&write, false), Decision::Deny(_)));
+        assert!(matches!(a.decide(&write, None), Decision::Deny(_)));
     }
 
     #[tokio::test]
@@ -625,13 +737,45 @@ mod tests {
         );
         let write = spec("write_file", ToolClass::Write);
         let args = serde_json::json!({"path": "a.md", "content": "hi"});
-        assert_eq!(ask(&a, &write, args, false).await, Approval::Approve);
+        assert_eq!(ask(&a, &write, args, false).await, Approval::PersonApproved);
         let q = p.last.lock().unwrap().clone();
-        assert!(
-            q.contains("write_file") && q.contains("\"path\": \"a.md\""),
-            "{q}"
-        );
+        assert!(q.contains("write_file") && q.contains("path: a.md"), "{q}");
         assert!(q.contains("workspace write · no network"), "{q}");
         assert!(!q.contains('\u{1b}') && !q.contains('\u{7}'), "{q:?}");
+    }
+
+    #[tokio::test]
+    async fn case_44_the_path_is_shown_before_long_content_and_long_content_is_cut() {
+        let p = Scripted::new(&[Some("n")]);
+        let config: ApprovalConfig = serde_yaml::from_str("write: ask\n").unwrap();
+        let a = PolicyApprover::new(config, Mode::Interactive(p.clone()));
+        let write = spec("write_file", ToolClass::Write);
+        // The model puts the content first, hoping the path scrolls away.
+        let content = format!("{}\u{202e}txt.exe\n{}", "A".repeat(4100), "B".repeat(300));
+        let args = serde_json::json!({"content": content, "path": "../../.bashrc"});
+        ask(&a, &write, args, false).await;
+        let q = p.last.lock().unwrap().clone();
+        let path_at = q.find("path: ../../.bashrc").expect(&q);
+        let content_at = q.find("content (4408 characters):").expect(&q);
+        assert!(path_at < content_at, "{q}");
+        assert!(
+            q.chars().count() < 2500,
+            "the question is {} characters",
+            q.chars().count()
+        );
+        assert!(
+            !q.contains('\u{202e}'),
+            "bidi override reached the question"
+        );
+    }
+
+    #[test]
+    fn the_reason_to_ask_names_the_untrusted_content_read() {
+        let a = PolicyApprover::new(ApprovalConfig::default(), Mode::NonInteractive);
+        let write = spec("write_file", ToolClass::Write);
+        match a.decide(&write, TAINT) {
+            Decision::Ask(why) => assert!(why.contains("read_file notes.txt"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -23,17 +23,20 @@ pub struct ApprovalRequest<'a> {
     pub spec: &'a ToolSpec,
     /// Its arguments, already checked against its schema.
     pub args: &'a serde_json::Value,
-    /// True when the previous observation came from untrusted content (a
-    /// web page, a file read from the workspace): writes, code and network
-    /// right after it deserve a second look.
-    pub after_untrusted: bool,
+    /// The untrusted content the run has read (a web page, a workspace
+    /// file, a kb passage…) and no person has approved an action since:
+    /// writes, code and network deserve a second look (case 39).
+    pub tainted_by: Option<&'a str>,
 }
 
 /// An approver's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Approval {
-    /// Run it.
+    /// Run it (a policy allowed it, or nobody is asked under `--yes`).
     Approve,
+    /// Run it: a person was asked and said yes. This also clears the run's
+    /// taint, since they saw the action and took the risk.
+    PersonApproved,
     /// Do not run it; the reason becomes the observation.
     Deny(String),
     /// Do not run it; the user's words go to the model as the observation.
@@ -54,6 +57,10 @@ pub struct Recalled {
     pub text: String,
     /// Where it came from (`user`, `agent run 2026…`, a URL, a file).
     pub source: String,
+    /// True when its words may come from outside the user and the agent
+    /// (see [`crate::memory::longterm::Provenance::is_untrusted`]): showing
+    /// it to the model taints the run.
+    pub untrusted: bool,
     /// Relevance, higher is better.
     pub score: f32,
 }

@@ -36,7 +36,7 @@ use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD, Model
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
 use crate::tools::builtin::FINISH;
-use crate::tools::{ToolClass, ToolContext, ToolError, ToolRegistry};
+use crate::tools::{Taint, ToolClass, ToolContext, ToolError, ToolRegistry};
 use history::{HistoryEntry, SUMMARY_TOKENS, Summary, committed_steps, fit_newest};
 
 pub use history::summarize;
@@ -213,9 +213,9 @@ impl ReactAgent {
             }
             history.push(self.history_entry(step, history_budget)?);
         }
-        // What the last step read from outside (a web page, a file), when it
-        // did: approvals ask after it, and memories stored next say so.
-        let mut untrusted_source: Option<String> = None;
+        // What untrusted content the run has read (sticky, case 39): it
+        // starts from the run's record, so a resume or a plan step keeps it.
+        let taint = Taint::new(run.tainted.clone());
         let mut summary = Summary::default();
 
         loop {
@@ -244,7 +244,9 @@ impl ReactAgent {
                 });
             }
             let messages = self
-                .messages(run, &system, &earlier, &history, omitted, &summary, context)
+                .messages(
+                    run, &system, &earlier, &history, omitted, &summary, context, &taint,
+                )
                 .await?;
 
             // Ask the model.
@@ -333,7 +335,7 @@ impl ReactAgent {
                         cancel: cancel.child_token(),
                         run_id: Some(run.id.clone()),
                         step: Some(index),
-                        untrusted_source: untrusted_source.clone(),
+                        taint: taint.clone(),
                     };
                     let time_left = remaining.saturating_sub(model_started.elapsed());
                     ending = self
@@ -341,6 +343,24 @@ impl ReactAgent {
                         .await;
                 }
             }
+
+            // A tool that ran and read a file, a page or code output leaves
+            // its words in the history: the run is tainted from now on.
+            let ran = matches!(step.outcome, StepOutcome::Ok | StepOutcome::ToolError);
+            let reads_outside = step
+                .tool
+                .as_deref()
+                .and_then(|t| self.tools.get(t))
+                .is_some_and(|t| {
+                    matches!(
+                        t.spec().class,
+                        ToolClass::Read | ToolClass::Network | ToolClass::Execute
+                    )
+                });
+            if ran && reads_outside {
+                taint.mark(untrusted_label(&step));
+            }
+            run.tainted = taint.source();
 
             // Commit before anyone hears of the result.
             run.steps = index;
@@ -354,15 +374,6 @@ impl ReactAgent {
                 is_error: step.outcome != StepOutcome::Ok,
                 tool_ms: step.tool_ms,
             });
-            let read_outside = step.outcome == StepOutcome::Ok
-                && step
-                    .tool
-                    .as_deref()
-                    .and_then(|t| self.tools.get(t))
-                    .is_some_and(|t| {
-                        matches!(t.spec().class, ToolClass::Read | ToolClass::Network)
-                    });
-            untrusted_source = read_outside.then(|| untrusted_label(&step));
             history.push(self.history_entry(&step, history_budget)?);
             if let Some(ending) = ending {
                 return Ok(ending);
@@ -383,6 +394,7 @@ impl ReactAgent {
         omitted: usize,
         summary: &Summary,
         context: usize,
+        taint: &Taint,
     ) -> Result<Vec<ChatMessage>, AgentError> {
         let goal_msg = self.prompt.render(
             "goal",
@@ -400,9 +412,20 @@ impl ReactAgent {
             let query = format!("{}\n{}", run.goal, sanitize::cap_head_tail(latest, 1000));
             let recalled = memory.recall(&query, (context / 8).min(600)).await;
             if !recalled.is_empty() {
+                // Memories are shown as quoted data, so a newline in one
+                // cannot forge another entry (case 43); one whose words may
+                // come from outside taints the run like the page it came from.
+                if let Some(r) = recalled.iter().find(|r| r.untrusted) {
+                    taint.mark(format!(
+                        "a recalled memory from {}",
+                        sanitize::one_line(&r.source, 200)
+                    ));
+                }
                 let items: Vec<_> = recalled
                     .iter()
-                    .map(|r| json!({"text": r.text, "source": r.source}))
+                    .map(|r| {
+                        json!({"text": sanitize::quoted(&r.text), "source": sanitize::quoted(&r.source)})
+                    })
                     .collect();
                 let text = self
                     .prompt
@@ -461,9 +484,11 @@ impl ReactAgent {
             }
         }
         if action.tool != FINISH {
-            let after_untrusted = context.untrusted_source.is_some();
-            match self.approve(index, action, after_untrusted).await {
+            let tainted_by = context.taint.source();
+            match self.approve(index, action, tainted_by.as_deref()).await {
                 Approval::Approve => {}
+                // They saw this action and took the risk: the run starts clean.
+                Approval::PersonApproved => context.taint.clear(),
                 Approval::Deny(reason) => return refused(step, &reason),
                 Approval::Feedback(words) => {
                     return refused(
@@ -527,7 +552,7 @@ impl ReactAgent {
         }
     }
 
-    async fn approve(&self, step: u32, action: &Action, after_untrusted: bool) -> Approval {
+    async fn approve(&self, step: u32, action: &Action, tainted_by: Option<&str>) -> Approval {
         let (Some(approver), Some(tool)) = (&self.approver, self.tools.get(&action.tool)) else {
             return Approval::Approve;
         };
@@ -536,7 +561,7 @@ impl ReactAgent {
                 step,
                 spec: tool.spec(),
                 args: &action.args,
-                after_untrusted,
+                tainted_by,
             })
             .await
     }

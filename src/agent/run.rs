@@ -292,6 +292,7 @@ mod tests {
                 temperature: 0.0,
                 workspace: String::new(),
                 interactive: false,
+                ..Default::default()
             },
         )
     }

@@ -157,6 +157,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
         temperature: 0.0,
         workspace: dir.path().display().to_string(),
         interactive: false,
+        ..Default::default()
     };
     let agent = AgentParts {
         model: Arc::new(BenchModel(ScriptedBackend::from_texts(responses))),

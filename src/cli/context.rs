@@ -143,7 +143,11 @@ impl Session {
         host.set_progress(super::plugin::progress_reporter());
         host.load_all().await;
         for (name, _origin, error) in host.failures() {
-            eprintln!("warning: plugin `{name}` was not loaded: {error}");
+            eprintln!(
+                "warning: plugin `{}` was not loaded: {}",
+                crate::sanitize::one_line(name, 64),
+                crate::sanitize::one_line(&error.to_string(), 500)
+            );
         }
         for tool in host.tools() {
             registry.register(tool)?;
@@ -183,7 +187,9 @@ impl Session {
         Ok(backend?)
     }
 
-    /// The settings a new run records, from the resolved configuration.
+    /// The settings a new run records, from the resolved configuration,
+    /// `--approve`/`--yes`, and the grants of the plugins [`Session::tools`]
+    /// loaded (call it first).
     pub fn run_settings(&self, interactive: bool) -> RunSettings {
         let c = &self.config;
         RunSettings {
@@ -196,6 +202,17 @@ impl Session {
             temperature: c.temperature as f32,
             workspace: self.workspace.display().to_string(),
             interactive,
+            approvals: crate::agent::approval::RecordedApprovals {
+                config: c.approvals.clone(),
+                approve: self.approve,
+                continuous: self.continuous,
+            }
+            .to_json(),
+            grants: self
+                .plugins
+                .lock()
+                .map(|p| super::chat::permissions(&p))
+                .unwrap_or_default(),
         }
     }
 

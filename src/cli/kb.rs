@@ -71,7 +71,7 @@ fn source_key(arg: &str) -> String {
 pub fn doc_line(d: &crate::kb::DocRecord) -> String {
     format!(
         "{}  ({:?}, {} chunks, {} bytes, added {})",
-        crate::sanitize::strip_terminal_escapes(&d.source),
+        crate::sanitize::one_line(&d.source, 300),
         d.kind,
         d.chunks.len(),
         d.bytes,
@@ -84,7 +84,7 @@ pub fn hit_text(h: &crate::kb::ChunkHit) -> String {
     let text = crate::sanitize::strip_terminal_escapes(&h.chunk.text);
     format!(
         "== {}\n{}",
-        crate::sanitize::strip_terminal_escapes(&h.chunk.location()),
+        crate::sanitize::one_line(&h.chunk.location(), 300),
         crate::sanitize::cap_head_tail(&text, 600)
     )
 }
@@ -120,7 +120,7 @@ pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
                         );
                     }
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        eprintln!("error: {}", crate::sanitize::one_line(&e.to_string(), 500));
                         failed += 1;
                     }
                 }
@@ -134,7 +134,9 @@ pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
             let started = std::time::Instant::now();
             let mut bytes = 0u64;
             for (source, explicit) in work {
-                bar.set_message(source.clone());
+                // A file name is untrusted text (case 44): one clean line.
+                let shown = crate::sanitize::one_line(&source, 300);
+                bar.set_message(shown.clone());
                 let result = if is_url(&source) {
                     fetch_url(&source).and_then(|(ct, body)| {
                         bytes += body.len() as u64;
@@ -148,15 +150,15 @@ pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
                 let line = match result {
                     Ok(AddOutcome::Added(n)) => {
                         added += 1;
-                        format!("added {source} ({n} chunks)")
+                        format!("added {shown} ({n} chunks)")
                     }
                     Ok(AddOutcome::Updated(n)) => {
                         updated += 1;
-                        format!("updated {source} ({n} chunks)")
+                        format!("updated {shown} ({n} chunks)")
                     }
                     Ok(AddOutcome::Unchanged) => {
                         unchanged += 1;
-                        format!("unchanged {source}")
+                        format!("unchanged {shown}")
                     }
                     Err(e @ KbError::Store(_)) => {
                         bar.finish_and_clear();
@@ -168,7 +170,9 @@ pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
                         } else {
                             skipped += 1;
                         }
-                        bar.suspend(|| eprintln!("skipped {e}"));
+                        bar.suspend(|| {
+                            eprintln!("skipped {}", crate::sanitize::one_line(&e.to_string(), 500))
+                        });
                         continue;
                     }
                 };
@@ -230,7 +234,7 @@ pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
         KbCommand::Remove { path } => {
             let removed = kb.remove(&source_key(&path))?;
             for r in &removed {
-                writeln!(out, "removed {r}")?;
+                writeln!(out, "removed {}", crate::sanitize::one_line(r, 300))?;
             }
         }
     }

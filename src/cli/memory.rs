@@ -124,10 +124,17 @@ pub fn open_store() -> anyhow::Result<(Dirs, Config, Store)> {
 /// One memory as `agent memory list|search` and the REPL's `/memory` show it.
 pub fn line(m: &Memory) -> String {
     format!(
-        "m{:<5} {:<10} {:<20} {}",
+        "m{:<5} {:<10} {:<30} {}",
         m.id,
         m.kind.as_str(),
-        one_line(&m.provenance.source, 20),
+        // A memory stored after untrusted content says so (case 43).
+        one_line(
+            &match &m.provenance.tainted_by {
+                Some(from) => format!("{}, after {from}", m.provenance.source),
+                None => m.provenance.source.clone(),
+            },
+            30
+        ),
         one_line(&m.text, 100)
     )
 }

@@ -25,7 +25,7 @@ use crate::paths::Dirs;
 use crate::plugin::manifest::WorkspaceAccess;
 use crate::plugin::policy::{Grant, PluginPolicy};
 use crate::plugin::{CompileEvent, InstallPlan, Origin, PluginHost, PluginInfo};
-use crate::sanitize::neutralize_controls;
+use crate::sanitize::{neutralize_controls, one_line};
 use crate::tools::{ToolError, ToolRegistry};
 
 /// `agent plugin` subcommands.
@@ -392,8 +392,15 @@ fn render_list(list: &[PluginInfo]) -> String {
         outln!(out, "no plugins");
         return out;
     }
-    let width = list.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
-    for p in list {
+    // A plugin's name may be a directory name anyone could choose (case 44).
+    let names: Vec<String> = list.iter().map(|p| one_line(&p.name, 64)).collect();
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    for (p, name) in list.iter().zip(&names) {
         let origin = match &p.origin {
             Origin::Builtin => "built-in".to_string(),
             Origin::Installed(_) => "installed".to_string(),
@@ -404,7 +411,7 @@ fn render_list(list: &[PluginInfo]) -> String {
                 outln!(
                     out,
                     "{:width$}  {:8}  {:9}  workspace {:5}  network {}  tools: {}",
-                    p.name,
+                    name,
                     neutralize_controls(&p.version),
                     origin,
                     g.workspace.to_string(),
@@ -415,19 +422,12 @@ fn render_list(list: &[PluginInfo]) -> String {
             (None, Some(e)) => outln!(
                 out,
                 "{:width$}  {:8}  {:9}  error: {}",
-                p.name,
+                name,
                 "",
                 origin,
-                neutralize_controls(e)
+                one_line(e, 500)
             ),
-            (None, None) => outln!(
-                out,
-                "{:width$}  {:8}  {:9}  {}",
-                p.name,
-                "",
-                origin,
-                p.status
-            ),
+            (None, None) => outln!(out, "{:width$}  {:8}  {:9}  {}", name, "", origin, p.status),
         }
     }
     out
@@ -607,7 +607,11 @@ async fn bench(
     host.load_all().await;
     let cold = t.elapsed();
     if let Some((name, _, e)) = host.failures().first() {
-        bail!("plugin `{name}` failed to load: {e}");
+        bail!(
+            "plugin `{}` failed to load: {}",
+            one_line(name, 64),
+            one_line(&e.to_string(), 500)
+        );
     }
     println!(
         "cold load (compile + describe, {}): {cold:?}",

@@ -10,6 +10,7 @@ use super::GlobalArgs;
 use super::context::{Session, check_workspace, interactive};
 use super::flags::{ApprovalFlags, BudgetFlags, RunOptions};
 use super::run::{Start, drive_run};
+use crate::agent::approval::RecordedApprovals;
 use crate::agent::react::summarize;
 use crate::memory::{RunJournal, RunRecord, RunStatus, Store};
 use crate::sanitize::{observation, one_line, strip_terminal_escapes};
@@ -46,6 +47,59 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The workspace a run recorded, which must still exist: a resumed run
+/// never moves to another directory (case 40).
+fn recorded_workspace(run: &RunRecord) -> anyhow::Result<std::path::PathBuf> {
+    let recorded = &run.settings.workspace;
+    if recorded.is_empty() {
+        bail!(
+            "run {} did not record its workspace, so it cannot be resumed safely; start a new run",
+            run.id
+        );
+    }
+    let path = std::path::PathBuf::from(recorded);
+    if !path.is_dir() {
+        bail!(
+            "run {} worked in {}, which no longer exists; a resumed run never moves to another directory. Restore that directory, or start a new run",
+            run.id,
+            strip_terminal_escapes(recorded)
+        );
+    }
+    Ok(path)
+}
+
+/// Refuse to resume when a plugin's grants differ from those the run
+/// started with, or a plugin was added since: resuming must not widen what
+/// the run may do (case 40). Records written before grants were kept
+/// (an empty map: the built-in plugins always have grants) are not checked.
+fn check_grants(
+    run: &RunRecord,
+    now: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    if run.settings.grants.is_empty() {
+        return Ok(());
+    }
+    for (name, words) in now {
+        match run.settings.grants.get(name) {
+            Some(then) if then == words => {}
+            Some(then) => bail!(
+                "plugin `{}` has other grants than when run {} started (then: {}; now: {}); a resume cannot change them. Restore the plugin's manifest or config, or start a new run",
+                strip_terminal_escapes(name),
+                run.id,
+                strip_terminal_escapes(then),
+                strip_terminal_escapes(words)
+            ),
+            None => bail!(
+                "plugin `{}` (grants: {}) was added after run {} started; a resume cannot give the run new tools. Disable it for now, or start a new run",
+                strip_terminal_escapes(name),
+                strip_terminal_escapes(words),
+                run.id
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn open_journal() -> anyhow::Result<(Store, RunJournal)> {
@@ -201,13 +255,12 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             approvals,
             json,
         } => {
-            // The original model and workspace are part of the run; only
-            // budgets (and who approves) may change.
+            // The run's model, workspace, approvals and grants are part of
+            // it; only budgets may change (case 40). `--approve`/`--yes`
+            // given now are the person's choice and win over the record.
             let options = RunOptions::budgets(budgets.clone());
             let mut session = Session::open(&options)?;
             let yes = approvals.yes;
-            session.continuous = yes;
-            session.approve = approvals.approve;
             let mut run = session.journal.find(&id)?;
             if run.status == RunStatus::Finished {
                 bail!(
@@ -226,13 +279,29 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             if let Some(n) = budgets.timeout {
                 run.settings.timeout_secs = n;
             }
-            let workspace = std::path::PathBuf::from(&run.settings.workspace);
-            std::fs::create_dir_all(&workspace)?;
-            check_workspace(&workspace, &session.dirs)?;
-            let interactive = interactive(yes, json) && run.settings.interactive;
+            session.workspace = recorded_workspace(&run)?;
+            check_workspace(&session.workspace, &session.dirs)?;
+            match RecordedApprovals::from_json(run.settings.approvals.as_ref()) {
+                Some(recorded) => {
+                    session.config.approvals = recorded.config;
+                    session.approve = approvals.approve.or(recorded.approve);
+                    session.continuous = yes || recorded.continuous;
+                }
+                None => {
+                    session.approve = approvals.approve;
+                    session.continuous = yes;
+                }
+            }
+            let interactive = interactive(session.continuous, json) && run.settings.interactive;
             // Never ask unless someone can answer now.
             run.settings.interactive = interactive;
             let tools = session.tools(interactive).await?;
+            let now = session
+                .plugins
+                .lock()
+                .map(|p| super::chat::permissions(&p))
+                .unwrap_or_default();
+            check_grants(&run, &now)?;
             let model = session.model(&run.settings, steps.len()).await?;
             drive_run(
                 &session,

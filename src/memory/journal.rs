@@ -86,7 +86,7 @@ impl StopKind {
 }
 
 /// A run's settings, kept so a resumed run behaves like the original.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
     pub model: String,
     pub endpoint: Option<String>,
@@ -97,6 +97,16 @@ pub struct RunSettings {
     pub temperature: f32,
     pub workspace: String,
     pub interactive: bool,
+    /// The approval settings in force when the run started (the config's
+    /// `approvals:` section, `--approve`, `--yes`), as the agent recorded
+    /// them; a resume uses them again (security case 40). Opaque here: the
+    /// agent owns their shape. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<serde_json::Value>,
+    /// Each plugin's grants when the run started, in words; a resume
+    /// refuses to go on with a plugin whose grants changed since.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub grants: std::collections::BTreeMap<String, String>,
 }
 
 /// One run.
@@ -124,6 +134,11 @@ pub struct RunRecord {
     /// first); the model sees them as messages before `goal`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier: Vec<Exchange>,
+    /// The untrusted content this run has read (the tool and its URL, path
+    /// or query) since a person last approved an action; kept here so that
+    /// it outlives steps, plan steps and resumes (security case 39).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tainted: Option<String>,
 }
 
 impl RunRecord {
@@ -144,6 +159,7 @@ impl RunRecord {
             stop_reason: None,
             stop: None,
             earlier: Vec::new(),
+            tainted: None,
         }
     }
 }
@@ -393,6 +409,7 @@ mod tests {
                 temperature: 0.0,
                 workspace: "/w".into(),
                 interactive: false,
+                ..Default::default()
             },
         )
     }

@@ -62,7 +62,8 @@ impl MemoryKind {
 /// Where a memory came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
-    /// `user`, `agent`, `tool:NAME`, a web URL, or `file:PATH`.
+    /// `user`, `agent`, `agent reflection`, `tool:NAME`, a web URL, or
+    /// `file:PATH`.
     pub source: String,
     /// The run that stored it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,28 +71,51 @@ pub struct Provenance {
     /// The step of that run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u32>,
+    /// The untrusted content the storing run had read (a page, a file, a
+    /// memory that was itself tainted): the text may carry its words, so
+    /// it is recalled as untrusted too (security case 43).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tainted_by: Option<String>,
 }
 
 impl Provenance {
     /// Stored by the user by hand.
     pub fn user() -> Self {
+        Self::new("user")
+    }
+
+    /// From `source`, outside any run.
+    pub fn new(source: impl Into<String>) -> Self {
         Self {
-            source: "user".into(),
+            source: source.into(),
             run_id: None,
             step: None,
+            tainted_by: None,
         }
     }
 
-    /// A short label for prompts and listings.
+    /// True when the text may carry words from outside the user and the
+    /// agent: it was stored after untrusted content, or it came from a
+    /// page, a file or a tool. Records written before `tainted_by` existed
+    /// said so in their source (`agent, after fetch_page …`).
+    pub fn is_untrusted(&self) -> bool {
+        let own = matches!(self.source.as_str(), "user" | "agent" | "agent reflection");
+        self.tainted_by.is_some() || !own
+    }
+
+    /// A short label for prompts and listings, on one line.
     pub fn label(&self) -> String {
         let mut s = self.source.clone();
+        if let Some(from) = &self.tainted_by {
+            s.push_str(&format!(", after {from}"));
+        }
         if let Some(run) = &self.run_id {
             s.push_str(&format!(", run {run}"));
         }
         if let Some(step) = self.step {
             s.push_str(&format!(" step {step}"));
         }
-        s
+        crate::sanitize::one_line(&s, 300)
     }
 }
 

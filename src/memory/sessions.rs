@@ -38,6 +38,11 @@ pub struct SavedSession {
     pub updated_at: String,
     /// Each goal, its run and its outcome.
     pub turns: Vec<SavedTurn>,
+    /// The untrusted content the conversation has read and no person has
+    /// approved an action since: the next run starts from it, since the
+    /// earlier answers it sees may carry that content's words (case 39).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tainted: Option<String>,
 }
 
 /// One exchange of a saved session, with the run that answered it.
@@ -62,6 +67,7 @@ impl SavedSession {
             created_at: now.clone(),
             updated_at: now,
             turns: Vec::new(),
+            tainted: None,
         }
     }
 

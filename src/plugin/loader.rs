@@ -237,7 +237,8 @@ impl PluginHost {
                 self.plugins.insert(name, Arc::new(p));
             }
             Err(e) => {
-                tracing::warn!("{e}");
+                // The error names a directory anyone could name (case 44).
+                tracing::warn!("{}", crate::sanitize::one_line(&e.to_string(), 500));
                 self.failures.push((name, origin, e));
             }
         }

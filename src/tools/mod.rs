@@ -11,7 +11,7 @@ pub mod builtin;
 pub mod memory;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -60,10 +60,52 @@ pub struct ToolContext {
     pub run_id: Option<String>,
     /// Its step.
     pub step: Option<u32>,
-    /// What the previous step read from outside the agent (a web page or a
-    /// file: the tool and its URL or path), if it did. Whatever the model
-    /// writes now may carry that content's words.
-    pub untrusted_source: Option<String>,
+    /// The run's taint: what untrusted content it has read. Tools that
+    /// hand the model such content without a class that says so (a kb
+    /// passage, a memory written after a web read) mark it here.
+    pub taint: Taint,
+}
+
+/// What untrusted content a run has read (a web page, a workspace file, a
+/// kb passage, code output, a memory stored after such a read), shared by
+/// the loop and the tools of one run.
+///
+/// It is sticky (security case 39): once marked it stays marked for the
+/// rest of the run, across internal steps, refusals, invalid outputs, plan
+/// steps and resumes (the loop keeps it in the run's journal record), until
+/// a person approves a risky action. Whatever the model writes while it is
+/// marked may carry that content's words, so approvals ask before writes,
+/// code and network calls, and memories stored meanwhile say where their
+/// words may come from.
+#[derive(Debug, Clone, Default)]
+pub struct Taint(Arc<Mutex<Option<String>>>);
+
+impl Taint {
+    /// A taint cell starting at `source` (None: clean).
+    pub fn new(source: Option<String>) -> Self {
+        Self(Arc::new(Mutex::new(source)))
+    }
+
+    /// The run read untrusted content from `source` (a tool and its URL,
+    /// path or query). The latest source is the one named.
+    pub fn mark(&self, source: impl Into<String>) {
+        *self.lock() = Some(source.into());
+    }
+
+    /// What untrusted content the run has read, if any.
+    pub fn source(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    /// A person approved a risky action: they saw it and took the risk.
+    pub fn clear(&self) {
+        *self.lock() = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A panic while holding it cannot leave the Option half-written.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A tool failure.

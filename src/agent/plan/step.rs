@@ -90,6 +90,7 @@ impl PlanAgent {
                 };
                 if ended {
                     // The step ended before the plan state could say so (a crash).
+                    run.tainted = c.tainted.clone();
                     let result = step_result(number, &step, &c, &summarize(&steps));
                     return Ok(StepEnd::Done(result));
                 }
@@ -113,6 +114,9 @@ impl PlanAgent {
                 // A step of a follow-up ("and twice that?") needs the
                 // conversation as much as the planner did.
                 record.earlier = run.earlier.clone();
+                // What the plan's earlier steps read is still in the words
+                // this step is given (case 39).
+                record.tainted = run.tainted.clone();
                 (record, Vec::new())
             }
         };
@@ -153,6 +157,8 @@ impl PlanAgent {
         drop(react);
         let _ = forward.await;
         let ended = result?;
+        // The step's reads (or a person's approval in it) carry on.
+        run.tainted = ended.tainted.clone();
         self.tally(run, state)?;
         let steps = self.journal.steps(&ended.id)?;
         let outcome = step_result(number, &step, &ended, &summarize(&steps));

@@ -154,6 +154,7 @@ fn run(goal: &str) -> RunRecord {
             temperature: 0.0,
             workspace: String::new(),
             interactive: false,
+            ..Default::default()
         },
     )
 }

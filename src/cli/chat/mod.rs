@@ -255,6 +255,9 @@ impl Chat<'_> {
         }
         let mut run = RunRecord::new(new_run_id(), words.to_string(), self.settings.clone());
         run.earlier = self.saved.exchanges();
+        run.tainted = self.saved.tainted.clone();
+        // `/approve` may have changed them since the session began.
+        run.settings.approvals = self.approver.record().to_json();
         let run_id = run.id.clone();
         let strategy = if self.plan {
             Strategy::Plan
@@ -317,6 +320,7 @@ impl Chat<'_> {
             .clone()
             .or(run.stop_reason.clone())
             .unwrap_or_default();
+        self.saved.tainted = run.tainted.clone();
         self.saved.turns.push(SavedTurn {
             goal: words.to_string(),
             run_id: run.id.clone(),
@@ -345,8 +349,8 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         Some(query) => sessions.find(query)?,
         None => SavedSession::new(),
     };
-    let settings = session.run_settings(terminal && !args.approvals.yes);
     let tools = session.tools(terminal && !args.approvals.yes).await?;
+    let settings = session.run_settings(terminal && !args.approvals.yes);
     let plugins = session
         .plugins
         .lock()
