@@ -17,8 +17,14 @@
 //!   survives between calls, and a trapped instance is never entered again.
 //! - The deadline is set before instantiation (with epochs on, the default
 //!   deadline of zero would trap the instantiation itself).
-//! - Memory: a `ResourceLimiter` of our own refuses growth past the cap with a
-//!   typed error, so "ran out of memory" is told apart from other traps.
+//! - Memory: the cap is per plugin instance, not per linear memory. A
+//!   `ResourceLimiter` of our own, one per store, sums every memory the
+//!   component creates or grows (a component may hold several core instances,
+//!   each with its memories) and refuses growth that would take the total past
+//!   `memory_mb` with a typed error, so "ran out of memory" is told apart from
+//!   other traps. A growth it allowed that then fails stays counted: the total
+//!   may overcount, never undercount. (Shared memories, which would escape a
+//!   store's limiter, need wasmtime's `threads` feature, which is not built.)
 //! - WASI p2 is linked (its sockets with TCP, UDP and name lookup all denied,
 //!   no `wasi:http`): the only network is our `http-fetch`. Files: the workspace
 //!   is preopened at `/workspace` with the granted mode (read-only file and
@@ -278,10 +284,24 @@ pub(crate) fn prepare(
     Ok((pre, from_cache))
 }
 
-/// Memory and table limits of one call; remembers when the memory cap was hit.
+/// Memory and table limits of one call (one store, so one plugin instance);
+/// remembers when the memory cap was hit.
 pub(crate) struct CallLimits {
+    /// The cap on all linear memories of the store together.
     memory_bytes: usize,
+    /// Bytes of all memories of the store, as far as growth was allowed.
+    used: usize,
     hit: bool,
+}
+
+impl CallLimits {
+    fn new(memory_bytes: usize) -> Self {
+        Self {
+            memory_bytes,
+            used: 0,
+            hit: false,
+        }
+    }
 }
 
 /// The typed error our limiter raises at the memory cap.
@@ -299,16 +319,20 @@ enum Stop {
 }
 
 impl ResourceLimiter for CallLimits {
+    /// Called for every memory the store creates (`current` 0) and every
+    /// growth: the total of all of them is what the cap bounds.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self.used.saturating_add(desired.saturating_sub(current));
+        if total > self.memory_bytes {
             self.hit = true;
             return Err(MemoryCapReached.into());
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -503,10 +527,7 @@ fn new_store(
     let state = CallState {
         wasi: b.build(),
         table: ResourceTable::new(),
-        limits: CallLimits {
-            memory_bytes: env.grant.memory_mb as usize * 1024 * 1024,
-            hit: false,
-        },
+        limits: CallLimits::new(env.grant.memory_mb as usize * 1024 * 1024),
         plugin: Arc::from(env.plugin),
         egress,
         deadline,
@@ -650,5 +671,103 @@ mod tests {
         let b = runtime().unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.engine_hash.len(), 64);
+    }
+
+    /// A component with two core instances, each with a memory of one 64 KiB
+    /// page and a function growing it by some pages (returning the old size,
+    /// or -1 when the growth was refused).
+    const TWO_MEMORIES: &str = r#"
+        (component
+          (core module $m
+            (memory (export "mem") 1)
+            (func (export "grow") (param i32) (result i32)
+              (memory.grow (local.get 0))))
+          (core instance $a (instantiate $m))
+          (core instance $b (instantiate $m))
+          (func (export "grow-a") (param "pages" u32) (result s32)
+            (canon lift (core func $a "grow")))
+          (func (export "grow-b") (param "pages" u32) (result s32)
+            (canon lift (core func $b "grow"))))
+    "#;
+
+    /// 64 KiB pages in one MiB.
+    const PAGES_PER_MB: u32 = 16;
+
+    fn grant(memory_mb: u32) -> Grant {
+        Grant {
+            workspace: WorkspaceAccess::None,
+            http: super::super::policy::HttpGrant {
+                hosts: Vec::new(),
+                any_public_host: false,
+                allow_local: Vec::new(),
+                max_response_bytes: 0,
+                timeout: Duration::from_secs(1),
+                max_requests: 0,
+            },
+            memory_mb,
+            timeout: Duration::from_secs(10),
+            output_bytes: 1024,
+            env: Vec::new(),
+        }
+    }
+
+    /// Instantiate [`TWO_MEMORIES`] in a store built as for a plugin call and
+    /// grow its memories by `steps` (memory, pages) in order; the answers,
+    /// `Err` when the growth trapped, and whether the cap was hit.
+    async fn grow_in_one_store(
+        memory_mb: u32,
+        steps: &[(&str, u32)],
+    ) -> (Vec<Result<i32, String>>, bool) {
+        let rt = runtime().unwrap();
+        let wasm = wat::parse_str(TWO_MEMORIES).unwrap();
+        let component = Component::new(&rt.engine, &wasm).unwrap();
+        let grant = grant(memory_mb);
+        let env = CallEnv {
+            plugin: "two-memories",
+            grant: &grant,
+            workspace: Path::new("/nonexistent"),
+            full_access: false,
+            resolver: Arc::new(super::super::http::SystemResolver),
+            cancel: CancellationToken::new(),
+        };
+        let (mut store, _out, _err) = new_store(&rt, &env).unwrap();
+        let _active = rt.enter();
+        let instance = rt
+            .linker
+            .instantiate_async(&mut store, &component)
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for (name, pages) in steps {
+            let f = instance
+                .get_typed_func::<(u32,), (i32,)>(&mut store, *name)
+                .unwrap();
+            let r = f.call_async(&mut store, (*pages,)).await;
+            answers.push(r.map(|(old,)| old).map_err(|e| format!("{e:#}")));
+        }
+        (answers, store.data().limits.hit)
+    }
+
+    #[tokio::test]
+    async fn the_memory_cap_bounds_all_memories_of_a_plugin_together() {
+        // Cap 4 MiB; each memory starts at one page (64 KiB), so 128 KiB in all.
+        // Either memory alone may grow by 3 MiB: 3 MiB + 128 KiB is under the cap.
+        let alone = 3 * PAGES_PER_MB;
+        for memory in ["grow-a", "grow-b"] {
+            let (answers, hit) = grow_in_one_store(4, &[(memory, alone)]).await;
+            assert_eq!(answers, vec![Ok(1)], "{memory} alone");
+            assert!(!hit);
+        }
+        // Both in one instance: 6 MiB + 128 KiB, past the cap, so the second
+        // growth is stopped although that memory alone stays under it.
+        let (answers, hit) = grow_in_one_store(4, &[("grow-a", alone), ("grow-b", alone)]).await;
+        assert_eq!(answers[0], Ok(1));
+        assert!(answers[1].is_err(), "{answers:?}");
+        assert!(hit, "the cap is reported as the reason");
+        // What is left under the cap can still be used by the other memory.
+        let rest = PAGES_PER_MB - 2;
+        let (answers, hit) = grow_in_one_store(4, &[("grow-a", alone), ("grow-b", rest)]).await;
+        assert_eq!(answers, vec![Ok(1), Ok(1)]);
+        assert!(!hit);
     }
 }
