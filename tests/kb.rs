@@ -323,3 +323,59 @@ fn a_full_disk_is_an_error_and_the_store_still_opens() {
         assert!(listed.contains(a.as_str()), "acknowledged {a} was lost");
     }
 }
+
+/// Case 41: a FIFO nobody writes to would block reading it for ever. Named
+/// directly it is refused; inside a folder it is skipped; either way at once.
+#[cfg(unix)]
+#[test]
+fn case41_kb_add_refuses_a_fifo_and_skips_one_in_a_folder() {
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new();
+    let docs = env.root.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("notes.md"),
+        "# Notes\n\nThe pager rota is on the wiki.\n",
+    )
+    .unwrap();
+    let pipe = docs.join("pipe.md");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    let limit = Duration::from_secs(60);
+
+    let started = Instant::now();
+    let out = env
+        .agent()
+        .args(["kb", "add", pipe.to_str().unwrap()])
+        .timeout(limit)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pipe.md: not a regular file (a named pipe)"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let out = env
+        .agent()
+        .args(["kb", "add", docs.to_str().unwrap()])
+        .timeout(limit)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 added, 0 updated, 0 unchanged, 1 skipped, 0 failed"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("pipe.md: not a regular file (a named pipe)"),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,9 @@
 //! The plugin sandbox against the real binary and the real plugins: every case
 //! of SECURITY-CASES.md sections "Path and symlink escape" (1-6), "Network
 //! egress" (7-13), "Resource exhaustion" (14-19) and "Plugins and inputs"
-//! (35, 36), and cases 27, 28 and 30. Test names start with the case number.
+//! (35, 36), and cases 27, 28, 30 and 41 (FIFOs: refused by `files`, and a
+//! guest blocked opening one stopped by its deadline, Ctrl-C or the run's
+//! time budget). Test names start with the case number.
 //!
 //! Most tests run `agent plugin call/install/list` with a temporary
 //! `AGENT_HOME`, a temporary workspace and the shared compiled-plugin cache;
@@ -1267,6 +1269,230 @@ fn case19_fetch_page_never_crawls_self_referencing_links() {
         fx.requests(),
         vec!["/loop/1".to_string(), "/page".to_string()]
     );
+}
+
+// ---------------------------------------------------------------- 41: blocking file operations
+
+/// `mkfifo PATH`: a named pipe nobody writes to, so opening it to read waits
+/// for ever.
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// Python for the code plugin: mark that it started, then read the FIFO.
+#[cfg(unix)]
+const READ_THE_PIPE: &str = "open('started', 'w').close()\nprint(open('pipe').read())";
+
+/// Wait (at most a minute) for `path` to appear.
+#[cfg(unix)]
+fn wait_for(path: &Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(unix)]
+impl Env {
+    /// [`Env::call`], killed after `limit` (a call that hangs fails the test
+    /// instead of stalling it).
+    fn call_within(
+        &self,
+        plugin: &str,
+        tool: &str,
+        args: serde_json::Value,
+        limit: Duration,
+    ) -> Out {
+        let ws = self.ws.display().to_string();
+        let out = self
+            .cmd()
+            .args([
+                "plugin",
+                "call",
+                plugin,
+                tool,
+                &args.to_string(),
+                "--workspace",
+                &ws,
+            ])
+            .timeout(limit)
+            .output()
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn case41_the_files_plugin_refuses_a_fifo_before_opening_it() {
+    let env = Env::new();
+    env.plugins_config("overrides:\n  files:\n    timeout_ms: 60000\n");
+    mkfifo(&env.ws.join("pipe"));
+    for (tool, args) in [
+        ("read_file", json!({"path": "pipe"})),
+        ("write_file", json!({"path": "pipe", "content": "x"})),
+        ("append_file", json!({"path": "pipe", "content": "x"})),
+        ("search_files", json!({"pattern": "x", "path": "pipe"})),
+    ] {
+        let t = Instant::now();
+        let out = env.call_within("files", tool, args, Duration::from_secs(120));
+        assert!(
+            out.code == 1 && out.stderr.contains("pipe: it is not a regular file"),
+            "{tool}: {}",
+            out.all()
+        );
+        // Well inside the 60 s deadline: refused, not waited on.
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{tool}: {:?}",
+            t.elapsed()
+        );
+    }
+    let out = env.call("files", "list_files", json!({}));
+    assert!(out.stdout.contains("pipe (special"), "{}", out.all());
+    std::fs::write(env.ws.join("a.txt"), "x marks the spot\n").unwrap();
+    let out = env.call_within(
+        "files",
+        "search_files",
+        json!({"pattern": "x"}),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.code == 0 && out.stdout.contains("a.txt:1:"),
+        "{}",
+        out.all()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn case41_a_plugin_blocked_opening_a_fifo_is_stopped_at_its_deadline() {
+    let env = Env::new();
+    env.plugins_config("overrides:\n  code:\n    timeout_ms: 2000\n");
+    mkfifo(&env.ws.join("pipe"));
+    let t = Instant::now();
+    let out = env.call_within(
+        "code",
+        "run_python",
+        json!({"code": READ_THE_PIPE}),
+        Duration::from_secs(120),
+    );
+    let took = t.elapsed();
+    assert!(env.ws.join("started").exists(), "{}", out.all());
+    assert!(
+        out.code == 1 && out.stderr.contains("timed out after 2000 ms"),
+        "{}",
+        out.all()
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let out = env.call("code", "run_python", json!({"code": "print(6 * 7)"}));
+    assert!(out.code == 0 && out.stdout.contains("42"), "{}", out.all());
+}
+
+#[cfg(unix)]
+#[test]
+fn case41_ctrl_c_stops_a_plugin_blocked_on_a_fifo() {
+    let env = Env::new();
+    env.plugins_config("overrides:\n  code:\n    timeout_ms: 120000\n");
+    mkfifo(&env.ws.join("pipe"));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("agent"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &env.fake_home)
+        .env("AGENT_HOME", &env.home)
+        .env("AGENT_CACHE_DIR", &env.cache)
+        .env("NO_COLOR", "1")
+        .current_dir(env.root.path())
+        .args(["plugin", "call", "code", "run_python"])
+        .arg(json!({"code": READ_THE_PIPE}).to_string())
+        .arg("--workspace")
+        .arg(&env.ws)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&env.ws.join("started"));
+    // The guest is now in (or about to enter) the open that never returns.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending a signal to our own child process.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("Ctrl-C did not stop the blocked plugin call");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+#[cfg(unix)]
+#[test]
+fn case41_the_runs_time_budget_stops_a_plugin_blocked_on_a_fifo() {
+    let env = Env::new();
+    env.plugins_config("overrides:\n  code:\n    timeout_ms: 120000\n");
+    mkfifo(&env.ws.join("pipe"));
+    let step = json!({"thought": "read it", "tool": "run_python", "args": {"code": READ_THE_PIPE}});
+    let done = json!({"thought": "done", "tool": "finish", "args": {"answer": "read"}});
+    let script = env.path("script.yaml");
+    std::fs::write(
+        &script,
+        serde_yaml::to_string(&json!({"responses": [step.to_string(), done.to_string()]})).unwrap(),
+    )
+    .unwrap();
+    let model = format!("scripted:{}", script.display());
+    let ws = env.ws.display().to_string();
+    let t = Instant::now();
+    let out = env
+        .cmd()
+        .args([
+            "run",
+            "--json",
+            "--yes",
+            "--timeout",
+            "3",
+            "--workspace",
+            &ws,
+        ])
+        .args(["--model", &model, "read the pipe"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(env.ws.join("started").exists(), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stdout.contains("budget_exhausted"), "{stdout}\n{stderr}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
 }
 
 // ---------------------------------------------------------------- web plugin with the fixture engines

@@ -110,9 +110,12 @@ pub fn execute(cmd: KbCommand) -> anyhow::Result<ExitCode> {
                     work.push((s.clone(), true));
                     continue;
                 }
-                match collect_files(&PathBuf::from(source_key(s))) {
+                let path = PathBuf::from(source_key(s));
+                match collect_files(&path) {
                     Ok(files) => {
-                        let explicit = files.len() == 1;
+                        // A file named directly fails the command; one met in
+                        // a folder (binary, special, ...) is skipped.
+                        let explicit = !path.is_dir();
                         work.extend(
                             files
                                 .into_iter()

@@ -13,6 +13,11 @@
 //!   sled transaction and flushed before `add` returns, so `kill -9` during
 //!   `agent kb add` leaves every acknowledged document whole and nothing of
 //!   the one in flight.
+//! - Only regular files are read (case 41): a FIFO, a device or a socket is
+//!   refused by its type before it is opened (a FIFO named directly is an
+//!   error; one met inside a folder is skipped with the reason), and the open
+//!   itself does not wait (`O_NONBLOCK`) and is checked again on the handle,
+//!   so a path swapped for a FIFO in between cannot hang `kb add` either.
 
 pub mod load;
 pub mod split;
@@ -128,6 +133,10 @@ pub enum KbError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(
+        "{path}: not a regular file ({kind}); only regular files and folders of them can be added"
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
     #[error("cannot fetch {url}: {detail}")]
     Fetch { url: String, detail: String },
     #[error("nothing in the knowledge base matches `{0}`; `agent kb list` shows what is there")]
@@ -369,19 +378,37 @@ impl KnowledgeBase {
         })
     }
 
-    /// Index the file at `path` (absolute).
+    /// Index the file at `path` (absolute); anything but a regular file is
+    /// refused without being opened for long (see the module docs).
     pub fn add_file(&self, path: &Path) -> Result<AddOutcome, KbError> {
-        let meta = std::fs::metadata(path).map_err(|error| KbError::Read {
+        let read_err = |error| KbError::Read {
             path: path.into(),
             error,
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        regular_file(path, &meta)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        let file = options.open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        regular_file(path, &meta)?;
         if meta.len() > MAX_DOC_BYTES as u64 {
             return Err(KbError::TooLarge(path.display().to_string()));
         }
-        let bytes = std::fs::read(path).map_err(|error| KbError::Read {
-            path: path.into(),
-            error,
-        })?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, MAX_DOC_BYTES as u64 + 1),
+            &mut bytes,
+        )
+        .map_err(read_err)?;
+        if bytes.len() > MAX_DOC_BYTES {
+            return Err(KbError::TooLarge(path.display().to_string()));
+        }
         let name = path.display().to_string();
         self.add_bytes(&name, &bytes, load::kind_for(&name, None))
     }
@@ -442,8 +469,43 @@ impl KnowledgeBase {
     }
 }
 
-/// The files to ingest under `path`: itself if a file, else every file
-/// below it that is not hidden, sorted.
+/// `Ok` for a regular file, else why not.
+fn regular_file(path: &Path, meta: &std::fs::Metadata) -> Result<(), KbError> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    Err(KbError::NotRegular {
+        path: path.into(),
+        kind: special_kind(&meta.file_type()),
+    })
+}
+
+/// What a file that is not a regular one is, in words.
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a named pipe";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a folder"
+    } else {
+        "a special file"
+    }
+}
+
+/// The files to ingest under `path`: itself if a regular file, else every
+/// file below it that is not hidden, sorted. A FIFO, device or socket named
+/// directly is refused; one below a folder is listed, for [`KnowledgeBase::add_file`]
+/// to refuse and the caller to report as skipped.
 pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, KbError> {
     let meta = std::fs::metadata(path).map_err(|error| KbError::Read {
         path: path.into(),
@@ -451,6 +513,12 @@ pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, KbError> {
     })?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
+    }
+    if !meta.is_dir() {
+        return Err(KbError::NotRegular {
+            path: path.into(),
+            kind: special_kind(&meta.file_type()),
+        });
     }
     let mut out = Vec::new();
     let walker = walkdir::WalkDir::new(path)
@@ -468,7 +536,9 @@ pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, KbError> {
             path: path.into(),
             error: std::io::Error::other(e.to_string()),
         })?;
-        if entry.file_type().is_file() {
+        let kind = entry.file_type();
+        // Links are not followed; special files are listed to be reported.
+        if !kind.is_dir() && !kind.is_symlink() {
             out.push(entry.into_path());
         }
     }
@@ -516,6 +586,41 @@ pub fn fetch_url(url: &str) -> Result<(Option<String>, Vec<u8>), KbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Case 41: a FIFO nobody writes to would block `read`'s open for ever.
+    #[cfg(unix)]
+    #[test]
+    fn case_41_a_fifo_is_refused_without_being_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let kb = KnowledgeBase::open(&store, None).unwrap();
+        let fifo = dir.path().join("pipe.md");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let started = std::time::Instant::now();
+        let e = kb.add_file(&fifo).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KbError::NotRegular {
+                    kind: "a named pipe",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = collect_files(&fifo).unwrap_err();
+        assert!(matches!(e, KbError::NotRegular { .. }), "{e}");
+        // In a folder it is listed, to be reported as skipped by add_file.
+        std::fs::write(dir.path().join("notes.md"), "# Notes\n\nSome text.\n").unwrap();
+        let files = collect_files(dir.path()).unwrap();
+        assert!(files.contains(&fifo), "{files:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
 
     #[test]
     fn unchanged_files_are_skipped_and_changed_ones_replace_their_chunks() {

@@ -6,24 +6,47 @@
 //!   and the pooling allocator (falling back to on-demand allocation where the
 //!   address space for the pool cannot be reserved). A ticker thread advances
 //!   the epoch every [`TICK`] while at least one call runs, and sleeps otherwise.
-//! - Calls are async (`instantiate_async`, `call_async`): the epoch callback
-//!   checks the call's deadline and the user's cancellation every tick and
-//!   yields to tokio in between, and the call future sits in a `select!` with a
-//!   timer and the cancellation token. Dropping the future unwinds the guest, so
-//!   a guest blocked in a host call (a WASI sleep, a slow fetch) is stopped too,
-//!   which a blocking thread could not do. A busy guest holds a runtime worker
-//!   for at most one tick at a time.
+//! - Each call runs on an OS thread of its own, with its own single-threaded
+//!   tokio runtime (case 41). WASI file operations block the thread they run
+//!   on (opening a FIFO waits for a writer, a stalled mount never answers),
+//!   and no timer or epoch check can interrupt a thread inside a system call.
+//!   On its own thread such a call blocks only itself: the caller waits for
+//!   the answer, its time limit and the user's cancellation side by side, and
+//!   on the first of the last two it reports a timeout or a cancellation and
+//!   abandons the thread. Promised: no plugin call outlives its deadline
+//!   (plus a few ticks), the run's wall-clock budget (which drops the call)
+//!   or Ctrl-C, whatever the guest is blocked in.
+//! - An abandoned thread owns everything it touches (its store, a clone of the
+//!   pre-linked component, the captured output) and holds no lock anyone else
+//!   needs. Abandoning it cancels its stop token: the epoch callback traps the
+//!   guest as soon as it runs wasm again and the thread's own `select!` drops
+//!   the call at its next await, so a thread that comes back from its system
+//!   call ends at once. One stuck for good (a FIFO nobody opens) stays parked
+//!   in the kernel until the process exits; at most [`MAX_CALL_THREADS`] call
+//!   threads live at once, so stuck ones cannot pile up without bound.
+//! - Inside the thread the call is async (`instantiate_async`, `call_async`):
+//!   the epoch callback checks the call's deadline and the stop token every
+//!   tick and yields in between, and the call future sits in a `select!` with
+//!   a timer and the stop token, so a guest blocked in an async host call (a
+//!   WASI sleep, a slow fetch) is dropped at its deadline and the thread ends.
 //! - Every call gets a fresh `Store` from the plugin's `InstancePre`: nothing
 //!   survives between calls, and a trapped instance is never entered again.
 //! - The deadline is set before instantiation (with epochs on, the default
 //!   deadline of zero would trap the instantiation itself).
-//! - Memory: a `ResourceLimiter` of our own refuses growth past the cap with a
-//!   typed error, so "ran out of memory" is told apart from other traps.
+//! - Memory: the cap is per plugin instance, not per linear memory. A
+//!   `ResourceLimiter` of our own, one per store, sums every memory the
+//!   component creates or grows (a component may hold several core instances,
+//!   each with its memories) and refuses growth that would take the total past
+//!   `memory_mb` with a typed error, so "ran out of memory" is told apart from
+//!   other traps. A growth it allowed that then fails stays counted: the total
+//!   may overcount, never undercount. (Shared memories, which would escape a
+//!   store's limiter, need wasmtime's `threads` feature, which is not built.)
 //! - WASI p2 is linked (its sockets with TCP, UDP and name lookup all denied,
 //!   no `wasi:http`): the only network is our `http-fetch`. Files: the workspace
 //!   is preopened at `/workspace` with the granted mode (read-only file and
 //!   directory rights for `read`), or not at all for `none`.
 
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,6 +92,9 @@ const STDIO_CAP: usize = 64 * 1024;
 const MAX_LOGS: u32 = 200;
 /// Where the workspace appears inside the guest.
 pub const GUEST_WORKSPACE: &str = "/workspace";
+/// Most call threads alive at once: running calls plus abandoned ones still
+/// stuck in a blocking host call.
+pub(crate) const MAX_CALL_THREADS: usize = 64;
 
 /// The process-wide engine and linker.
 pub(crate) struct Runtime {
@@ -78,6 +104,8 @@ pub(crate) struct Runtime {
     pub engine_hash: String,
     active: AtomicUsize,
     ticker: OnceLock<std::thread::Thread>,
+    /// Call threads alive (running or abandoned).
+    call_threads: AtomicUsize,
 }
 
 static RUNTIME: OnceLock<Result<Arc<Runtime>, String>> = OnceLock::new();
@@ -154,6 +182,7 @@ impl Runtime {
             engine_hash,
             active: AtomicUsize::new(0),
             ticker: OnceLock::new(),
+            call_threads: AtomicUsize::new(0),
         })
     }
 
@@ -195,6 +224,23 @@ struct ActiveCall(Arc<Runtime>);
 impl Drop for ActiveCall {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One live call thread, counted in `Runtime::call_threads` until dropped.
+struct CallThread(Arc<Runtime>);
+
+impl CallThread {
+    fn claim(rt: &Arc<Runtime>) -> Option<Self> {
+        let before = rt.call_threads.fetch_add(1, Ordering::SeqCst);
+        let slot = Self(rt.clone());
+        (before < MAX_CALL_THREADS).then_some(slot)
+    }
+}
+
+impl Drop for CallThread {
+    fn drop(&mut self) {
+        self.0.call_threads.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -278,10 +324,24 @@ pub(crate) fn prepare(
     Ok((pre, from_cache))
 }
 
-/// Memory and table limits of one call; remembers when the memory cap was hit.
+/// Memory and table limits of one call (one store, so one plugin instance);
+/// remembers when the memory cap was hit.
 pub(crate) struct CallLimits {
+    /// The cap on all linear memories of the store together.
     memory_bytes: usize,
+    /// Bytes of all memories of the store, as far as growth was allowed.
+    used: usize,
     hit: bool,
+}
+
+impl CallLimits {
+    fn new(memory_bytes: usize) -> Self {
+        Self {
+            memory_bytes,
+            used: 0,
+            hit: false,
+        }
+    }
 }
 
 /// The typed error our limiter raises at the memory cap.
@@ -299,16 +359,20 @@ enum Stop {
 }
 
 impl ResourceLimiter for CallLimits {
+    /// Called for every memory the store creates (`current` 0) and every
+    /// growth: the total of all of them is what the cap bounds.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self.used.saturating_add(desired.saturating_sub(current));
+        if total > self.memory_bytes {
             self.hit = true;
             return Err(MemoryCapReached.into());
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -454,9 +518,13 @@ pub(crate) struct CallIo {
     pub stderr: String,
 }
 
+/// A fresh store for one call; `stop` (a child of the user's cancellation,
+/// also cancelled when the caller gives up on the call) traps the guest at
+/// its next epoch check.
 fn new_store(
     rt: &Arc<Runtime>,
     env: &CallEnv<'_>,
+    stop: &CancellationToken,
 ) -> Result<(Store<CallState>, CapturedOutput, CapturedOutput), String> {
     let stdout = CapturedOutput::new(STDIO_CAP);
     let stderr = CapturedOutput::new(STDIO_CAP);
@@ -466,7 +534,8 @@ fn new_store(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        // File operations run on this thread instead of bouncing to a pool.
+        // File operations run on the call's own thread (see the module docs)
+        // instead of bouncing to a pool.
         .allow_blocking_current_thread(true);
     for (k, v) in &env.grant.env {
         b.env(k, v);
@@ -503,10 +572,7 @@ fn new_store(
     let state = CallState {
         wasi: b.build(),
         table: ResourceTable::new(),
-        limits: CallLimits {
-            memory_bytes: env.grant.memory_mb as usize * 1024 * 1024,
-            hit: false,
-        },
+        limits: CallLimits::new(env.grant.memory_mb as usize * 1024 * 1024),
         plugin: Arc::from(env.plugin),
         egress,
         deadline,
@@ -514,9 +580,9 @@ fn new_store(
     };
     let mut store = Store::new(&rt.engine, state);
     store.limiter(|s| &mut s.limits);
-    let cancel = env.cancel.clone();
+    let stop = stop.clone();
     store.epoch_deadline_callback(move |_| {
-        if cancel.is_cancelled() {
+        if stop.is_cancelled() {
             return Err(Stop::Cancelled.into());
         }
         if Instant::now() >= deadline {
@@ -565,24 +631,118 @@ fn classify(
     }
 }
 
+/// How a call on its thread ended, as its caller saw it.
+enum Ended<R> {
+    /// The guest returned or trapped; its store, for classifying a trap.
+    Done(wasmtime::Result<R>, Store<CallState>),
+    /// The time limit passed first.
+    Timeout,
+    /// The user cancelled first.
+    Cancelled,
+}
+
+/// What the call thread sends back: `None` when it stopped the call itself.
+type ThreadAnswer<R> = Result<Option<(wasmtime::Result<R>, Store<CallState>)>, String>;
+
+/// Run `body` (the guest's side of a call, given the store) on a thread of
+/// its own, and wait for it, the time limit or the user's cancellation,
+/// whichever comes first (see the module docs). Returning, or being dropped,
+/// cancels `stop`, which tells an abandoned thread to end.
+async fn on_call_thread<R, F, Fut>(
+    rt: &Arc<Runtime>,
+    env: &CallEnv<'_>,
+    store: Store<CallState>,
+    stop: CancellationToken,
+    body: F,
+) -> Result<Ended<R>, CallFailure>
+where
+    R: Send + 'static,
+    F: FnOnce(Store<CallState>) -> Fut + Send + 'static,
+    Fut: Future<Output = (wasmtime::Result<R>, Store<CallState>)>,
+{
+    let _stop_when_done = stop.clone().drop_guard();
+    let Some(slot) = CallThread::claim(rt) else {
+        return Err(CallFailure::Setup(format!(
+            "too many plugin calls are running or stuck ({MAX_CALL_THREADS}); a stuck call is a \
+             plugin blocked in a file operation that never finishes (a FIFO, a device, a stalled \
+             mount): restart the agent to free them"
+        )));
+    };
+    let limit = env.grant.timeout + 5 * TICK;
+    let (tx, rx) = tokio::sync::oneshot::channel::<ThreadAnswer<R>>();
+    let thread_stop = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("plugin-call".into())
+        .spawn(move || {
+            // Moved in whole: the slot is freed when this thread ends.
+            let slot = slot;
+            let _active = slot.0.enter();
+            let local = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(local) => local,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("cannot start a runtime for the call: {e}")));
+                    return;
+                }
+            };
+            let answer = local.block_on(async move {
+                tokio::select! {
+                    r = body(store) => Some(r),
+                    () = tokio::time::sleep(limit) => None,
+                    () = thread_stop.cancelled() => None,
+                }
+            });
+            let _ = tx.send(Ok(answer));
+            // Blocking tasks still stuck (a file read that never returns) are
+            // left behind instead of waited for.
+            local.shutdown_background();
+        });
+    if let Err(e) = spawned {
+        return Err(CallFailure::Setup(format!(
+            "cannot start a thread for the plugin call: {e}"
+        )));
+    }
+    tokio::select! {
+        answer = rx => match answer {
+            Ok(Ok(Some((result, store)))) => Ok(Ended::Done(result, store)),
+            Ok(Ok(None)) if env.cancel.is_cancelled() => Ok(Ended::Cancelled),
+            Ok(Ok(None)) => Ok(Ended::Timeout),
+            Ok(Err(e)) => Err(CallFailure::Setup(e)),
+            Err(_) => Err(CallFailure::Crashed {
+                reason: "the call's thread ended without an answer (a host panic)".into(),
+                stderr: String::new(),
+            }),
+        },
+        () = tokio::time::sleep(limit) => Ok(Ended::Timeout),
+        () = env.cancel.cancelled() => Ok(Ended::Cancelled),
+    }
+}
+
 /// Run `describe()` in a fresh, locked-down store (no workspace, no network).
 pub(crate) async fn describe(
     rt: &Arc<Runtime>,
     pre: &PluginPre<CallState>,
     env: &CallEnv<'_>,
 ) -> Result<Vec<ToolInfo>, CallFailure> {
-    let (mut store, _stdout, stderr) = new_store(rt, env).map_err(CallFailure::Setup)?;
-    let _active = rt.enter();
-    let timer = tokio::time::sleep(env.grant.timeout + 5 * TICK);
-    let result = tokio::select! {
-        r = async {
+    let stop = env.cancel.child_token();
+    let (store, _stdout, stderr) = new_store(rt, env, &stop).map_err(CallFailure::Setup)?;
+    let pre = pre.clone();
+    let ended = on_call_thread(rt, env, store, stop, move |mut store| async move {
+        let r = async {
             let plugin = pre.instantiate_async(&mut store).await?;
             plugin.agent_plugin_tools().call_describe(&mut store).await
-        } => r,
-        () = timer => return Err(CallFailure::Timeout(env.grant.timeout)),
-        () = env.cancel.cancelled() => return Err(CallFailure::Cancelled),
-    };
-    result.map_err(|e| classify(&e, &store, env, &stderr))
+        }
+        .await;
+        (r, store)
+    })
+    .await?;
+    match ended {
+        Ended::Done(result, store) => result.map_err(|e| classify(&e, &store, env, &stderr)),
+        Ended::Timeout => Err(CallFailure::Timeout(env.grant.timeout)),
+        Ended::Cancelled => Err(CallFailure::Cancelled),
+    }
 }
 
 /// Run `invoke(tool, args)` in a fresh store with the grant's access.
@@ -593,29 +753,32 @@ pub(crate) async fn invoke(
     tool: &str,
     args_json: &str,
 ) -> (Result<String, CallFailure>, CallIo) {
-    let (mut store, stdout, stderr) = match new_store(rt, env) {
+    let stop = env.cancel.child_token();
+    let (store, stdout, stderr) = match new_store(rt, env, &stop) {
         Ok(s) => s,
         Err(e) => return (Err(CallFailure::Setup(e)), CallIo::default()),
     };
-    let _active = rt.enter();
-    // The epoch callback stops busy guests at the deadline; this timer stops
-    // guests blocked in a host call (a WASI sleep, a slow fetch).
-    let timer = tokio::time::sleep(env.grant.timeout + 5 * TICK);
-    let outcome = tokio::select! {
-        r = async {
+    let pre = pre.clone();
+    let (tool, args_json) = (tool.to_string(), args_json.to_string());
+    let ended = on_call_thread(rt, env, store, stop, move |mut store| async move {
+        let r = async {
             let plugin = pre.instantiate_async(&mut store).await?;
-            plugin.agent_plugin_tools().call_invoke(&mut store, tool, args_json).await
-        } => Some(r),
-        () = timer => None,
-        () = env.cancel.cancelled() => {
-            return (Err(CallFailure::Cancelled), CallIo { stdout: stdout.text(), stderr: stderr.text() });
+            plugin
+                .agent_plugin_tools()
+                .call_invoke(&mut store, &tool, &args_json)
+                .await
         }
-    };
-    let result = match outcome {
-        None => Err(CallFailure::Timeout(env.grant.timeout)),
-        Some(Ok(Ok(text))) => Ok(text),
-        Some(Ok(Err(plugin_error))) => Err(CallFailure::Plugin(plugin_error)),
-        Some(Err(e)) => Err(classify(&e, &store, env, &stderr)),
+        .await;
+        (r, store)
+    })
+    .await;
+    let result = match ended {
+        Ok(Ended::Done(Ok(Ok(text)), _)) => Ok(text),
+        Ok(Ended::Done(Ok(Err(plugin_error)), _)) => Err(CallFailure::Plugin(plugin_error)),
+        Ok(Ended::Done(Err(e), store)) => Err(classify(&e, &store, env, &stderr)),
+        Ok(Ended::Timeout) => Err(CallFailure::Timeout(env.grant.timeout)),
+        Ok(Ended::Cancelled) => Err(CallFailure::Cancelled),
+        Err(failure) => Err(failure),
     };
     (
         result,
@@ -650,5 +813,103 @@ mod tests {
         let b = runtime().unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.engine_hash.len(), 64);
+    }
+
+    /// A component with two core instances, each with a memory of one 64 KiB
+    /// page and a function growing it by some pages (returning the old size,
+    /// or -1 when the growth was refused).
+    const TWO_MEMORIES: &str = r#"
+        (component
+          (core module $m
+            (memory (export "mem") 1)
+            (func (export "grow") (param i32) (result i32)
+              (memory.grow (local.get 0))))
+          (core instance $a (instantiate $m))
+          (core instance $b (instantiate $m))
+          (func (export "grow-a") (param "pages" u32) (result s32)
+            (canon lift (core func $a "grow")))
+          (func (export "grow-b") (param "pages" u32) (result s32)
+            (canon lift (core func $b "grow"))))
+    "#;
+
+    /// 64 KiB pages in one MiB.
+    const PAGES_PER_MB: u32 = 16;
+
+    fn grant(memory_mb: u32) -> Grant {
+        Grant {
+            workspace: WorkspaceAccess::None,
+            http: super::super::policy::HttpGrant {
+                hosts: Vec::new(),
+                any_public_host: false,
+                allow_local: Vec::new(),
+                max_response_bytes: 0,
+                timeout: Duration::from_secs(1),
+                max_requests: 0,
+            },
+            memory_mb,
+            timeout: Duration::from_secs(10),
+            output_bytes: 1024,
+            env: Vec::new(),
+        }
+    }
+
+    /// Instantiate [`TWO_MEMORIES`] in a store built as for a plugin call and
+    /// grow its memories by `steps` (memory, pages) in order; the answers,
+    /// `Err` when the growth trapped, and whether the cap was hit.
+    async fn grow_in_one_store(
+        memory_mb: u32,
+        steps: &[(&str, u32)],
+    ) -> (Vec<Result<i32, String>>, bool) {
+        let rt = runtime().unwrap();
+        let wasm = wat::parse_str(TWO_MEMORIES).unwrap();
+        let component = Component::new(&rt.engine, &wasm).unwrap();
+        let grant = grant(memory_mb);
+        let env = CallEnv {
+            plugin: "two-memories",
+            grant: &grant,
+            workspace: Path::new("/nonexistent"),
+            full_access: false,
+            resolver: Arc::new(super::super::http::SystemResolver),
+            cancel: CancellationToken::new(),
+        };
+        let (mut store, _out, _err) = new_store(&rt, &env, &CancellationToken::new()).unwrap();
+        let _active = rt.enter();
+        let instance = rt
+            .linker
+            .instantiate_async(&mut store, &component)
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for (name, pages) in steps {
+            let f = instance
+                .get_typed_func::<(u32,), (i32,)>(&mut store, *name)
+                .unwrap();
+            let r = f.call_async(&mut store, (*pages,)).await;
+            answers.push(r.map(|(old,)| old).map_err(|e| format!("{e:#}")));
+        }
+        (answers, store.data().limits.hit)
+    }
+
+    #[tokio::test]
+    async fn the_memory_cap_bounds_all_memories_of_a_plugin_together() {
+        // Cap 4 MiB; each memory starts at one page (64 KiB), so 128 KiB in all.
+        // Either memory alone may grow by 3 MiB: 3 MiB + 128 KiB is under the cap.
+        let alone = 3 * PAGES_PER_MB;
+        for memory in ["grow-a", "grow-b"] {
+            let (answers, hit) = grow_in_one_store(4, &[(memory, alone)]).await;
+            assert_eq!(answers, vec![Ok(1)], "{memory} alone");
+            assert!(!hit);
+        }
+        // Both in one instance: 6 MiB + 128 KiB, past the cap, so the second
+        // growth is stopped although that memory alone stays under it.
+        let (answers, hit) = grow_in_one_store(4, &[("grow-a", alone), ("grow-b", alone)]).await;
+        assert_eq!(answers[0], Ok(1));
+        assert!(answers[1].is_err(), "{answers:?}");
+        assert!(hit, "the cap is reported as the reason");
+        // What is left under the cap can still be used by the other memory.
+        let rest = PAGES_PER_MB - 2;
+        let (answers, hit) = grow_in_one_store(4, &[("grow-a", alone), ("grow-b", rest)]).await;
+        assert_eq!(answers, vec![Ok(1), Ok(1)]);
+        assert!(!hit);
     }
 }

@@ -10,6 +10,12 @@
 //! anything (defence in depth, and a clearer message for the model than the
 //! sandbox's "not permitted").
 //!
+//! Only regular files are read or written: a named pipe, a device or a socket
+//! is refused by its type (a `stat`, which never blocks) before it is opened,
+//! because opening a FIFO waits for a writer and a device may read without
+//! end. (A file swapped for a FIFO between the check and the open still only
+//! blocks this call until the host's deadline stops it.)
+//!
 //! Every answer is written for a model to read: short, plain text, with errors
 //! that say what went wrong and what to do (`file not found: notes.txt`), and
 //! outputs capped so one call cannot flood the model's context.
@@ -214,12 +220,38 @@ fn io_error(action: &str, path: &WsPath, err: &io::Error) -> String {
     }
 }
 
+/// Refuses anything but a regular file: a directory with a pointer to
+/// `list_files`, a FIFO, device or socket with a message saying why.
+fn regular_file(path: &WsPath, meta: &fs::Metadata, action: &str) -> Result<(), String> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        Ok(())
+    } else if kind.is_dir() {
+        Err(format!(
+            "{} is a directory, not a file; use list_files to see what is in it",
+            path.shown
+        ))
+    } else {
+        Err(format!(
+            "cannot {action} {}: it is not a regular file (a named pipe, device or socket); only regular files can be read or written",
+            path.shown
+        ))
+    }
+}
+
 fn list_files(args: ListArgs) -> Result<String, String> {
     let dir = resolve(args.path.as_deref().unwrap_or("."))?;
     let recursive = args.recursive.unwrap_or(false);
     let meta = fs::metadata(&dir.full).map_err(|e| io_error("list", &dir, &e))?;
     if !meta.is_dir() {
-        return Ok(format!("{} (file, {} bytes)", dir.shown, meta.len()));
+        return Ok(if meta.is_file() {
+            format!("{} (file, {} bytes)", dir.shown, meta.len())
+        } else {
+            format!(
+                "{} (not a regular file: a named pipe, device or socket)",
+                dir.shown
+            )
+        });
     }
     let mut entries = Vec::new();
     let mut total = 0usize;
@@ -253,8 +285,10 @@ fn list_files(args: ListArgs) -> Result<String, String> {
                     format!("{rel}/")
                 } else if kind.is_symlink() {
                     format!("{rel} (link)")
-                } else {
+                } else if kind.is_file() {
                     format!("{rel} ({len} bytes)")
+                } else {
+                    format!("{rel} (special: pipe, device or socket)")
                 });
             }
             if recursive && kind.is_dir() {
@@ -292,14 +326,13 @@ fn read_file(args: ReadArgs) -> Result<String, String> {
     }
     let offset = args.offset.unwrap_or(0);
     let max = args.max_bytes.unwrap_or(READ_DEFAULT).clamp(1, READ_MAX);
+    // Checked before opening: opening a FIFO would wait for a writer.
+    let meta = fs::metadata(&file.full).map_err(|e| io_error("read", &file, &e))?;
+    regular_file(&file, &meta, "read")?;
     let mut f = fs::File::open(&file.full).map_err(|e| io_error("read", &file, &e))?;
+    // Again on what was opened, in case the path was swapped in between.
     let meta = f.metadata().map_err(|e| io_error("read", &file, &e))?;
-    if meta.is_dir() {
-        return Err(format!(
-            "{} is a directory, not a file; use list_files to see what is in it",
-            file.shown
-        ));
-    }
+    regular_file(&file, &meta, "read")?;
     let size = meta.len();
     if offset > size {
         return Err(format!(
@@ -356,6 +389,12 @@ fn write_file(args: WriteArgs, append: bool) -> Result<String, String> {
     if let Some(parent) = file.full.parent() {
         fs::create_dir_all(parent).map_err(|e| io_error(action, &file, &e))?;
     }
+    // Opening a FIFO for writing would wait for a reader.
+    if let Ok(meta) = fs::metadata(&file.full)
+        && !meta.is_dir()
+    {
+        regular_file(&file, &meta, action)?;
+    }
     let mut options = fs::OpenOptions::new();
     if append {
         options.append(true).create(true);
@@ -392,6 +431,7 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
     if meta.is_dir() {
         collect_files(&root.full, &root.shown, &mut files);
     } else {
+        regular_file(&root, &meta, "search")?;
         files.push((root.full.clone(), root.shown.clone()));
     }
     files.sort_by(|a, b| a.1.cmp(&b.1));
@@ -402,7 +442,8 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
         let Ok(meta) = fs::metadata(full) else {
             continue;
         };
-        if meta.len() > SEARCH_FILE_MAX {
+        // Listed as a regular file, but it may have been swapped since.
+        if !meta.is_file() || meta.len() > SEARCH_FILE_MAX {
             continue;
         }
         let Ok(bytes) = fs::read(full) else { continue };
