@@ -250,11 +250,11 @@ impl Fixture {
         self.log.lock().unwrap().clone()
     }
 
-    /// `plugins:` YAML allowing this server as a local endpoint and pointing
-    /// the web plugin's search at it.
+    /// `plugins:` YAML granting this server as a local endpoint to the web
+    /// and evil plugins and pointing the web plugin's search at it.
     fn config(&self, engine: &str, search_path: &str) -> String {
         format!(
-            "allow_local: ['127.0.0.1:{p}']\noverrides:\n  web:\n    env:\n      AGENT_WEB_ENGINE: {engine}\n      AGENT_WEB_SEARCH_URL: 'http://127.0.0.1:{p}{search_path}'\n",
+            "overrides:\n  web:\n    allow_local: ['127.0.0.1:{p}']\n    env:\n      AGENT_WEB_ENGINE: {engine}\n      AGENT_WEB_SEARCH_URL: 'http://127.0.0.1:{p}{search_path}'\n  evil:\n    allow_local: ['127.0.0.1:{p}']\n",
             p = self.port
         )
     }
@@ -766,6 +766,82 @@ fn case07_loopback_and_unspecified_addresses_need_allow_local() {
     assert_ne!(out.code, 0, "{}", out.all());
 }
 
+/// The grants of plugin `name` in `agent plugin list --json`.
+fn listed(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.run(&["plugin", "list", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("`{name}` is not listed: {}", out.stdout))
+}
+
+#[test]
+fn case07_a_local_endpoint_is_granted_to_one_plugin_not_to_every_networked_one() {
+    let env = Env::new();
+    let fx = Fixture::start();
+    let p = fx.port;
+    env.install_evil(|m| m);
+    env.plugins_config(&format!(
+        "overrides:\n  web:\n    allow_local: ['127.0.0.1:{p}']"
+    ));
+    // Plugin A, granted the endpoint, reaches it.
+    let out = env.call("web", "fetch_page", json!({"url": fx.url("/page")}));
+    assert!(
+        out.code == 0 && out.stdout.contains("Fixture heading"),
+        "{}",
+        out.all()
+    );
+    // Plugin B has network (allowed.test) but not this grant: refused, and
+    // told how the user grants it to B alone.
+    let out = env.call("evil", "fetch", json!({"url": fx.url("/page")}));
+    assert!(
+        out.code != 0
+            && out.stderr.contains(&format!(
+                "plugins.overrides.evil.allow_local: [\"127.0.0.1:{p}\"]"
+            )),
+        "{}",
+        out.all()
+    );
+    assert_eq!(fx.requests(), vec!["/page".to_string()]);
+    // The per-plugin grants are shown per plugin.
+    assert_eq!(
+        listed(&env, "web")["granted"]["allow_local"],
+        json!([format!("127.0.0.1:{p}")])
+    );
+    assert_eq!(listed(&env, "evil")["granted"]["allow_local"], json!([]));
+    let out = env.run(&["plugin", "list"]);
+    let local = format!("local: 127.0.0.1:{p}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("web ") && l.contains(&local))
+            && !lines
+                .iter()
+                .any(|l| l.starts_with("evil ") && l.contains(&local)),
+        "{}",
+        out.stdout
+    );
+    let out = env.run(&["plugin", "inspect", "web"]);
+    assert!(out.stdout.contains(&local), "{}", out.all());
+    // The old global key is refused with the rewrite, never read with a new meaning.
+    env.plugins_config(&format!("allow_local: ['127.0.0.1:{p}']"));
+    let out = env.run(&["plugin", "list"]);
+    assert!(
+        out.code != 0
+            && out.stderr.contains("plugins.allow_local")
+            && out.stderr.contains(&format!(
+                "overrides: {{web: {{allow_local: [\"127.0.0.1:{p}\"]}}}}"
+            )),
+        "{}",
+        out.all()
+    );
+}
+
 #[test]
 fn case08_metadata_and_odd_ip_spellings_are_refused() {
     let env = Env::new();
@@ -911,7 +987,7 @@ async fn case11_dns_rebinding_cannot_redirect_the_connection() {
     let fx = Fixture::start();
     let dirs = Dirs::resolve(Some(&env.home), Some(&env.cache)).unwrap();
     let policy: PluginPolicy = serde_yaml::from_str(&format!(
-        "allow_local: ['rebind.test:{}']\noverrides: {{web: {{allow_hosts: [attacker.test]}}}}",
+        "overrides: {{web: {{allow_hosts: [attacker.test], allow_local: ['rebind.test:{}']}}}}",
         fx.port
     ))
     .unwrap();
@@ -985,7 +1061,7 @@ fn case12_non_http_schemes_are_refused() {
 fn case13_the_code_plugin_has_no_network_at_all() {
     let env = Env::new();
     let fx = Fixture::start();
-    // Even with a local endpoint allowed for networked plugins.
+    // Even with a local endpoint granted to the other networked plugins.
     env.plugins_config(&fx.config("searxng", ""));
     let code = format!(
         r#"

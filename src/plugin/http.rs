@@ -3,7 +3,9 @@
 //! Every hop (the first URL and each redirect) goes through [`Egress::check`]:
 //! 1. only `http` and `https`, no `user:password@`;
 //! 2. the host must be on the plugin's granted allowlist (or the user allowed
-//!    any public host, or listed this exact `host:port` in `allow_local`);
+//!    any public host, or listed this exact `host:port` in this plugin's own
+//!    `plugins.overrides.NAME.allow_local`); a refused local endpoint names
+//!    that key, so the user knows how to grant it to this plugin alone;
 //! 3. the host is resolved here, once, and every address is classified: loopback,
 //!    private, CGNAT, link-local (cloud metadata), unspecified, multicast,
 //!    broadcast, documentation, benchmark and reserved ranges are refused, and
@@ -214,6 +216,24 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     None
 }
 
+/// True for hosts that name this machine or a private network by themselves:
+/// loopback and private IP literals, `localhost` and `*.localhost`.
+fn looks_local(host: &Host<&str>) -> bool {
+    let local_ip = |ip: IpAddr| {
+        ip.is_loopback()
+            || ip.is_unspecified()
+            || matches!(forbidden_reason(ip), Some(r) if r.starts_with("private") || r.starts_with("unique local"))
+    };
+    match host {
+        Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Host::Ipv4(v4) => local_ip(IpAddr::V4(*v4)),
+        Host::Ipv6(v6) => local_ip(IpAddr::V6(*v6)),
+    }
+}
+
 /// The URL's host as the allowlist compares it: lowercase, no trailing dot,
 /// IPv6 in brackets.
 fn host_key(host: &Host<&str>) -> String {
@@ -260,6 +280,13 @@ impl Egress {
             .any(|e| e.host == key && e.port == port);
         let listed = self.grant.hosts.iter().any(|p| p.matches(&key));
         if !(local || listed || self.grant.any_public_host) {
+            if looks_local(&host) {
+                return Err(format!(
+                    "refused `{url}`: `{key}:{port}` is a local endpoint the `{}` plugin has not been granted{}",
+                    self.plugin,
+                    self.local_hint(&key, port)
+                ));
+            }
             let allowed: Vec<String> = self.grant.hosts.iter().map(ToString::to_string).collect();
             return Err(if self.grant.enabled() {
                 format!(
@@ -308,15 +335,24 @@ impl Egress {
                 let hint = if ip.is_loopback()
                     || matches!(forbidden_reason(ip), Some(r) if r.starts_with("private"))
                 {
-                    " (a local service can be allowed with plugins.allow_local: [\"host:port\"] in config.yaml)"
+                    self.local_hint(&key, port)
                 } else {
-                    ""
+                    String::new()
                 };
                 Err(format!(
                     "refused `{url}`: `{key}` is {ip}, a {why} address that plugins may not reach{hint}"
                 ))
             }
         }
+    }
+
+    /// How the user grants `key:port` to this plugin (and only to it).
+    fn local_hint(&self, key: &str, port: u16) -> String {
+        format!(
+            " (the user can grant it to this plugin alone with \
+             plugins.overrides.{}.allow_local: [\"{key}:{port}\"] in config.yaml)",
+            self.plugin
+        )
     }
 
     /// Perform a request with every hop checked; the error is the observation
@@ -811,11 +847,9 @@ mod tests {
             grant(&["127.0.0.1"], true, &[]),
             Arc::new(SystemResolver),
         );
+        let how = format!("plugins.overrides.web.allow_local: [\"127.0.0.1:{port}\"]");
         let err = e.fetch(get(&url), None).await.unwrap_err();
-        assert!(
-            err.contains("loopback") && err.contains("allow_local"),
-            "{err}"
-        );
+        assert!(err.contains("loopback") && err.contains(&how), "{err}");
         let e = Egress::new(
             "web",
             grant(
@@ -825,7 +859,12 @@ mod tests {
             ),
             Arc::new(SystemResolver),
         );
-        assert!(e.fetch(get(&url), None).await.is_err());
+        let err = e.fetch(get(&url), None).await.unwrap_err();
+        assert!(
+            err.contains("local endpoint the `web` plugin has not been granted")
+                && err.contains(&how),
+            "{err}"
+        );
         assert_eq!(hits.load(Ordering::SeqCst), 0);
         let e = Egress::new(
             "web",

@@ -41,7 +41,8 @@ pub struct GrantSummary {
     pub http_hosts: Vec<String>,
     /// Any public host.
     pub any_public_host: bool,
-    /// Local endpoints it may reach.
+    /// Local endpoints it may reach (`plugins.overrides.NAME.allow_local`:
+    /// granted to this plugin alone).
     pub allow_local: Vec<String>,
     /// Memory cap, MiB.
     pub memory_mb: u32,
