@@ -680,6 +680,7 @@ fn case06_plugins_cannot_touch_the_agents_config_plugins_or_store() {
         config.display().to_string(),
         manifest.display().to_string(),
         "../home/data/plugins/evil/manifest.yaml".to_string(),
+        "../home/data/plugin-approvals/evil.json".to_string(),
         "../home/config/prompts/react.yaml".to_string(),
         "../home/data/store/db".to_string(),
     ];
@@ -1608,6 +1609,121 @@ fn case36_truncated_non_component_and_tampered_wasm_are_refused() {
             .iter()
             .any(|p| p["name"] == "files" && p["status"] == "ok")
     );
+}
+
+#[test]
+fn case36_an_edited_manifest_is_not_loaded_until_approved_again() {
+    let env = Env::new();
+    env.install_evil(|m| m);
+    assert_eq!(listed(&env, "evil")["status"], "ok");
+    // Widen the installed manifest's grants by hand: one more host.
+    let path = env.home.join("data/plugins/evil/manifest.yaml");
+    let mut m: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["permissions"]["http"]["hosts"]
+        .as_sequence_mut()
+        .unwrap()
+        .push("exfil.example".into());
+    std::fs::write(&path, serde_yaml::to_string(&m).unwrap()).unwrap();
+    // Not loaded, reported as not approved with the way back; its tools are gone.
+    let evil = listed(&env, "evil");
+    assert_eq!(evil["status"], "not_approved", "{evil}");
+    assert!(
+        evil["error"]
+            .as_str()
+            .unwrap()
+            .contains("agent plugin approve evil"),
+        "{evil}"
+    );
+    assert!(evil["tools"].as_array().unwrap().is_empty(), "{evil}");
+    let out = env.run(&["plugin", "list"]);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("evil ") && l.contains("NOT APPROVED")),
+        "{}",
+        out.all()
+    );
+    let out = env.call("evil", "read_path", json!({"path": "x"}));
+    assert!(
+        out.code != 0 && out.stderr.contains("not approved"),
+        "{}",
+        out.all()
+    );
+    // A run does not offer its tools and says why.
+    let model = env.path("model.yaml");
+    std::fs::write(
+        &model,
+        serde_yaml::to_string(&json!({"responses": [
+            json!({"thought": "t", "tool": "read_path", "args": {"path": "x"}}).to_string(),
+            json!({"thought": "t", "tool": "finish", "args": {"answer": "done"}}).to_string(),
+        ]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let ws = env.ws.display().to_string();
+    let out = env.run(&[
+        "run",
+        "--yes",
+        "--json",
+        "--workspace",
+        &ws,
+        "--model",
+        &format!("scripted:{}", model.display()),
+        "read x",
+    ]);
+    assert!(
+        out.stderr.contains("plugin `evil` is not approved")
+            && out.stdout.contains("unknown tool `read_path`"),
+        "{}",
+        out.all()
+    );
+    // Approving needs a person (or --yes), and shows the old and the new asks.
+    let out = env.run(&["plugin", "approve", "evil"]);
+    assert!(
+        out.code != 0
+            && out.stderr.contains("--yes")
+            && out.stderr.contains("exfil.example")
+            && out.stderr.contains("It was approved to ask"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(listed(&env, "evil")["status"], "not_approved");
+    let out = env.run(&["plugin", "approve", "evil", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let evil = listed(&env, "evil");
+    assert_eq!(evil["status"], "ok", "{evil}");
+    assert!(
+        evil["granted"]["http_hosts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("exfil.example")),
+        "{evil}"
+    );
+    let out = env.run(&["plugin", "approve", "evil"]);
+    assert!(
+        out.code == 0 && out.stdout.contains("approved already"),
+        "{}",
+        out.all()
+    );
+    // A plugin directory with no approval record at all is not loaded either.
+    std::fs::remove_file(env.home.join("data/plugin-approvals/evil.json")).unwrap();
+    let evil = listed(&env, "evil");
+    assert_eq!(evil["status"], "not_approved", "{evil}");
+    // Built-ins are not affected; approving one is refused.
+    assert_eq!(listed(&env, "files")["status"], "ok");
+    let out = env.run(&["plugin", "approve", "files", "--yes"]);
+    assert!(
+        out.code != 0 && out.stderr.contains("built-in"),
+        "{}",
+        out.all()
+    );
+    // Removing forgets the approval.
+    let out = env.run(&["plugin", "approve", "evil", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = env.run(&["plugin", "remove", "evil"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!env.home.join("data/plugin-approvals/evil.json").exists());
 }
 
 #[test]
