@@ -307,7 +307,7 @@ fn fixture_server() -> TcpListener {
 fn the_web_challenge_reads_the_fixture_server_and_the_plan_strategy_solves_it() {
     let _server = fixture_server();
     let env = TestEnv::new();
-    env.config("plugins:\n  allow_local: ['127.0.0.1:18765']\n");
+    env.config("plugins:\n  overrides:\n    web:\n      allow_local: ['127.0.0.1:18765']\n");
     let plan = json!({"thought": "t", "steps": [
         {"description": "read the page", "success_criterion": "the price is known"},
         {"description": "write the price to price.txt", "success_criterion": "price.txt holds it"}

@@ -184,6 +184,81 @@ fn a_url_is_fetched_as_html_and_found_by_the_kb_search_tool() {
     );
 }
 
+/// A server that answers every request with a body that never ends (chunked,
+/// or with a `Content-Length` of 600 MB when `announce`), and counts the body
+/// bytes it got out before the client hung up.
+fn serve_endless(announce: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let head = if announce {
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 629145600\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+                };
+                if s.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let block = "word ".repeat(13_107); // 65 535 bytes
+                let chunk = if announce {
+                    block
+                } else {
+                    format!("{:x}\r\n{block}\r\n", block.len())
+                };
+                // Ten times the cap at most, so a broken client cannot hang the test.
+                for _ in 0..3200 {
+                    if s.write_all(chunk.as_bytes()).is_err() {
+                        return;
+                    }
+                    counter.fetch_add(65_535, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/big.txt"), sent)
+}
+
+#[test]
+fn case18_kb_add_of_a_huge_url_streams_and_stops_at_the_cap() {
+    use std::sync::atomic::Ordering;
+    let env = TestEnv::new();
+    for announce in [false, true] {
+        let (url, sent) = serve_endless(announce);
+        let started = std::time::Instant::now();
+        env.agent()
+            .args(["kb", "add", &url])
+            .timeout(std::time::Duration::from_secs(60))
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "passed the 20 MiB cap on a document (20971520 bytes)",
+            ));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "announce={announce}: took {:?}",
+            started.elapsed()
+        );
+        // What the server got out is the cap plus what socket buffers hold,
+        // not the body.
+        let sent = sent.load(Ordering::Relaxed);
+        assert!(
+            sent < 40 << 20,
+            "announce={announce}: {sent} bytes were read"
+        );
+    }
+    let list = stdout(&env, &["kb", "list"]);
+    assert!(list.contains("empty"), "{list}");
+}
+
 #[test]
 fn kill_9_during_kb_add_keeps_every_acknowledged_document() {
     // Security case 31, for ingestion.

@@ -252,11 +252,11 @@ impl Fixture {
         self.log.lock().unwrap().clone()
     }
 
-    /// `plugins:` YAML allowing this server as a local endpoint and pointing
-    /// the web plugin's search at it.
+    /// `plugins:` YAML granting this server as a local endpoint to the web
+    /// and evil plugins and pointing the web plugin's search at it.
     fn config(&self, engine: &str, search_path: &str) -> String {
         format!(
-            "allow_local: ['127.0.0.1:{p}']\noverrides:\n  web:\n    env:\n      AGENT_WEB_ENGINE: {engine}\n      AGENT_WEB_SEARCH_URL: 'http://127.0.0.1:{p}{search_path}'\n",
+            "overrides:\n  web:\n    allow_local: ['127.0.0.1:{p}']\n    env:\n      AGENT_WEB_ENGINE: {engine}\n      AGENT_WEB_SEARCH_URL: 'http://127.0.0.1:{p}{search_path}'\n  evil:\n    allow_local: ['127.0.0.1:{p}']\n",
             p = self.port
         )
     }
@@ -682,6 +682,7 @@ fn case06_plugins_cannot_touch_the_agents_config_plugins_or_store() {
         config.display().to_string(),
         manifest.display().to_string(),
         "../home/data/plugins/evil/manifest.yaml".to_string(),
+        "../home/data/plugin-approvals/evil.json".to_string(),
         "../home/config/prompts/react.yaml".to_string(),
         "../home/data/store/db".to_string(),
     ];
@@ -766,6 +767,82 @@ fn case07_loopback_and_unspecified_addresses_need_allow_local() {
         json!({"url": format!("http://127.0.0.1:{}/page", p.wrapping_add(1))}),
     );
     assert_ne!(out.code, 0, "{}", out.all());
+}
+
+/// The grants of plugin `name` in `agent plugin list --json`.
+fn listed(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.run(&["plugin", "list", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("`{name}` is not listed: {}", out.stdout))
+}
+
+#[test]
+fn case07_a_local_endpoint_is_granted_to_one_plugin_not_to_every_networked_one() {
+    let env = Env::new();
+    let fx = Fixture::start();
+    let p = fx.port;
+    env.install_evil(|m| m);
+    env.plugins_config(&format!(
+        "overrides:\n  web:\n    allow_local: ['127.0.0.1:{p}']"
+    ));
+    // Plugin A, granted the endpoint, reaches it.
+    let out = env.call("web", "fetch_page", json!({"url": fx.url("/page")}));
+    assert!(
+        out.code == 0 && out.stdout.contains("Fixture heading"),
+        "{}",
+        out.all()
+    );
+    // Plugin B has network (allowed.test) but not this grant: refused, and
+    // told how the user grants it to B alone.
+    let out = env.call("evil", "fetch", json!({"url": fx.url("/page")}));
+    assert!(
+        out.code != 0
+            && out.stderr.contains(&format!(
+                "plugins.overrides.evil.allow_local: [\"127.0.0.1:{p}\"]"
+            )),
+        "{}",
+        out.all()
+    );
+    assert_eq!(fx.requests(), vec!["/page".to_string()]);
+    // The per-plugin grants are shown per plugin.
+    assert_eq!(
+        listed(&env, "web")["granted"]["allow_local"],
+        json!([format!("127.0.0.1:{p}")])
+    );
+    assert_eq!(listed(&env, "evil")["granted"]["allow_local"], json!([]));
+    let out = env.run(&["plugin", "list"]);
+    let local = format!("local: 127.0.0.1:{p}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("web ") && l.contains(&local))
+            && !lines
+                .iter()
+                .any(|l| l.starts_with("evil ") && l.contains(&local)),
+        "{}",
+        out.stdout
+    );
+    let out = env.run(&["plugin", "inspect", "web"]);
+    assert!(out.stdout.contains(&local), "{}", out.all());
+    // The old global key is refused with the rewrite, never read with a new meaning.
+    env.plugins_config(&format!("allow_local: ['127.0.0.1:{p}']"));
+    let out = env.run(&["plugin", "list"]);
+    assert!(
+        out.code != 0
+            && out.stderr.contains("plugins.allow_local")
+            && out.stderr.contains(&format!(
+                "overrides: {{web: {{allow_local: [\"127.0.0.1:{p}\"]}}}}"
+            )),
+        "{}",
+        out.all()
+    );
 }
 
 #[test]
@@ -913,7 +990,7 @@ async fn case11_dns_rebinding_cannot_redirect_the_connection() {
     let fx = Fixture::start();
     let dirs = Dirs::resolve(Some(&env.home), Some(&env.cache)).unwrap();
     let policy: PluginPolicy = serde_yaml::from_str(&format!(
-        "allow_local: ['rebind.test:{}']\noverrides: {{web: {{allow_hosts: [attacker.test]}}}}",
+        "overrides: {{web: {{allow_hosts: [attacker.test], allow_local: ['rebind.test:{}']}}}}",
         fx.port
     ))
     .unwrap();
@@ -987,7 +1064,7 @@ fn case12_non_http_schemes_are_refused() {
 fn case13_the_code_plugin_has_no_network_at_all() {
     let env = Env::new();
     let fx = Fixture::start();
-    // Even with a local endpoint allowed for networked plugins.
+    // Even with a local endpoint granted to the other networked plugins.
     env.plugins_config(&fx.config("searxng", ""));
     let code = format!(
         r#"
@@ -1758,6 +1835,121 @@ fn case36_truncated_non_component_and_tampered_wasm_are_refused() {
             .iter()
             .any(|p| p["name"] == "files" && p["status"] == "ok")
     );
+}
+
+#[test]
+fn case36_an_edited_manifest_is_not_loaded_until_approved_again() {
+    let env = Env::new();
+    env.install_evil(|m| m);
+    assert_eq!(listed(&env, "evil")["status"], "ok");
+    // Widen the installed manifest's grants by hand: one more host.
+    let path = env.home.join("data/plugins/evil/manifest.yaml");
+    let mut m: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["permissions"]["http"]["hosts"]
+        .as_sequence_mut()
+        .unwrap()
+        .push("exfil.example".into());
+    std::fs::write(&path, serde_yaml::to_string(&m).unwrap()).unwrap();
+    // Not loaded, reported as not approved with the way back; its tools are gone.
+    let evil = listed(&env, "evil");
+    assert_eq!(evil["status"], "not_approved", "{evil}");
+    assert!(
+        evil["error"]
+            .as_str()
+            .unwrap()
+            .contains("agent plugin approve evil"),
+        "{evil}"
+    );
+    assert!(evil["tools"].as_array().unwrap().is_empty(), "{evil}");
+    let out = env.run(&["plugin", "list"]);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("evil ") && l.contains("NOT APPROVED")),
+        "{}",
+        out.all()
+    );
+    let out = env.call("evil", "read_path", json!({"path": "x"}));
+    assert!(
+        out.code != 0 && out.stderr.contains("not approved"),
+        "{}",
+        out.all()
+    );
+    // A run does not offer its tools and says why.
+    let model = env.path("model.yaml");
+    std::fs::write(
+        &model,
+        serde_yaml::to_string(&json!({"responses": [
+            json!({"thought": "t", "tool": "read_path", "args": {"path": "x"}}).to_string(),
+            json!({"thought": "t", "tool": "finish", "args": {"answer": "done"}}).to_string(),
+        ]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let ws = env.ws.display().to_string();
+    let out = env.run(&[
+        "run",
+        "--yes",
+        "--json",
+        "--workspace",
+        &ws,
+        "--model",
+        &format!("scripted:{}", model.display()),
+        "read x",
+    ]);
+    assert!(
+        out.stderr.contains("plugin `evil` is not approved")
+            && out.stdout.contains("unknown tool `read_path`"),
+        "{}",
+        out.all()
+    );
+    // Approving needs a person (or --yes), and shows the old and the new asks.
+    let out = env.run(&["plugin", "approve", "evil"]);
+    assert!(
+        out.code != 0
+            && out.stderr.contains("--yes")
+            && out.stderr.contains("exfil.example")
+            && out.stderr.contains("It was approved to ask"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(listed(&env, "evil")["status"], "not_approved");
+    let out = env.run(&["plugin", "approve", "evil", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let evil = listed(&env, "evil");
+    assert_eq!(evil["status"], "ok", "{evil}");
+    assert!(
+        evil["granted"]["http_hosts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("exfil.example")),
+        "{evil}"
+    );
+    let out = env.run(&["plugin", "approve", "evil"]);
+    assert!(
+        out.code == 0 && out.stdout.contains("approved already"),
+        "{}",
+        out.all()
+    );
+    // A plugin directory with no approval record at all is not loaded either.
+    std::fs::remove_file(env.home.join("data/plugin-approvals/evil.json")).unwrap();
+    let evil = listed(&env, "evil");
+    assert_eq!(evil["status"], "not_approved", "{evil}");
+    // Built-ins are not affected; approving one is refused.
+    assert_eq!(listed(&env, "files")["status"], "ok");
+    let out = env.run(&["plugin", "approve", "files", "--yes"]);
+    assert!(
+        out.code != 0 && out.stderr.contains("built-in"),
+        "{}",
+        out.all()
+    );
+    // Removing forgets the approval.
+    let out = env.run(&["plugin", "approve", "evil", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = env.run(&["plugin", "remove", "evil"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!env.home.join("data/plugin-approvals/evil.json").exists());
 }
 
 #[test]

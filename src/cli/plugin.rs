@@ -10,6 +10,9 @@
 //!
 //! `install` shows what the plugin asks for and what it would be granted, and
 //! asks on the terminal; without a terminal it refuses unless `--yes` is given.
+//! What it approves is pinned (the manifest's sha256): an installed plugin
+//! whose manifest changes afterwards is not loaded until `approve` shows the
+//! new manifest (beside what was approved before) and is answered the same way.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::paths::Dirs;
 use crate::plugin::manifest::WorkspaceAccess;
 use crate::plugin::policy::{Grant, PluginPolicy};
-use crate::plugin::{CompileEvent, InstallPlan, Origin, PluginHost, PluginInfo};
+use crate::plugin::{ApprovalPlan, CompileEvent, InstallPlan, Origin, PluginHost, PluginInfo};
 use crate::sanitize::{neutralize_controls, one_line};
 use crate::tools::{ToolError, ToolRegistry};
 
@@ -73,6 +76,15 @@ pub enum PluginCommand {
         /// Plugin directory, manifest or .wasm.
         path: PathBuf,
         /// Install without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Review an installed plugin whose manifest changed since it was approved
+    /// (or that was never approved) and approve it, so it loads again.
+    Approve {
+        /// Plugin name.
+        name: String,
+        /// Approve without asking.
         #[arg(long)]
         yes: bool,
     },
@@ -256,28 +268,30 @@ pub async fn execute(
             let host = open_host(dirs, policy, &scratch.0).await?;
             let plan = host.prepare_install(&path).await?;
             print_plan(&plan);
-            if !yes {
-                if !std::io::stdin().is_terminal() {
-                    bail!(
-                        "not installing: there is no terminal to confirm on; pass --yes to install `{}` non-interactively",
-                        plan.manifest.name
-                    );
-                }
-                eprint!(
-                    "Install plugin `{}` with these permissions? [y/N] ",
-                    plan.manifest.name
-                );
-                std::io::stderr().flush()?;
-                let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer)?;
-                if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-                    eprintln!("not installed");
-                    return Ok(ExitCode::from(1));
-                }
+            if !yes && !confirm("install", &plan.manifest.name)? {
+                eprintln!("not installed");
+                return Ok(ExitCode::from(1));
             }
             let name = plan.manifest.name.clone();
             let dest = host.commit_install(plan)?;
             println!("installed `{name}` in {}", dest.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Approve { name, yes } => {
+            let scratch = ScratchDir::new("plugins")?;
+            let host = open_host(dirs, policy, &scratch.0).await?;
+            let plan = host.prepare_approve(&name).await?;
+            if plan.unchanged {
+                println!("`{name}` is approved already: its manifest is the one approved");
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_approval(&plan);
+            if !yes && !confirm("approve", &name)? {
+                eprintln!("not approved; `{name}` stays unloaded");
+                return Ok(ExitCode::from(1));
+            }
+            host.commit_approve(plan)?;
+            println!("approved `{name}`; it loads from the next start");
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Remove { name } => {
@@ -368,6 +382,28 @@ async fn call(
     }
 }
 
+/// Ask `Install/Approve plugin NAME with these permissions?` on the terminal;
+/// without one, refuse and say to pass `--yes`.
+fn confirm(verb: &str, name: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "not done: there is no terminal to confirm on; pass --yes to {verb} `{name}` non-interactively"
+        );
+    }
+    let mut question = verb.to_string();
+    if let Some(first) = question.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    eprint!("{question} plugin `{name}` with these permissions? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 fn network_words(hosts: &[String], any_public: bool, local: &[String]) -> String {
     let mut parts = Vec::new();
     if any_public {
@@ -421,10 +457,15 @@ fn render_list(list: &[PluginInfo]) -> String {
             }
             (None, Some(e)) => outln!(
                 out,
-                "{:width$}  {:8}  {:9}  error: {}",
+                "{:width$}  {:8}  {:9}  {}: {}",
                 name,
                 "",
                 origin,
+                if p.status == "not_approved" {
+                    "NOT APPROVED"
+                } else {
+                    "error"
+                },
                 one_line(e, 500)
             ),
             (None, None) => outln!(out, "{:width$}  {:8}  {:9}  {}", name, "", origin, p.status),
@@ -532,6 +573,50 @@ fn describe_grant(g: &Grant) -> Vec<String> {
     ]
 }
 
+fn permission_lines(r: &crate::plugin::manifest::Permissions) -> Vec<String> {
+    vec![
+        format!("workspace: {}", r.workspace),
+        format!("network: {}", network_words(&r.http.hosts, false, &[])),
+        format!(
+            "limits: {} MB memory, {} ms per call, {} KB output",
+            r.memory_mb, r.timeout_ms, r.output_kb
+        ),
+    ]
+}
+
+fn print_approval(plan: &ApprovalPlan) {
+    let m = &plan.manifest;
+    eprintln!("Plugin `{}` {}", m.name, neutralize_controls(&m.version));
+    if !m.description.is_empty() {
+        eprintln!("  {}", neutralize_controls(&m.description));
+    }
+    let tools: Vec<&str> = plan.tools.iter().map(|t| t.name.as_str()).collect();
+    eprintln!("  tools: {}", tools.join(", "));
+    match &plan.previous {
+        Some(p) => {
+            eprintln!(
+                "Its manifest changed since you approved it on {}. It was approved to ask:",
+                neutralize_controls(&p.approved_at)
+            );
+            for line in permission_lines(&p.permissions) {
+                eprintln!("  {line}");
+            }
+            if p.wasm_sha256 != m.sha256.to_ascii_lowercase() {
+                eprintln!("  (and its code changed: another .wasm)");
+            }
+        }
+        None => eprintln!("There is no record of it being approved."),
+    }
+    eprintln!("It now asks to:");
+    for line in permission_lines(&m.permissions) {
+        eprintln!("  {line}");
+    }
+    eprintln!("Under your config it will be allowed to:");
+    for line in describe_grant(&plan.grant) {
+        eprintln!("  {line}");
+    }
+}
+
 fn print_plan(plan: &InstallPlan) {
     let m = &plan.manifest;
     eprintln!("Plugin `{}` {}", m.name, neutralize_controls(&m.version));
@@ -541,13 +626,9 @@ fn print_plan(plan: &InstallPlan) {
     let tools: Vec<&str> = plan.tools.iter().map(|t| t.name.as_str()).collect();
     eprintln!("  tools: {}", tools.join(", "));
     eprintln!("It asks to:");
-    let r = &m.permissions;
-    eprintln!("  workspace: {}", r.workspace);
-    eprintln!("  network: {}", network_words(&r.http.hosts, false, &[]));
-    eprintln!(
-        "  limits: {} MB memory, {} ms per call, {} KB output",
-        r.memory_mb, r.timeout_ms, r.output_kb
-    );
+    for line in permission_lines(&m.permissions) {
+        eprintln!("  {line}");
+    }
     eprintln!("Under your config it will be allowed to:");
     for line in describe_grant(&plan.grant) {
         eprintln!("  {line}");

@@ -37,6 +37,8 @@ use split::SplitOptions;
 
 /// Largest document accepted, in bytes.
 pub const MAX_DOC_BYTES: usize = 20 * 1024 * 1024;
+/// The same, in MiB (for messages).
+const MAX_DOC_MIB: usize = MAX_DOC_BYTES >> 20;
 
 /// A document in the knowledge base.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +126,11 @@ pub enum KbError {
     Load { doc: String, error: LoadError },
     #[error("{0}: larger than {MAX_DOC_BYTES} bytes; split it first")]
     TooLarge(String),
+    #[error(
+        "{0}: the download passed the {MAX_DOC_MIB} MiB cap on a document ({MAX_DOC_BYTES} bytes) and was stopped there; \
+         save the part you need to a file and add that"
+    )]
+    DownloadTooLarge(String),
     #[error("{0}: nothing to index (no text)")]
     Empty(String),
     #[error("{doc}: embedding failed: {error}")]
@@ -547,6 +554,10 @@ pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, KbError> {
 }
 
 /// Fetch a URL (http or https) for ingestion: (content type, bytes).
+///
+/// The body is streamed and reading stops one byte past [`MAX_DOC_BYTES`]
+/// (at once when the server announces a larger `Content-Length`): a huge or
+/// endless body costs at most the cap in memory, never its own size.
 pub fn fetch_url(url: &str) -> Result<(Option<String>, Vec<u8>), KbError> {
     let fail = |detail: String| KbError::Fetch {
         url: url.into(),
@@ -572,11 +583,22 @@ pub fn fetch_url(url: &str) -> Result<(Option<String>, Vec<u8>), KbError> {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let bytes = resp.bytes().map_err(|e| fail(e.to_string()))?;
-            if bytes.len() > MAX_DOC_BYTES {
-                return Err(KbError::TooLarge(url.into()));
+            if resp
+                .content_length()
+                .is_some_and(|n| n > MAX_DOC_BYTES as u64)
+            {
+                return Err(KbError::DownloadTooLarge(url.into()));
             }
-            Ok((ct, bytes.to_vec()))
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(resp, MAX_DOC_BYTES as u64 + 1),
+                &mut bytes,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            if bytes.len() > MAX_DOC_BYTES {
+                return Err(KbError::DownloadTooLarge(url.into()));
+            }
+            Ok((ct, bytes))
         })
         .join()
         .unwrap_or_else(|_| Err(fail("the download thread panicked".into())))

@@ -3,7 +3,9 @@
 //! Every hop (the first URL and each redirect) goes through [`Egress::check`]:
 //! 1. only `http` and `https`, no `user:password@`;
 //! 2. the host must be on the plugin's granted allowlist (or the user allowed
-//!    any public host, or listed this exact `host:port` in `allow_local`);
+//!    any public host, or listed this exact `host:port` in this plugin's own
+//!    `plugins.overrides.NAME.allow_local`); a refused local endpoint names
+//!    that key, so the user knows how to grant it to this plugin alone;
 //! 3. the host is resolved here, once, and every address is classified: loopback,
 //!    private, CGNAT, link-local (cloud metadata), unspecified, multicast,
 //!    broadcast, documentation, benchmark and reserved ranges are refused, and
@@ -15,7 +17,11 @@
 //!    (rebinding) cannot redirect it, and proxies from the environment are off.
 //!
 //! Redirects are followed here (`redirect::Policy::none()` in reqwest), at most
-//! [`MAX_REDIRECTS`], each one checked like the first. Bodies are cut at the
+//! [`MAX_REDIRECTS`], each one checked like the first. A hop to another origin
+//! (scheme, host or port differ) carries none of the plugin's own request
+//! headers: not `Authorization` and `Cookie` only, but every one, since an API
+//! key travels under any name (`X-Api-Key`, `Private-Token`). A same-origin
+//! hop keeps them; once dropped they stay dropped. Bodies are cut at the
 //! grant's size cap and marked `truncated`; the whole fetch, hops included, is
 //! bounded by the grant's time cap; one tool call may make at most
 //! `max_requests` fetches, so no plugin can crawl without bound.
@@ -210,6 +216,24 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     None
 }
 
+/// True for hosts that name this machine or a private network by themselves:
+/// loopback and private IP literals, `localhost` and `*.localhost`.
+fn looks_local(host: &Host<&str>) -> bool {
+    let local_ip = |ip: IpAddr| {
+        ip.is_loopback()
+            || ip.is_unspecified()
+            || matches!(forbidden_reason(ip), Some(r) if r.starts_with("private") || r.starts_with("unique local"))
+    };
+    match host {
+        Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Host::Ipv4(v4) => local_ip(IpAddr::V4(*v4)),
+        Host::Ipv6(v6) => local_ip(IpAddr::V6(*v6)),
+    }
+}
+
 /// The URL's host as the allowlist compares it: lowercase, no trailing dot,
 /// IPv6 in brackets.
 fn host_key(host: &Host<&str>) -> String {
@@ -256,6 +280,13 @@ impl Egress {
             .any(|e| e.host == key && e.port == port);
         let listed = self.grant.hosts.iter().any(|p| p.matches(&key));
         if !(local || listed || self.grant.any_public_host) {
+            if looks_local(&host) {
+                return Err(format!(
+                    "refused `{url}`: `{key}:{port}` is a local endpoint the `{}` plugin has not been granted{}",
+                    self.plugin,
+                    self.local_hint(&key, port)
+                ));
+            }
             let allowed: Vec<String> = self.grant.hosts.iter().map(ToString::to_string).collect();
             return Err(if self.grant.enabled() {
                 format!(
@@ -304,15 +335,24 @@ impl Egress {
                 let hint = if ip.is_loopback()
                     || matches!(forbidden_reason(ip), Some(r) if r.starts_with("private"))
                 {
-                    " (a local service can be allowed with plugins.allow_local: [\"host:port\"] in config.yaml)"
+                    self.local_hint(&key, port)
                 } else {
-                    ""
+                    String::new()
                 };
                 Err(format!(
                     "refused `{url}`: `{key}` is {ip}, a {why} address that plugins may not reach{hint}"
                 ))
             }
         }
+    }
+
+    /// How the user grants `key:port` to this plugin (and only to it).
+    fn local_hint(&self, key: &str, port: u16) -> String {
+        format!(
+            " (the user can grant it to this plugin alone with \
+             plugins.overrides.{}.allow_local: [\"{key}:{port}\"] in config.yaml)",
+            self.plugin
+        )
     }
 
     /// Perform a request with every hop checked; the error is the observation
@@ -416,9 +456,11 @@ impl Egress {
                     method = reqwest::Method::GET;
                     body = None;
                 }
-                if next.host_str() != url.host_str() {
-                    headers.remove(reqwest::header::AUTHORIZATION);
-                    headers.remove(reqwest::header::COOKIE);
+                // The caller's headers were written for the origin it named
+                // (API keys, tokens, cookies under any name): a hop to another
+                // origin (scheme, host or port) gets none of them.
+                if next.origin() != url.origin() {
+                    headers.clear();
                 }
                 url = next;
                 continue;
@@ -805,11 +847,9 @@ mod tests {
             grant(&["127.0.0.1"], true, &[]),
             Arc::new(SystemResolver),
         );
+        let how = format!("plugins.overrides.web.allow_local: [\"127.0.0.1:{port}\"]");
         let err = e.fetch(get(&url), None).await.unwrap_err();
-        assert!(
-            err.contains("loopback") && err.contains("allow_local"),
-            "{err}"
-        );
+        assert!(err.contains("loopback") && err.contains(&how), "{err}");
         let e = Egress::new(
             "web",
             grant(
@@ -819,7 +859,12 @@ mod tests {
             ),
             Arc::new(SystemResolver),
         );
-        assert!(e.fetch(get(&url), None).await.is_err());
+        let err = e.fetch(get(&url), None).await.unwrap_err();
+        assert!(
+            err.contains("local endpoint the `web` plugin has not been granted")
+                && err.contains(&how),
+            "{err}"
+        );
         assert_eq!(hits.load(Ordering::SeqCst), 0);
         let e = Egress::new(
             "web",
@@ -860,6 +905,107 @@ mod tests {
         assert_eq!(r.body, b"final");
         assert_eq!(r.final_url, format!("http://{local}/final"));
         assert_eq!(hits.load(Ordering::SeqCst), 4);
+    }
+
+    /// Like [`serve`], but also keeps the head of every request it gets.
+    async fn serve_logged(replies: Vec<String>) -> (u16, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        tokio::spawn(async move {
+            let mut replies = replies.into_iter();
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                l.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).to_ascii_lowercase());
+                let Some(reply) = replies.next() else { break };
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        (port, log)
+    }
+
+    #[tokio::test]
+    async fn case10_a_cross_origin_redirect_carries_none_of_the_callers_headers() {
+        // Two servers on 127.0.0.1: another port is another origin.
+        let (other, other_log) = serve_logged(vec![ok("other"), ok("other")]).await;
+        let redirect = |to: String| {
+            format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\n\r\n")
+        };
+        let (first, first_log) = serve_logged(vec![
+            redirect(format!("http://127.0.0.1:{other}/landing")),
+            redirect("/same".into()),
+            ok("same"),
+            redirect("/hop".into()),
+            redirect(format!("http://127.0.0.1:{other}/twice")),
+        ])
+        .await;
+        let e = Egress::new(
+            "web",
+            grant(
+                &["x"],
+                false,
+                &[&format!("127.0.0.1:{first}"), &format!("127.0.0.1:{other}")],
+            ),
+            Arc::new(SystemResolver),
+        );
+        let secret_headers = || {
+            [
+                ("X-Api-Key", "key-123"),
+                ("Private-Token", "tok-456"),
+                ("Authorization", "Bearer abc"),
+                ("Cookie", "session=789"),
+                ("Accept", "application/x-custom"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+        };
+        let with_headers = |path: &str| FetchRequest {
+            method: "GET".into(),
+            url: format!("http://127.0.0.1:{first}{path}"),
+            headers: secret_headers(),
+            body: None,
+        };
+        let secrets = [
+            "key-123",
+            "tok-456",
+            "bearer abc",
+            "session=789",
+            "x-custom",
+        ];
+        // Cross-origin: the second server sees none of them.
+        let r = e.fetch(with_headers("/start"), None).await.unwrap();
+        assert_eq!(r.body, b"other");
+        // Same-origin redirect: the caller's headers reach the final hop.
+        let r = e.fetch(with_headers("/start2"), None).await.unwrap();
+        assert_eq!(r.body, b"same");
+        // Same origin first, then away: dropped at the origin change.
+        let r = e.fetch(with_headers("/start3"), None).await.unwrap();
+        assert_eq!(r.body, b"other");
+        let first_log = first_log.lock().unwrap().clone();
+        let other_log = other_log.lock().unwrap().clone();
+        assert_eq!(first_log.len(), 5, "{first_log:?}");
+        for head in &first_log {
+            for s in secrets {
+                assert!(head.contains(s), "same origin lost `{s}`: {head}");
+            }
+        }
+        assert_eq!(other_log.len(), 2, "{other_log:?}");
+        for head in &other_log {
+            for s in secrets {
+                assert!(!head.contains(s), "`{s}` followed the redirect: {head}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -20,7 +20,8 @@ pub struct PluginInfo {
     pub description: String,
     /// `builtin` or the install directory.
     pub origin: Origin,
-    /// `ok`, `disabled` or `error`.
+    /// `ok`, `disabled`, `not_approved` (an installed plugin whose manifest
+    /// is not the one the user approved) or `error`.
     pub status: String,
     /// The load error, if any.
     pub error: Option<String>,
@@ -41,7 +42,8 @@ pub struct GrantSummary {
     pub http_hosts: Vec<String>,
     /// Any public host.
     pub any_public_host: bool,
-    /// Local endpoints it may reach.
+    /// Local endpoints it may reach (`plugins.overrides.NAME.allow_local`:
+    /// granted to this plugin alone).
     pub allow_local: Vec<String>,
     /// Memory cap, MiB.
     pub memory_mb: u32,
@@ -97,7 +99,11 @@ impl PluginHost {
                 version: String::new(),
                 description: String::new(),
                 origin: origin.clone(),
-                status: "error".into(),
+                status: if matches!(e, PluginError::NotApproved { .. }) {
+                    "not_approved".into()
+                } else {
+                    "error".into()
+                },
                 error: Some(e.to_string()),
                 tools: Vec::new(),
                 requested: None,

@@ -2,9 +2,13 @@
 //! `.wasm`, checking both (and its tools) before anything is written, then
 //! writing it under `Dirs::plugins/<name>/` in one rename; removing it the
 //! same way, so a half-written or half-removed plugin never loads.
+//!
+//! Installing records the approval of the manifest bytes it writes (see
+//! `approval`) before the plugin's directory appears; removing forgets it.
 
 use std::path::{Path, PathBuf};
 
+use super::approval::{self, Approval};
 use super::loaded::compile;
 use super::manifest::Manifest;
 use super::policy::Grant;
@@ -85,11 +89,17 @@ impl PluginHost {
             cache::write_atomic(&tmp.join(MANIFEST_FILE), yaml.as_bytes(), false)
                 .map_err(io_err(&tmp))?;
             cache::write_atomic(&tmp.join(WASM_FILE), &plan.wasm, false).map_err(io_err(&tmp))?;
+            // What the user was shown and agreed to: these manifest bytes.
+            approval::store(
+                &self.dirs.data,
+                &Approval::of(&plan.manifest, yaml.as_bytes()),
+            )?;
             std::fs::rename(&tmp, &dest).map_err(io_err(&dest))
         };
         let result = write();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
+            let _ = approval::forget(&self.dirs.data, &plan.manifest.name);
         }
         result.map(|()| dest)
     }
@@ -112,6 +122,7 @@ impl PluginHost {
             .plugins
             .join(format!(".remove-{name}-{}", rand::random::<u32>()));
         std::fs::rename(&dir, &trash).map_err(io_err(&dir))?;
+        approval::forget(&self.dirs.data, name)?;
         std::fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
         Ok(dir)
     }

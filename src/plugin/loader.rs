@@ -17,6 +17,10 @@
 //! - The workspace may not contain the agent's own config, data, plugins or
 //!   cache: a plugin with workspace write could otherwise rewrite its own
 //!   permissions or the agent's settings.
+//! - An installed plugin loads only if its `manifest.yaml` is byte for byte
+//!   the one the user approved (see `approval`); otherwise it is reported as
+//!   not approved and left out, never loaded with what its edited manifest
+//!   asks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use super::approval;
 use super::cache::CompiledCache;
 use super::host::{self, CallEnv, CallState, PluginPre};
 use super::http::{Resolver, SystemResolver};
@@ -196,7 +201,11 @@ impl PluginHost {
                 continue;
             }
             let origin = Origin::Installed(dir.clone());
-            let result = self.load_installed(&dir).await;
+            let result = if builtin::is_builtin(&name) {
+                Err(PluginError::Builtin(name.clone()))
+            } else {
+                self.load_installed(&dir, &name).await
+            };
             let result = result.and_then(|p| {
                 if p.manifest.name != name {
                     Err(PluginError::Source {
@@ -206,8 +215,6 @@ impl PluginHost {
                             p.manifest.name
                         ),
                     })
-                } else if builtin::is_builtin(&name) {
-                    Err(PluginError::Builtin(name.clone()))
                 } else {
                     Ok(p)
                 }
@@ -244,9 +251,14 @@ impl PluginHost {
         }
     }
 
-    async fn load_installed(&self, dir: &Path) -> Result<LoadedPlugin, PluginError> {
+    async fn load_installed(&self, dir: &Path, name: &str) -> Result<LoadedPlugin, PluginError> {
         let manifest_path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
+        let bytes = std::fs::read(&manifest_path).map_err(io_err(&manifest_path))?;
+        approval::check(&self.dirs.data, name, &bytes)?;
+        let text = String::from_utf8(bytes).map_err(|_| PluginError::Source {
+            path: manifest_path.clone(),
+            reason: "is not UTF-8 text".into(),
+        })?;
         let origin = Origin::Installed(dir.to_path_buf());
         self.load_one(
             &manifest_path.display().to_string(),

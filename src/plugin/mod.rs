@@ -14,6 +14,8 @@
 //! - `specs`: `describe()`'s answer checked and turned into tool specs and
 //!   classes.
 //! - `install`: `agent plugin install/remove` (finding, checking, writing).
+//! - `approval`: what the user approved for each installed plugin (the
+//!   manifest's sha256), checked at every load; `agent plugin approve`.
 //! - `info`: the summaries `agent plugin list/inspect` show.
 //!
 //! [`PluginHost`] loads the built-in plugins and the installed ones (under
@@ -28,6 +30,7 @@
 //!
 //! [`Tool`]: crate::tools::Tool
 
+mod approval;
 pub mod builtin;
 pub mod cache;
 pub(crate) mod host;
@@ -52,6 +55,7 @@ use serde::Serialize;
 use manifest::ManifestError;
 use policy::PolicyError;
 
+pub use approval::{Approval, ApprovalPlan};
 pub use host::{GUEST_WORKSPACE, TICK};
 pub use info::{GrantSummary, PluginInfo};
 pub use install::{InstallPlan, locate_install_source};
@@ -111,6 +115,17 @@ pub enum PluginError {
         "a plugin named `{0}` is already installed; remove it first with `agent plugin remove {0}`"
     )]
     AlreadyInstalled(String),
+    /// An installed plugin whose manifest is not the one the user approved.
+    #[error(
+        "plugin `{name}` is not approved: {reason}; its tools are not loaded. \
+         Review what it asks now and approve it with `agent plugin approve {name}`"
+    )]
+    NotApproved {
+        /// Plugin name.
+        name: String,
+        /// What differs from the approval.
+        reason: String,
+    },
     /// Installing or removing a built-in.
     #[error(
         "`{0}` is a built-in plugin; it cannot be replaced or removed (disable it with `plugins.disabled: [{0}]` in config.yaml)"

@@ -8,7 +8,6 @@
 //!   max_timeout_ms: 120000      # caps every plugin's timeout_ms
 //!   max_output_kb: 1024         # caps every plugin's output_kb
 //!   network: true               # false: no plugin reaches the network at all
-//!   allow_local: ["127.0.0.1:8888"]   # local endpoints (host:port) plugins with network may reach
 //!   http_max_response_kb: 4096  # body cap per HTTP response
 //!   http_timeout_ms: 20000      # time cap per http-fetch (all redirect hops)
 //!   http_max_requests: 20       # http-fetch calls per tool call (no crawling without bound)
@@ -19,6 +18,7 @@
 //!       network: true
 //!       allow_hosts: [searx.example.org]  # hosts added for this plugin (your choice)
 //!       any_public_host: false  # true: any public address (never private ones)
+//!       allow_local: ["127.0.0.1:8888"]  # local endpoints (host:port) this plugin may reach
 //!       memory_mb: 128          # replaces the manifest's limit, still under max_*
 //!       timeout_ms: 30000
 //!       output_kb: 256
@@ -30,11 +30,20 @@
 //!   allows: workspace access is the least of the manifest's, `max_workspace`
 //!   and the override's; limits are the manifest's (or the override's) capped by
 //!   `max_*`. What the user adds on purpose is granted too: `allow_hosts`,
-//!   `any_public_host` and `allow_local` are the user's explicit choice.
+//!   `any_public_host` and `allow_local` are the user's explicit choice, each
+//!   for the one plugin it is written under.
 //! - `any_public_host` never reaches private, loopback or link-local addresses;
 //!   only `allow_local` does, and only for the exact `host:port` listed, and only
-//!   for plugins that have network at all (a plugin whose manifest lists no hosts
-//!   and that the user gave no hosts has no network, whatever `allow_local` says).
+//!   for the plugin it is listed under (`overrides.NAME.allow_local`). A local
+//!   service (a search engine, a database's HTTP port) is often unauthenticated:
+//!   granting it to every plugin with some network, as the old global
+//!   `plugins.allow_local` did, let a plugin installed for one site reach it.
+//!   Like `allow_hosts`, a plugin's own `allow_local` is network for it even if
+//!   its manifest lists no host; `network: false` (global or the plugin's)
+//!   still turns it off.
+//! - The old global `plugins.allow_local` is refused with an error that says
+//!   how to rewrite it, rather than read with a new meaning or ignored: either
+//!   would silently change what a config grants.
 //! - `Default` is safe: workspace write is allowed only to plugins that ask for
 //!   it, no extra hosts, no local endpoints, nothing public beyond the manifests'
 //!   own lists.
@@ -63,7 +72,10 @@ pub struct PluginPolicy {
     pub max_output_kb: u32,
     /// `false` turns all plugin network access off.
     pub network: bool,
-    /// Local endpoints (`host:port`) plugins with network may reach.
+    /// No longer accepted (local endpoints are granted per plugin, under
+    /// `overrides.NAME.allow_local`); read only to refuse it with a message
+    /// that says how to rewrite it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_local: Vec<String>,
     /// Body cap per HTTP response, KiB.
     pub http_max_response_kb: u32,
@@ -107,6 +119,9 @@ pub struct PluginOverride {
     pub allow_hosts: Vec<String>,
     /// Let this plugin reach any public address.
     pub any_public_host: bool,
+    /// Local endpoints (`host:port`) this plugin may reach despite their
+    /// private or loopback address.
+    pub allow_local: Vec<String>,
     /// Replaces the manifest's memory cap (still under `max_memory_mb`).
     pub memory_mb: Option<u32>,
     /// Replaces the manifest's time limit (still under `max_timeout_ms`).
@@ -179,7 +194,7 @@ pub struct HttpGrant {
 impl HttpGrant {
     /// True when the plugin can reach anything at all.
     pub fn enabled(&self) -> bool {
-        self.any_public_host || !self.hosts.is_empty()
+        self.any_public_host || !self.hosts.is_empty() || !self.allow_local.is_empty()
     }
 }
 
@@ -244,13 +259,30 @@ impl PluginPolicy {
         if self.http_max_requests == 0 || self.http_max_requests > 10_000 {
             return Err(bad("http_max_requests".into(), "use 1..=10000".into()));
         }
-        for (i, e) in self.allow_local.iter().enumerate() {
-            LocalEndpoint::parse(e).map_err(|r| bad(format!("allow_local[{i}]"), r))?;
+        if !self.allow_local.is_empty() {
+            let list = self
+                .allow_local
+                .iter()
+                .map(|e| format!("{e:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(bad(
+                "allow_local".into(),
+                format!(
+                    "this global list is no longer read: local endpoints are granted to one plugin each. \
+                     Move the entries under the plugin that needs them, e.g. for the web plugin \
+                     `plugins: {{overrides: {{web: {{allow_local: [{list}]}}}}}}`, and delete `plugins.allow_local`"
+                ),
+            ));
         }
         for (name, o) in &self.overrides {
             for (i, h) in o.allow_hosts.iter().enumerate() {
                 HostPattern::parse(h)
                     .map_err(|r| bad(format!("overrides.{name}.allow_hosts[{i}]"), r))?;
+            }
+            for (i, e) in o.allow_local.iter().enumerate() {
+                LocalEndpoint::parse(e)
+                    .map_err(|r| bad(format!("overrides.{name}.allow_local[{i}]"), r))?;
             }
             let limits = [
                 (
@@ -319,15 +351,18 @@ impl PluginPolicy {
             }
         }
         let any_public_host = network && o.any_public_host;
-        let has_network = any_public_host || !hosts.is_empty();
-        let allow_local = if has_network {
-            self.allow_local
+        let mut allow_local: Vec<LocalEndpoint> = Vec::new();
+        if network {
+            for e in o
+                .allow_local
                 .iter()
                 .filter_map(|e| LocalEndpoint::parse(e).ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
+            {
+                if !allow_local.contains(&e) {
+                    allow_local.push(e);
+                }
+            }
+        }
         let memory_mb = o
             .memory_mb
             .unwrap_or(asked.memory_mb)
@@ -417,9 +452,9 @@ mod tests {
     }
 
     #[test]
-    fn user_added_hosts_and_local_endpoints_are_granted_to_networked_plugins_only() {
+    fn case07_local_endpoints_are_granted_to_the_plugin_they_are_listed_under_only() {
         let p = policy(
-            "allow_local: ['127.0.0.1:8888']\noverrides: {web: {allow_hosts: [searx.example.org], env: {A: b}}}",
+            "overrides: {web: {allow_hosts: [searx.example.org], allow_local: ['127.0.0.1:8888'], env: {A: b}}}",
         );
         let g = p.grant(&manifest("none", "[duckduckgo.com]"));
         assert_eq!(g.http.hosts.len(), 2);
@@ -431,17 +466,40 @@ mod tests {
             }]
         );
         assert_eq!(g.env, vec![("A".to_string(), "b".to_string())]);
-        // A plugin without network does not get local endpoints either.
+        // Another plugin, networked or not, gets none of web's endpoints.
+        for hosts in ["[duckduckgo.com]", "[]"] {
+            let mut m = manifest("write", hosts);
+            m.name = "other".into();
+            let g = p.grant(&m);
+            assert!(g.http.allow_local.is_empty(), "{hosts}");
+        }
+        // A plugin's own local endpoint is network for it, even with no hosts.
+        let p = policy("overrides: {code: {allow_local: ['localhost:5432']}}");
         let mut m = manifest("write", "[]");
         m.name = "code".into();
         let g = p.grant(&m);
-        assert!(!g.http.enabled() && g.http.allow_local.is_empty());
+        assert!(g.http.enabled() && g.http.hosts.is_empty());
+        assert_eq!(g.http.allow_local[0].to_string(), "localhost:5432");
+    }
+
+    #[test]
+    fn case07_the_old_global_allow_local_is_refused_with_how_to_rewrite_it() {
+        let p: PluginPolicy = serde_yaml::from_str("allow_local: ['127.0.0.1:8888']").unwrap();
+        let e = p.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("plugins.allow_local")
+                && e.contains("overrides: {web: {allow_local: [\"127.0.0.1:8888\"]}}"),
+            "{e}"
+        );
+        // Nothing written by default, so `config show` never prints it.
+        let yaml = serde_yaml::to_string(&PluginPolicy::default()).unwrap();
+        assert!(!yaml.contains("\nallow_local"), "{yaml}");
     }
 
     #[test]
     fn network_switches_turn_everything_off() {
         let p = policy(
-            "network: false\nallow_local: ['127.0.0.1:1']\noverrides: {web: {any_public_host: true}}",
+            "network: false\noverrides: {web: {any_public_host: true, allow_local: ['127.0.0.1:1']}}",
         );
         let g = p.grant(&manifest("none", "[duckduckgo.com]"));
         assert!(!g.http.enabled() && g.http.allow_local.is_empty());
@@ -451,13 +509,21 @@ mod tests {
                 .http
                 .enabled()
         );
+        let p = policy("overrides: {web: {network: false, allow_local: ['127.0.0.1:1']}}");
+        assert!(!p.grant(&manifest("none", "[]")).http.enabled());
     }
 
     #[test]
     fn bad_settings_are_refused_naming_the_key() {
         let cases = [
-            ("allow_local: ['127.0.0.1']", "allow_local[0]"),
-            ("allow_local: ['http://127.0.0.1:80/']", "allow_local[0]"),
+            (
+                "overrides: {web: {allow_local: ['127.0.0.1']}}",
+                "overrides.web.allow_local[0]",
+            ),
+            (
+                "overrides: {web: {allow_local: ['http://127.0.0.1:80/']}}",
+                "overrides.web.allow_local[0]",
+            ),
             (
                 "overrides: {web: {allow_hosts: ['*']}}",
                 "overrides.web.allow_hosts[0]",
