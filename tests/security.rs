@@ -409,3 +409,37 @@ fn case_39_the_taint_carries_over_to_the_next_plan_step() {
     assert!(refused, "{ev:?}");
     assert!(!env.workspace.join("a.txt").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn case_38_kb_add_of_a_folder_does_not_follow_links_out_of_it() {
+    let env = TestEnv::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("secret.md"),
+        "the host password is hunter2",
+    )
+    .unwrap();
+    std::fs::write(env.workspace.join("notes.md"), "# Notes\n\nordinary text\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.md"), env.workspace.join("s.md"))
+        .unwrap();
+    std::os::unix::fs::symlink(outside.path(), env.workspace.join("dir")).unwrap();
+    env.agent()
+        .args(["kb", "add", env.workspace.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = env
+        .agent()
+        .args(["kb", "search", "hunter2"])
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&out.stdout);
+    assert!(found.starts_with("Nothing matches"), "{found}");
+    let listed =
+        String::from_utf8_lossy(&env.agent().args(["kb", "list"]).output().unwrap().stdout)
+            .to_string();
+    assert!(
+        listed.contains("notes.md") && !listed.contains("secret"),
+        "{listed}"
+    );
+}
