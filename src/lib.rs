@@ -18,13 +18,15 @@
 //!      │   react        one step: prompt ─► model ─► action ─► tool ─► observation
 //!      │   plan         planner ─► (review) ─► a ReAct child run per step ─► replanner
 //!      │   conversation earlier REPL exchanges, as messages before the goal
-//!      │   approval     per-class policies, "always", ask after untrusted content
+//!      │   approval     per-class policies, "always", the run's sticky taint
+//!      │                (tools::Taint), writes to .git files always ask
 //!      │   guard        repetition and invalid-output limits
 //!      │ uses
 //!      │   prompt   templates from prompts/*.yaml (user overrides win)
 //!      │   model    ModelBackend: llama.cpp | mistral.rs GGUF | OpenAI-compatible | scripted
 //!      │   action   JSON schema "oneOf the live tools" + tolerant parse (json_extract)
-//!      │   tools    ToolRegistry: finish, ask_human, memory, WASM plugins (plugin host)
+//!      │   tools    ToolRegistry: finish, ask_human, memory, WASM plugins (plugin host;
+//!      │            plugin::protect puts back what a call changed in .git)
 //!      │   sanitize escapes stripped, observations capped head + tail
 //!      ▼
 //!  memory::journal (sled) ── every step committed and flushed before the next
@@ -39,10 +41,11 @@
 //!                     ui::approve and the REPL's plan reviewer ask at the terminal
 //!
 //!  eval ── runs challenge suites through agent::strategy, grades the workspace
+//!           (read through `confined`: no link is followed; Python run sandboxed)
 //! ```
 //!
 //! The floors: `cli` and `ui` on top; `eval`, then `agent`, below them; the
-//! rest (model, memory, kb, tools, plugin, prompt, action, sanitize) at the
+//! rest (model, memory, kb, tools, plugin, prompt, action, sanitize, confined) at the
 //! bottom, with `config` beside `cli` (it reads the approval policy types
 //! of `agent::approval`). Imports only go down: nothing below `cli` and `ui`
 //! reaches into them, and `memory` knows nothing of the agent (its hook into

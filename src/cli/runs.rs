@@ -315,3 +315,44 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::journal::RunSettings;
+
+    #[test]
+    fn case_40_a_resume_refuses_changed_or_added_plugin_grants() {
+        let grants = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let settings = RunSettings {
+            grants: grants(&[("files", "workspace write"), ("web", "network: docs.rs")]),
+            ..Default::default()
+        };
+        let run = RunRecord::new("r1".into(), "g".into(), settings);
+        // The same grants, or fewer plugins: fine.
+        check_grants(&run, &grants(&[("files", "workspace write")])).unwrap();
+        let wider = grants(&[
+            ("files", "workspace write"),
+            ("web", "network: any public host"),
+        ]);
+        let e = check_grants(&run, &wider).unwrap_err().to_string();
+        assert!(
+            e.contains("`web` has other grants") && e.contains("any public host"),
+            "{e}"
+        );
+        let added = grants(&[
+            ("files", "workspace write"),
+            ("evil", "network: evil.example"),
+        ]);
+        let e = check_grants(&run, &added).unwrap_err().to_string();
+        assert!(e.contains("`evil`") && e.contains("added after"), "{e}");
+        // A record older than grants is not checked.
+        let old = RunRecord::new("r0".into(), "g".into(), RunSettings::default());
+        check_grants(&old, &added).unwrap();
+    }
+}
