@@ -2,12 +2,10 @@
 //! detection, removal, URLs over loopback, kill -9 during ingestion, a
 //! full disk, and the `kb_search` tool in a scripted run.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
 
-use common::{TestEnv, action, json_lines, run_stdout, stdout};
+use crate::common::{TestEnv, action, json_lines, run_stdout, stdout};
 use predicates::prelude::*;
 
 fn mixed_folder(env: &TestEnv) -> std::path::PathBuf {

@@ -2,11 +2,9 @@
 //! the memory tools in scripted runs, reflections, provenance of planted
 //! text, a damaged store; and retrieval quality on a small labelled set.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{TestEnv, action, events, finished, json_lines, run_stdout, stdout};
+use crate::common::{TestEnv, action, events, finished, json_lines, run_stdout, stdout};
 use predicates::prelude::*;
 
 #[test]
@@ -408,7 +406,7 @@ fn minilm_dir() -> std::path::PathBuf {
                 .args(["memory", "search", "anything"])
                 .assert()
                 .success();
-            common::shared_cache().join("models/all-minilm-l6-v2")
+            crate::common::shared_cache().join("models/all-minilm-l6-v2")
         })
         .clone()
 }

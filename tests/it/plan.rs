@@ -5,9 +5,7 @@
 //! A scripted model answers every request in order, whoever asks: the
 //! planner, each step's ReAct loop, and the replanner after each step.
 
-mod common;
-
-use common::{TestEnv, action, events, finished, run_stdout};
+use crate::common::{TestEnv, action, events, finished, run_stdout};
 use serde_json::{Value, json};
 
 fn plan(steps: &[&str]) -> String {

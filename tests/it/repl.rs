@@ -6,8 +6,6 @@
 //! The pty comes from libc's `openpty`; the child gets it as its controlling
 //! terminal, so Ctrl-C (byte 0x03) becomes SIGINT exactly as at a keyboard.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -15,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, action};
+use crate::common::{TestEnv, action};
 use serde_json::json;
 
 /// A child process on a pseudo-terminal, with everything it wrote.
@@ -527,7 +525,7 @@ fn agent_run_applies_approve_flags_and_never_hangs_without_a_terminal() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let ev = common::events(&out.stdout);
+    let ev = crate::common::events(&out.stdout);
     let obs = ev
         .iter()
         .find(|e| e["type"] == "observation" && e["tool"] == "write_file")
@@ -558,7 +556,7 @@ fn agent_run_applies_approve_flags_and_never_hangs_without_a_terminal() {
         .timeout(LONG)
         .output()
         .unwrap();
-    let ev = common::events(&out.stdout);
+    let ev = crate::common::events(&out.stdout);
     let obs = ev
         .iter()
         .find(|e| e["type"] == "observation" && e["tool"] == "run_python")

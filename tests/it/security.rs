@@ -5,9 +5,7 @@
 //! provenance (43). Runs are scripted and non-interactive (`--json`), so
 //! "ask" means "refused", which is what the assertions look for.
 
-mod common;
-
-use common::{TestEnv, action, events, finished};
+use crate::common::{TestEnv, action, events, finished};
 use serde_json::{Value, json};
 
 fn finish(answer: &str) -> String {

@@ -2,13 +2,11 @@
 //! bad output, loop guards, every budget, the journal, resume after kill -9,
 //! a second process on the store, Ctrl-C, and bad configuration.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, action, events, finished, run_stdout, stdout};
+use crate::common::{TestEnv, action, events, finished, run_stdout, stdout};
 use predicates::prelude::*;
 use serde_json::json;
 

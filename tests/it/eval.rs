@@ -6,13 +6,11 @@
 //! A scripted model answers requests in order across the whole suite, so
 //! each test selects challenges with `--filter` and runs them one at a time.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use common::{TestEnv, action};
+use crate::common::{TestEnv, action};
 use serde_json::{Value, json};
 
 fn suite() -> PathBuf {
