@@ -17,26 +17,25 @@
 
 mod history;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation;
 use super::events::Event;
 use super::guard::{LoopGuard, Verdict, action_key};
-use super::hooks::{Approval, ApprovalRequest, Approver, MemoryHook};
-use super::run::{Clock, Ending, Lifecycle, ask_model, check_budgets};
+use super::hooks::{Approval, ApprovalRequest};
+use super::run::{Clock, Ending, ask_model, check_budgets};
+use super::strategy::AgentParts;
 use crate::action::{self, Action};
 use crate::memory::journal::{StepOutcome, now_rfc3339};
-use crate::memory::{RunJournal, RunRecord, StepRecord, StopKind, StoreError};
-use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD, ModelBackend};
+use crate::memory::{RunRecord, StepRecord, StopKind, StoreError};
+use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
 use crate::tools::builtin::FINISH;
-use crate::tools::{Taint, ToolClass, ToolContext, ToolError, ToolRegistry};
+use crate::tools::{Taint, ToolClass, ToolContext, ToolError};
 use history::{HistoryEntry, SUMMARY_TOKENS, Summary, committed_steps, fit_newest};
 
 pub use history::summarize;
@@ -70,53 +69,34 @@ pub enum AgentError {
 
 /// Runs goals with the ReAct strategy.
 pub struct ReactAgent {
-    pub model: Arc<dyn ModelBackend>,
-    pub tools: Arc<ToolRegistry>,
+    /// What every strategy runs with: model, tools, journal, events,
+    /// budgets, approver, memory.
+    pub parts: AgentParts,
     /// The step prompt (`react`).
     pub prompt: Prompt,
     /// The compaction prompt (`summarise`).
     pub summarise: Prompt,
-    pub journal: RunJournal,
-    pub events: UnboundedSender<Event>,
-    pub settings: AgentSettings,
-    /// Asked before each tool call; `None` approves everything (`--yes`).
-    pub approver: Option<Arc<dyn Approver>>,
-    /// Long-term memory; `None` runs without it.
-    pub memory: Option<Arc<dyn MemoryHook>>,
 }
 
 impl ReactAgent {
-    /// An agent with the `react` and `summarise` prompts from `prompts`, no
-    /// approver (everything approved) and no long-term memory.
-    pub fn new(
-        model: Arc<dyn ModelBackend>,
-        tools: Arc<ToolRegistry>,
-        prompts: &PromptLibrary,
-        journal: RunJournal,
-        events: UnboundedSender<Event>,
-        settings: AgentSettings,
-    ) -> Result<Self, AgentError> {
+    /// An agent over `parts`, with the `react` and `summarise` prompts from
+    /// `prompts`.
+    pub fn new(parts: AgentParts, prompts: &PromptLibrary) -> Result<Self, AgentError> {
         Ok(Self {
-            model,
-            tools,
+            parts,
             prompt: prompts.load("react")?,
             summarise: prompts.load("summarise")?,
-            journal,
-            events,
-            settings,
-            approver: None,
-            memory: None,
         })
     }
 
     fn emit(&self, event: Event) {
         // A closed channel means no one is watching; the run goes on.
-        let _ = self.events.send(event);
+        let _ = self.parts.events.send(event);
     }
 
     /// The system message and the action schema, as the model will get them.
     pub fn render_system(&self) -> Result<(String, serde_json::Value), AgentError> {
-        let specs = self.tools.specs();
+        let specs = self.parts.tools.specs();
         let tools: Vec<_> = specs
             .iter()
             .map(|s| {
@@ -147,7 +127,7 @@ impl ReactAgent {
     ) -> Result<RunRecord, AgentError> {
         let resumed_after = (!steps.is_empty() || run.steps > 0).then_some(steps.len() as u32);
         run.steps = steps.len() as u32;
-        let life = self.lifecycle();
+        let life = self.parts.lifecycle();
         let clock = life.start(&mut run, resumed_after)?;
         let outcome = self.steps(&mut run, steps, &clock, cancel).await;
         life.conclude(&mut run, outcome, &clock, async |run, ending| {
@@ -158,22 +138,12 @@ impl ReactAgent {
         Ok(run)
     }
 
-    fn lifecycle(&self) -> Lifecycle<'_> {
-        Lifecycle {
-            model: &self.model,
-            tools: &self.tools,
-            journal: &self.journal,
-            events: &self.events,
-            memory: self.memory.as_ref(),
-            settings: &self.settings,
-        }
-    }
-
     /// Reflect and announce the end, with the run's steps.
     async fn announce(&self, run: &RunRecord, ending: Ending) {
-        let steps = self.journal.steps(&run.id).unwrap_or_default();
+        let steps = self.parts.journal.steps(&run.id).unwrap_or_default();
         let summary = summarize(&steps);
-        self.lifecycle()
+        self.parts
+            .lifecycle()
             .announce_end(run, ending, &steps, summary)
             .await;
     }
@@ -187,19 +157,20 @@ impl ReactAgent {
     ) -> Result<Ending, AgentError> {
         let (system, schema) = self.render_system()?;
         let context = self
+            .parts
             .model
             .context_length()
-            .unwrap_or(self.settings.context_tokens);
+            .unwrap_or(self.parts.settings.context_tokens);
         // The conversation this run continues gets at most a quarter of
         // the window; what it does not use goes to the history.
         let earlier =
-            conversation::earlier_messages(&run.earlier, self.model.as_ref(), context / 4);
-        let fixed_tokens = model::count_tokens(self.model.as_ref(), &system)
+            conversation::earlier_messages(&run.earlier, self.parts.model.as_ref(), context / 4);
+        let fixed_tokens = model::count_tokens(self.parts.model.as_ref(), &system)
             + 2 * MESSAGE_OVERHEAD
             + 32
             + earlier.tokens;
         let history_budget =
-            context.saturating_sub(fixed_tokens + self.settings.step_tokens as usize);
+            context.saturating_sub(fixed_tokens + self.parts.settings.step_tokens as usize);
         let mut guard = LoopGuard::new();
         let mut history: Vec<HistoryEntry> = Vec::with_capacity(committed.len());
         for step in &committed {
@@ -220,7 +191,7 @@ impl ReactAgent {
 
         loop {
             let index = run.steps + 1;
-            if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
+            if let Some(ending) = check_budgets(&self.parts.settings, run, clock, cancel) {
                 return Ok(ending);
             }
             let remaining = clock.remaining();
@@ -253,11 +224,11 @@ impl ReactAgent {
             self.emit(Event::Thinking { step: index });
             let request = CompletionRequest {
                 messages,
-                max_tokens: self.settings.step_tokens as usize,
-                temperature: self.settings.temperature,
+                max_tokens: self.parts.settings.step_tokens as usize,
+                temperature: self.parts.settings.temperature,
                 json_schema: Some(schema.clone()),
             };
-            let events = self.events.clone();
+            let events = self.parts.events.clone();
             let sink = move |text: &str| {
                 let _ = events.send(Event::Token {
                     step: index,
@@ -266,10 +237,10 @@ impl ReactAgent {
             };
             let model_started = Instant::now();
             let completion = match ask_model(
-                self.model.as_ref(),
+                self.parts.model.as_ref(),
                 request,
                 &sink,
-                &self.settings,
+                &self.parts.settings,
                 clock,
                 cancel,
             )
@@ -300,11 +271,11 @@ impl ReactAgent {
             let checked = self.check_action(&completion.text).map_err(|error| {
                 // Output that stops at the token limit is cut, not malformed:
                 // say so, so the model writes less instead of the same again.
-                if completion.usage.completion_tokens >= self.settings.step_tokens as u64 {
+                if completion.usage.completion_tokens >= self.parts.settings.step_tokens as u64 {
                     format!(
                         "your action was cut off at the limit of {} tokens for one step, so it is incomplete ({error}). \
                          Keep the thought short and write long content in several smaller steps (e.g. append_file)",
-                        self.settings.step_tokens
+                        self.parts.settings.step_tokens
                     )
                 } else {
                     error
@@ -314,7 +285,7 @@ impl ReactAgent {
                 Err(error) => {
                     step.outcome = StepOutcome::InvalidOutput;
                     step.observation =
-                        sanitize::observation(&error, self.settings.observation_chars);
+                        sanitize::observation(&error, self.parts.settings.observation_chars);
                     self.emit(Event::InvalidOutput {
                         step: index,
                         error: error.clone(),
@@ -350,7 +321,7 @@ impl ReactAgent {
             let reads_outside = step
                 .tool
                 .as_deref()
-                .and_then(|t| self.tools.get(t))
+                .and_then(|t| self.parts.tools.get(t))
                 .is_some_and(|t| {
                     matches!(
                         t.spec().class,
@@ -366,7 +337,7 @@ impl ReactAgent {
             run.steps = index;
             run.elapsed_ms = clock.elapsed_ms();
             run.updated_at = now_rfc3339();
-            self.journal.commit_step(run, &step)?;
+            self.parts.journal.commit_step(run, &step)?;
             self.emit(Event::Observation {
                 step: index,
                 tool: step.tool.clone(),
@@ -407,7 +378,7 @@ impl ReactAgent {
             messages.push(ChatMessage::assistant(entry.assistant.clone()));
             messages.push(ChatMessage::user(entry.observation.clone()));
         }
-        if let Some(memory) = &self.memory {
+        if let Some(memory) = &self.parts.memory {
             let latest = history.last().map(|h| h.observation.as_str()).unwrap_or("");
             let query = format!("{}\n{}", run.goal, sanitize::cap_head_tail(latest, 1000));
             let recalled = memory.recall(&query, (context / 8).min(600)).await;
@@ -462,7 +433,7 @@ impl ReactAgent {
         });
         let refused = |step: &mut StepRecord, why: &str| {
             step.outcome = StepOutcome::Denied;
-            step.observation = sanitize::observation(why, self.settings.observation_chars);
+            step.observation = sanitize::observation(why, self.parts.settings.observation_chars);
             None
         };
         match guard.check(index, &action_key(&action.tool, &action.args)) {
@@ -512,7 +483,7 @@ impl ReactAgent {
         step: &mut StepRecord,
         result: Result<String, ToolError>,
     ) -> Option<Ending> {
-        let chars = self.settings.observation_chars;
+        let chars = self.parts.settings.observation_chars;
         match result {
             Ok(output) if action.tool == FINISH => {
                 step.observation = "The run is finished.".into();
@@ -553,7 +524,9 @@ impl ReactAgent {
     }
 
     async fn approve(&self, step: u32, action: &Action, tainted_by: Option<&str>) -> Approval {
-        let (Some(approver), Some(tool)) = (&self.approver, self.tools.get(&action.tool)) else {
+        let (Some(approver), Some(tool)) =
+            (&self.parts.approver, self.parts.tools.get(&action.tool))
+        else {
             return Approval::Approve;
         };
         approver
@@ -568,13 +541,13 @@ impl ReactAgent {
 
     /// The longest string argument one step can write (see [`action::action_schema`]).
     fn max_string_chars(&self) -> u64 {
-        u64::from(self.settings.step_tokens) * 3 / 2
+        u64::from(self.parts.settings.step_tokens) * 3 / 2
     }
 
     /// Parse the output and check the action against the registry.
     fn check_action(&self, text: &str) -> Result<Action, String> {
         let action = action::parse(text).map_err(|e| e.to_string())?;
-        self.tools.check_args(&action.tool, &action.args)?;
+        self.parts.tools.check_args(&action.tool, &action.args)?;
         Ok(action)
     }
 
@@ -584,7 +557,7 @@ impl ReactAgent {
         ctx: ToolContext,
         remaining: Duration,
     ) -> Result<String, ToolError> {
-        let Some(tool) = self.tools.get(&action.tool) else {
+        let Some(tool) = self.parts.tools.get(&action.tool) else {
             return Err(ToolError::Observation(format!(
                 "unknown tool `{}`",
                 action.tool

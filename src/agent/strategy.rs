@@ -14,6 +14,7 @@ use super::events::Event;
 use super::hooks::{Approver, MemoryHook};
 use super::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanReviewer, PlanStore};
 use super::react::{AgentError, AgentSettings, ReactAgent};
+use super::run::Lifecycle;
 use crate::memory::{RunJournal, RunRecord, StepRecord};
 use crate::model::ModelBackend;
 use crate::prompt::PromptLibrary;
@@ -29,7 +30,11 @@ pub enum Strategy {
     Plan,
 }
 
-/// What every strategy is made of.
+/// What every strategy is made of. Both agents hold their parts as one
+/// value, the shared lifecycle borrows from it ([`AgentParts::lifecycle`]),
+/// and a plan step's ReAct run is built from the plan's own parts with its
+/// events, budgets and memory replaced.
+#[derive(Clone)]
 pub struct AgentParts {
     pub model: Arc<dyn ModelBackend>,
     pub tools: Arc<ToolRegistry>,
@@ -66,34 +71,28 @@ impl AgentParts {
     ) -> Result<Agent, AgentError> {
         match (strategy, plan) {
             (Strategy::Plan, Some(plan)) => Ok(Agent::Plan(Box::new(PlanAgent {
-                model: self.model,
-                tools: self.tools,
                 prompts: PlanPrompts::load(prompts)?,
-                journal: self.journal,
                 plans: plan.plans,
-                events: self.events,
-                settings: self.settings,
                 limits: PlanLimits::default(),
-                approver: self.approver,
-                memory: self.memory,
                 reviewer: plan.reviewer,
+                parts: self,
             }))),
             (Strategy::Plan, None) => Err(AgentError::Setup(
                 "a plan-and-execute run needs its plan store".into(),
             )),
-            (Strategy::React, _) => {
-                let mut agent = ReactAgent::new(
-                    self.model,
-                    self.tools,
-                    prompts,
-                    self.journal,
-                    self.events,
-                    self.settings,
-                )?;
-                agent.approver = self.approver;
-                agent.memory = self.memory;
-                Ok(Agent::React(Box::new(agent)))
-            }
+            (Strategy::React, _) => Ok(Agent::React(Box::new(ReactAgent::new(self, prompts)?))),
+        }
+    }
+
+    /// The lifecycle both strategies share, over these parts.
+    pub(crate) fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            model: &self.model,
+            tools: &self.tools,
+            journal: &self.journal,
+            events: &self.events,
+            memory: self.memory.as_ref(),
+            settings: &self.settings,
         }
     }
 }

@@ -38,20 +38,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation;
 use super::events::Event;
-use super::hooks::{Approver, MemoryHook};
-use super::react::{AgentError, AgentSettings};
-use super::run::{Clock, Ending, Lifecycle, ask_model, check_budgets};
+use super::react::AgentError;
+use super::run::{Clock, Ending, ask_model, check_budgets};
+use super::strategy::AgentParts;
 use crate::memory::journal::now_rfc3339;
-use crate::memory::{RunJournal, RunRecord, RunStatus, StopKind};
-use crate::model::{ChatMessage, CompletionRequest, ModelBackend};
+use crate::memory::{RunRecord, RunStatus, StopKind};
+use crate::model::{ChatMessage, CompletionRequest};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
-use crate::tools::ToolRegistry;
 
 use schema::{Decision, parse_decision, parse_plan};
 use step::StepEnd;
@@ -136,19 +134,12 @@ impl PlanPrompts {
 
 /// Runs goals with the plan-and-execute strategy.
 pub struct PlanAgent {
-    pub model: Arc<dyn ModelBackend>,
-    pub tools: Arc<ToolRegistry>,
+    /// What every strategy runs with; the budgets are the whole run's
+    /// (every step's ReAct loop counts against them).
+    pub parts: AgentParts,
     pub prompts: PlanPrompts,
-    pub journal: RunJournal,
     pub plans: PlanStore,
-    pub events: UnboundedSender<Event>,
-    /// The whole run's budgets (every step's ReAct loop counts against them).
-    pub settings: AgentSettings,
     pub limits: PlanLimits,
-    /// Asked before each tool call; `None` approves everything.
-    pub approver: Option<Arc<dyn Approver>>,
-    /// Long-term memory for the steps' ReAct loops.
-    pub memory: Option<Arc<dyn MemoryHook>>,
     /// Shown each plan before it runs; `None` runs it at once.
     pub reviewer: Option<Arc<dyn PlanReviewer>>,
 }
@@ -167,7 +158,7 @@ struct Retry {
 
 impl PlanAgent {
     fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
+        let _ = self.parts.events.send(event);
     }
 
     fn save(&self, run: &RunRecord, state: &PlanState) -> Result<(), AgentError> {
@@ -183,7 +174,7 @@ impl PlanAgent {
     ) -> Result<RunRecord, AgentError> {
         let mut state = self.plans.get(&run.id)?.unwrap_or_default();
         let resumed = state.model_calls > 0 || state.children > 0;
-        let life = self.lifecycle();
+        let life = self.parts.lifecycle();
         let resumed_after = resumed.then_some(run.steps);
         let clock = life.start(&mut run, resumed_after)?;
         self.save(&run, &state)?;
@@ -199,25 +190,15 @@ impl PlanAgent {
         Ok(run)
     }
 
-    fn lifecycle(&self) -> Lifecycle<'_> {
-        Lifecycle {
-            model: &self.model,
-            tools: &self.tools,
-            journal: &self.journal,
-            events: &self.events,
-            memory: self.memory.as_ref(),
-            settings: &self.settings,
-        }
-    }
-
     /// One reflection for the whole run, over every step's actions, and
     /// the end announced with the plan as the list of what was done.
     async fn announce(&self, run: &RunRecord, state: &PlanState, ending: Ending) {
         let mut steps = Vec::new();
         for child in state.child_ids(&run.id) {
-            steps.extend(self.journal.steps(&child).unwrap_or_default());
+            steps.extend(self.parts.journal.steps(&child).unwrap_or_default());
         }
-        self.lifecycle()
+        self.parts
+            .lifecycle()
             .announce_end(run, ending, &steps, summarize_plan(state))
             .await;
     }
@@ -227,7 +208,7 @@ impl PlanAgent {
         let mut steps = 0;
         let mut usage = state.usage;
         for child in state.child_ids(&run.id) {
-            if let Some(c) = self.journal.get(&child)? {
+            if let Some(c) = self.parts.journal.get(&child)? {
                 steps += c.steps;
                 usage += c.usage;
             }
@@ -235,7 +216,7 @@ impl PlanAgent {
         run.steps = steps;
         run.usage = usage;
         run.updated_at = now_rfc3339();
-        self.journal.put_run(run)?;
+        self.parts.journal.put_run(run)?;
         Ok(())
     }
 
@@ -253,7 +234,7 @@ impl PlanAgent {
             }
             match state.phase.clone() {
                 Phase::Planning => {
-                    if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
+                    if let Some(ending) = check_budgets(&self.parts.settings, run, clock, cancel) {
                         return Ok(ending);
                     }
                     let (thought, steps) = match self.make_plan(run, state, clock, cancel).await? {
@@ -321,7 +302,7 @@ impl PlanAgent {
                     }
                 }
                 Phase::Replanning => {
-                    if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
+                    if let Some(ending) = check_budgets(&self.parts.settings, run, clock, cancel) {
                         return Ok(ending);
                     }
                     let decision = match self.decide(run, state, clock, cancel).await? {
@@ -402,15 +383,15 @@ impl PlanAgent {
     ) -> Result<Result<String, Ending>, AgentError> {
         let request = CompletionRequest {
             messages,
-            max_tokens: (self.settings.step_tokens as usize).max(PLANNER_TOKENS),
-            temperature: self.settings.temperature,
+            max_tokens: (self.parts.settings.step_tokens as usize).max(PLANNER_TOKENS),
+            temperature: self.parts.settings.temperature,
             json_schema: Some(schema),
         };
         let completion = match ask_model(
-            self.model.as_ref(),
+            self.parts.model.as_ref(),
             request,
             &|_| {},
-            &self.settings,
+            &self.parts.settings,
             clock,
             cancel,
         )
@@ -433,7 +414,8 @@ impl PlanAgent {
     }
 
     fn tool_list(&self) -> Vec<Value> {
-        self.tools
+        self.parts
+            .tools
             .specs()
             .iter()
             .map(|s| {
@@ -551,11 +533,12 @@ impl PlanAgent {
     /// context at most), then `user`.
     fn messages(&self, run: &RunRecord, system: String, user: String) -> Vec<ChatMessage> {
         let context = self
+            .parts
             .model
             .context_length()
-            .unwrap_or(self.settings.context_tokens);
+            .unwrap_or(self.parts.settings.context_tokens);
         let earlier =
-            conversation::earlier_messages(&run.earlier, self.model.as_ref(), context / 4);
+            conversation::earlier_messages(&run.earlier, self.parts.model.as_ref(), context / 4);
         let mut messages = vec![ChatMessage::system(system)];
         messages.extend(earlier.messages);
         messages.push(ChatMessage::user(user));

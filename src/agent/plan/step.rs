@@ -15,6 +15,7 @@ use crate::agent::events::Event;
 use crate::agent::hooks::{MemoryHook, Recalled};
 use crate::agent::react::{AgentError, ReactAgent, summarize};
 use crate::agent::run::{Clock, Ending, check_budgets};
+use crate::agent::strategy::AgentParts;
 use crate::memory::{RunRecord, RunStatus, StepRecord, StopKind};
 use crate::model::ModelBackend;
 use crate::sanitize;
@@ -58,30 +59,30 @@ impl PlanAgent {
         };
         let number = state.current + 1;
         // Budgets left for this step, from the run's totals without it.
-        let existing = self.journal.get(child)?;
+        let existing = self.parts.journal.get(child)?;
         let (child_steps, child_usage, child_ms) = existing
             .as_ref()
             .map(|c| (c.steps, c.usage.total(), c.elapsed_ms))
             .unwrap_or((0, 0, 0));
         let other_steps = run.steps.saturating_sub(child_steps);
         let other_tokens = run.usage.total().saturating_sub(child_usage);
-        if let Some(ending) = check_budgets(&self.settings, run, clock, cancel) {
+        if let Some(ending) = check_budgets(&self.parts.settings, run, clock, cancel) {
             return Ok(StepEnd::Stop(ending));
         }
         let step_budget = self
             .limits
             .step_max_steps
-            .min(self.settings.max_steps.saturating_sub(other_steps));
-        let mut settings = self.settings.clone();
+            .min(self.parts.settings.max_steps.saturating_sub(other_steps));
+        let mut settings = self.parts.settings.clone();
         settings.max_steps = step_budget;
-        settings.max_tokens = self.settings.max_tokens.saturating_sub(other_tokens);
+        settings.max_tokens = self.parts.settings.max_tokens.saturating_sub(other_tokens);
         // The child's clock counts its own earlier time; it may use that
         // plus what is left of the run's.
         settings.timeout = Duration::from_millis(child_ms) + clock.remaining();
 
         let (child_run, committed) = match existing {
             Some(c) => {
-                let steps = self.journal.steps(&c.id)?;
+                let steps = self.parts.journal.steps(&c.id)?;
                 let ended = match c.status {
                     RunStatus::Finished | RunStatus::Stopped => true,
                     // Its own step budget, not the run's (which a resume may raise).
@@ -132,7 +133,7 @@ impl PlanAgent {
 
         // The step's own events go to the same watchers, without its start and end.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let outer = self.events.clone();
+        let outer = self.parts.events.clone();
         let forward = tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
                 if !matches!(event, Event::RunStarted { .. } | Event::RunFinished { .. }) {
@@ -140,19 +141,22 @@ impl PlanAgent {
                 }
             }
         });
-        let mut react = ReactAgent::new(
-            self.model.clone(),
-            self.tools.clone(),
+        // The step is a ReAct run over the plan's own parts: its events go
+        // through `tx`, its budgets are what is left, and its memory only
+        // recalls (the plan reflects once, at its end).
+        let react = ReactAgent::new(
+            AgentParts {
+                events: tx,
+                settings,
+                memory: self
+                    .parts
+                    .memory
+                    .clone()
+                    .map(|m| Arc::new(RecallOnly(m)) as Arc<dyn MemoryHook>),
+                ..self.parts.clone()
+            },
             &self.prompts.library,
-            self.journal.clone(),
-            tx,
-            settings,
         )?;
-        react.approver = self.approver.clone();
-        react.memory = self
-            .memory
-            .clone()
-            .map(|m| Arc::new(RecallOnly(m)) as Arc<dyn MemoryHook>);
         let result = react.drive(child_record, committed, cancel).await;
         drop(react);
         let _ = forward.await;
@@ -160,7 +164,7 @@ impl PlanAgent {
         // The step's reads (or a person's approval in it) carry on.
         run.tainted = ended.tainted.clone();
         self.tally(run, state)?;
-        let steps = self.journal.steps(&ended.id)?;
+        let steps = self.parts.journal.steps(&ended.id)?;
         let outcome = step_result(number, &step, &ended, &summarize(&steps));
         self.emit(Event::PlanStepFinished {
             number,
@@ -179,18 +183,20 @@ impl PlanAgent {
                 });
                 StepEnd::Done(outcome)
             }
-            RunStatus::BudgetExhausted => match check_budgets(&self.settings, run, clock, cancel) {
-                Some(ending) => StepEnd::Stop(ending),
-                None => {
-                    self.emit(Event::Notice {
-                        step: 0,
-                        message: format!(
-                            "step {number} used its {step_budget}-step budget; replanning"
-                        ),
-                    });
-                    StepEnd::Done(outcome)
+            RunStatus::BudgetExhausted => {
+                match check_budgets(&self.parts.settings, run, clock, cancel) {
+                    Some(ending) => StepEnd::Stop(ending),
+                    None => {
+                        self.emit(Event::Notice {
+                            step: 0,
+                            message: format!(
+                                "step {number} used its {step_budget}-step budget; replanning"
+                            ),
+                        });
+                        StepEnd::Done(outcome)
+                    }
                 }
-            },
+            }
             RunStatus::Cancelled => StepEnd::Stop(Ending::cancelled()),
             RunStatus::Failed | RunStatus::Running => StepEnd::Stop(Ending::new(
                 StopKind::Failed,

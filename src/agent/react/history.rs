@@ -46,8 +46,8 @@ impl ReactAgent {
                     "note": step.note,
                 }),
             )?;
-            let tokens = model::count_tokens(self.model.as_ref(), &assistant)
-                + model::count_tokens(self.model.as_ref(), &observation)
+            let tokens = model::count_tokens(self.parts.model.as_ref(), &assistant)
+                + model::count_tokens(self.parts.model.as_ref(), &observation)
                 + 2 * MESSAGE_OVERHEAD;
             if tokens <= max_tokens || observation_text.len() <= 200 {
                 return Ok(HistoryEntry {
@@ -121,8 +121,8 @@ impl ReactAgent {
                     json_schema: None,
                 };
                 match tokio::time::timeout(
-                    self.settings.model_timeout,
-                    self.model.complete(request, &|_: &str| {}, cancel),
+                    self.parts.settings.model_timeout,
+                    self.parts.model.complete(request, &|_: &str| {}, cancel),
                 )
                 .await
                 {

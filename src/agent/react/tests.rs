@@ -9,13 +9,16 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::agent::hooks::MemoryHook;
+use crate::memory::RunJournal;
 use crate::memory::journal::RunSettings;
 use crate::memory::sessions::Exchange;
 use crate::memory::{RunStatus, Store};
+use crate::model::ModelBackend;
 use crate::model::Role;
 use crate::model::scripted::ScriptedBackend;
 use crate::tools::builtin::Finish;
-use crate::tools::{Tool, ToolSpec};
+use crate::tools::{Tool, ToolRegistry, ToolSpec};
 
 /// A tool that says what it was given, and counts its calls.
 struct Echo {
@@ -97,15 +100,17 @@ impl Harness {
         tools.register(echo.clone()).unwrap();
         let model = Arc::new(model.recording());
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let agent = ReactAgent::new(
-            model.clone(),
-            Arc::new(tools),
-            &PromptLibrary::new(&dir.path().join("prompts")),
+        let parts = AgentParts {
+            model: model.clone(),
+            tools: Arc::new(tools),
             journal,
-            tx,
+            events: tx,
             settings,
-        )
-        .unwrap();
+            approver: None,
+            memory: None,
+        };
+        let agent =
+            ReactAgent::new(parts, &PromptLibrary::new(&dir.path().join("prompts"))).unwrap();
         Self {
             _dir: dir,
             agent,
@@ -136,7 +141,7 @@ impl Harness {
     }
 
     fn steps(&self, run: &RunRecord) -> Vec<StepRecord> {
-        self.agent.journal.steps(&run.id).unwrap()
+        self.agent.parts.journal.steps(&run.id).unwrap()
     }
 }
 
@@ -173,7 +178,7 @@ async fn finish_ends_the_run_with_the_answer_and_every_step_is_journaled() {
     assert_eq!(steps[0].tool.as_deref(), Some("echo"));
     assert!(steps[0].observation.contains("echo: hi"), "{steps:?}");
     // The journal record is the one returned.
-    let stored = h.agent.journal.get(&r.id).unwrap().unwrap();
+    let stored = h.agent.parts.journal.get(&r.id).unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Finished);
     // The second request showed the model its first action and what came of it.
     let seen = h.model.seen();
@@ -389,7 +394,7 @@ impl MemoryHook for Forged {
 #[tokio::test]
 async fn case_43_a_recalled_memory_is_one_quoted_line_and_taints_the_run() {
     let mut h = Harness::scripted(&[finish("ok")]);
-    h.agent.memory = Some(Arc::new(Forged));
+    h.agent.parts.memory = Some(Arc::new(Forged));
     let run = h.run("how do deploys work?").await;
     let shown = &h.model.seen()[0];
     let last = &shown.last().unwrap().content;
