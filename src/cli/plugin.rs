@@ -13,6 +13,10 @@
 //! What it approves is pinned (the manifest's sha256): an installed plugin
 //! whose manifest changes afterwards is not loaded until `approve` shows the
 //! new manifest (beside what was approved before) and is answered the same way.
+//!
+//! Size: one job, the `agent plugin` subcommands (list, inspect, new, build,
+//! install, approve, remove, call, bench) and the text they print; their
+//! logic lives in `crate::plugin`, their tests in tests/it/plugins.rs.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};

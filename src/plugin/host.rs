@@ -45,6 +45,10 @@
 //!   no `wasi:http`): the only network is our `http-fetch`. Files: the workspace
 //!   is preopened at `/workspace` with the granted mode (read-only file and
 //!   directory rights for `read`), or not at all for `none`.
+//!
+//! Size: one job, running one plugin call under its limits (the engine and
+//! store set-up, the call thread, the deadline and the limiter belong
+//! together); a sixth of the file is its tests.
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
