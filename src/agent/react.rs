@@ -156,15 +156,10 @@ impl ReactAgent {
         cancel: &CancellationToken,
     ) -> Result<Ending, AgentError> {
         let (system, schema) = self.render_system()?;
-        let context = self
-            .parts
-            .model
-            .context_length()
-            .unwrap_or(self.parts.settings.context_tokens);
+        let context = self.parts.context_tokens();
         // The conversation this run continues gets at most a quarter of
         // the window; what it does not use goes to the history.
-        let earlier =
-            conversation::earlier_messages(&run.earlier, self.parts.model.as_ref(), context / 4);
+        let earlier = self.parts.earlier(run, context);
         let fixed_tokens = model::count_tokens(self.parts.model.as_ref(), &system)
             + 2 * MESSAGE_OVERHEAD
             + 32

@@ -84,6 +84,20 @@ impl AgentParts {
         }
     }
 
+    /// The model's context window, or the configured one when the model
+    /// does not say.
+    pub(crate) fn context_tokens(&self) -> usize {
+        self.model
+            .context_length()
+            .unwrap_or(self.settings.context_tokens)
+    }
+
+    /// The conversation `run` continues, as messages within a quarter of a
+    /// `context`-token window (what it does not use goes to the history).
+    pub(crate) fn earlier(&self, run: &RunRecord, context: usize) -> super::conversation::Earlier {
+        super::conversation::earlier_messages(&run.earlier, self.model.as_ref(), context / 4)
+    }
+
     /// The lifecycle both strategies share, over these parts.
     pub(crate) fn lifecycle(&self) -> Lifecycle<'_> {
         Lifecycle {

@@ -40,7 +40,6 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::conversation;
 use super::events::Event;
 use super::react::AgentError;
 use super::run::{Clock, Ending, ask_model, check_budgets};
@@ -532,13 +531,8 @@ impl PlanAgent {
     /// System, the conversation the run continues (a quarter of the
     /// context at most), then `user`.
     fn messages(&self, run: &RunRecord, system: String, user: String) -> Vec<ChatMessage> {
-        let context = self
-            .parts
-            .model
-            .context_length()
-            .unwrap_or(self.parts.settings.context_tokens);
-        let earlier =
-            conversation::earlier_messages(&run.earlier, self.parts.model.as_ref(), context / 4);
+        let context = self.parts.context_tokens();
+        let earlier = self.parts.earlier(run, context);
         let mut messages = vec![ChatMessage::system(system)];
         messages.extend(earlier.messages);
         messages.push(ChatMessage::user(user));
