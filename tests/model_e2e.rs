@@ -167,7 +167,9 @@ fn the_small_local_model_runs_a_goal_within_its_budget() {
     );
     let (ev, end) = (&run.events, run.end());
     assert!(
-        ["finished", "budget_exhausted", "stopped"].contains(&end["status"].as_str().unwrap()),
+        // The 135M model may also claim a haiku it never wrote: unverified.
+        ["finished", "unverified", "budget_exhausted", "stopped"]
+            .contains(&end["status"].as_str().unwrap()),
         "{end}\n{}",
         run.stderr
     );

@@ -19,6 +19,7 @@ pub mod react;
 pub mod recall;
 pub mod run;
 pub mod strategy;
+pub mod verify;
 
 pub use events::Event;
 pub use hooks::{Approval, ApprovalRequest, Approver, MemoryHook, Recalled};

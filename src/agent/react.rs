@@ -52,6 +52,9 @@ pub struct AgentSettings {
     pub observation_chars: usize,
     /// Context window used when the model does not report one.
     pub context_tokens: usize,
+    /// The run's workspace, where a `finish` is verified
+    /// ([`super::verify`]); `None` accepts every `finish` as it is.
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 /// Failures that stop the agent from even recording a run.
@@ -182,6 +185,12 @@ impl ReactAgent {
         // What untrusted content the run has read (sticky, case 39): it
         // starts from the run's record, so a resume or a plan step keeps it.
         let taint = Taint::new(run.tainted.clone());
+        // A `finish` that fails verification is refused once; the next one
+        // ends the run as `unverified` (agent::verify).
+        let mut refused_finishes = committed
+            .iter()
+            .filter(|s| s.tool.as_deref() == Some(FINISH) && s.outcome != StepOutcome::Ok)
+            .count();
         let mut summary = Summary::default();
 
         loop {
@@ -307,6 +316,9 @@ impl ReactAgent {
                     ending = self
                         .act(&action, &mut step, &mut guard, context, time_left)
                         .await;
+                    if let Some(finished) = ending.take_if(|e| e.stop == StopKind::Finished) {
+                        ending = self.verify(run, finished, &mut step, &mut refused_finishes);
+                    }
                 }
             }
 
@@ -431,7 +443,13 @@ impl ReactAgent {
             step.observation = sanitize::observation(why, self.parts.settings.observation_chars);
             None
         };
-        match guard.check(index, &action_key(&action.tool, &action.args)) {
+        // A second `finish` (after one was refused) is not a loop.
+        let verdict = if action.tool == FINISH {
+            Verdict::Run
+        } else {
+            guard.check(index, &action_key(&action.tool, &action.args))
+        };
+        match verdict {
             Verdict::Run => {}
             Verdict::Nudge(message) => {
                 step.outcome = StepOutcome::Repeated;
@@ -532,6 +550,46 @@ impl ReactAgent {
                 tainted_by,
             })
             .await
+    }
+
+    /// Check a `finish` against what the goal asked for (agent::verify).
+    /// The first failure becomes the step's observation and the run goes
+    /// on; a later one ends the run as `unverified`, keeping the answer.
+    fn verify(
+        &self,
+        run: &RunRecord,
+        finished: Ending,
+        step: &mut StepRecord,
+        refused: &mut usize,
+    ) -> Option<Ending> {
+        let unmet = match &self.parts.settings.workspace {
+            Some(ws) => super::verify::unmet(&run.goal, ws),
+            None => Vec::new(),
+        };
+        if unmet.is_empty() {
+            return Some(finished);
+        }
+        let unmet = unmet.join("; ");
+        if *refused == 0 {
+            *refused += 1;
+            step.outcome = StepOutcome::ToolError;
+            step.observation = format!(
+                "Not finished: {unmet}, and the goal asks for it. Do that now, then call finish again; if it cannot be done, call finish and say why."
+            );
+            self.emit(Event::Notice {
+                step: step.index,
+                message: format!("finish refused: {unmet}"),
+            });
+            return None;
+        }
+        step.observation = format!("The run ends unverified: {unmet}.");
+        Some(Ending {
+            answer: finished.answer,
+            ..Ending::new(
+                StopKind::Unverified,
+                format!("the agent finished, but {unmet}"),
+            )
+        })
     }
 
     /// The longest string argument one step can write (see [`action::action_schema`]).

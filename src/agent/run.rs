@@ -275,6 +275,7 @@ mod tests {
             temperature: 0.0,
             observation_chars: 100,
             context_tokens: 1000,
+            workspace: None,
         }
     }
 

@@ -227,6 +227,7 @@ impl Session {
             temperature: settings.temperature,
             observation_chars: self.config.observation_chars as usize,
             context_tokens: self.config.context_tokens as usize,
+            workspace: (!settings.workspace.is_empty()).then(|| PathBuf::from(&settings.workspace)),
         }
     }
 }

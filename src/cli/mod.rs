@@ -23,6 +23,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// Exit code: a goal was stopped by a budget, a loop guard or the user.
 pub const EXIT_STOPPED: u8 = 3;
+/// Exit code of a run that finished without passing its checks (`unverified`).
+pub const EXIT_UNVERIFIED: u8 = 4;
 
 /// An autonomous agent for the terminal: local models, sandboxed WASM tools,
 /// crash-safe resumable runs.

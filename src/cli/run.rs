@@ -213,6 +213,7 @@ pub async fn drive_run(
     Ok(match run.status {
         RunStatus::Finished => ExitCode::SUCCESS,
         RunStatus::Failed => ExitCode::from(1),
+        RunStatus::Unverified => ExitCode::from(super::EXIT_UNVERIFIED),
         RunStatus::Running
         | RunStatus::BudgetExhausted
         | RunStatus::Stopped

@@ -226,6 +226,7 @@ impl EvalRunner {
         settings.interactive = false;
         let mut agent_settings = self.agent.clone();
         agent_settings.timeout = limit;
+        agent_settings.workspace = Some(workspace.clone());
         let run = RunRecord::new(self.new_id()?, challenge.task.clone(), settings);
         let run_id = run.id.clone();
         // Nobody watches the events; the journal keeps the transcript.

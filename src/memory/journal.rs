@@ -25,6 +25,9 @@ pub enum RunStatus {
     Running,
     /// The agent called `finish`.
     Finished,
+    /// The agent called `finish`, but what the goal asked for could not be
+    /// verified (a named output file is missing or empty).
+    Unverified,
     /// A step, token or time budget ran out.
     BudgetExhausted,
     /// A loop guard or repeated invalid output stopped it.
@@ -41,6 +44,7 @@ impl RunStatus {
         match self {
             RunStatus::Running => "running",
             RunStatus::Finished => "finished",
+            RunStatus::Unverified => "unverified",
             RunStatus::BudgetExhausted => "budget_exhausted",
             RunStatus::Stopped => "stopped",
             RunStatus::Failed => "failed",
@@ -56,6 +60,8 @@ impl RunStatus {
 pub enum StopKind {
     /// The agent called `finish`.
     Finished,
+    /// The agent called `finish` again after a failed verification.
+    Unverified,
     /// The step budget ran out.
     StepBudget,
     /// The token budget ran out.
@@ -75,6 +81,7 @@ impl StopKind {
     pub fn status(self) -> RunStatus {
         match self {
             StopKind::Finished => RunStatus::Finished,
+            StopKind::Unverified => RunStatus::Unverified,
             StopKind::StepBudget | StopKind::TokenBudget | StopKind::TimeBudget => {
                 RunStatus::BudgetExhausted
             }

@@ -330,7 +330,7 @@ impl Renderer for Human {
             } => {
                 self.stop_spinner();
                 let secs = *elapsed_ms as f64 / 1000.0;
-                if let Some(answer) = answer {
+                if let Some(answer) = answer.as_ref().filter(|_| *status != RunStatus::Unverified) {
                     let answer = strip_terminal_escapes(answer);
                     if self.quiet() {
                         self.line(&answer);
@@ -349,6 +349,7 @@ impl Renderer for Human {
                     RunStatus::BudgetExhausted => "budget exhausted",
                     RunStatus::Cancelled => "cancelled",
                     RunStatus::Failed => "failed",
+                    RunStatus::Unverified => "unverified",
                     _ => "stopped",
                 };
                 let reason = strip_terminal_escapes(reason);
@@ -358,6 +359,14 @@ impl Renderer for Human {
                     "{style}■ {word}:{style:#} {reason} {DIM}(after {steps} steps, {secs:.1} s, {} tokens · run {run_id}){DIM:#}",
                     usage.total()
                 );
+                if let Some(answer) = answer {
+                    // What the agent claimed, said to be unchecked.
+                    let _ = writeln!(
+                        out,
+                        "{BOLD}Its answer (not verified):{BOLD:#} {}",
+                        strip_terminal_escapes(answer)
+                    );
+                }
                 if !self.quiet() {
                     let _ = writeln!(
                         out,

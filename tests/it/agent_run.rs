@@ -344,6 +344,7 @@ fn a_resumed_run_takes_new_budgets_and_approval_flags_but_keeps_its_model() {
             "bad output",
             &action("write_file", json!({"path": "b.txt", "content": "x"})),
             &finish("could not write"),
+            &finish("could not write"),
         ],
     );
     let out = env
@@ -385,7 +386,7 @@ fn a_resumed_run_takes_new_budgets_and_approval_flags_but_keeps_its_model() {
             "--approve",
             "deny",
         ],
-        0,
+        4,
     );
     let ev = events(&out);
     let denied = ev
@@ -399,8 +400,49 @@ fn a_resumed_run_takes_new_budgets_and_approval_flags_but_keeps_its_model() {
             .contains("denies `write_file`"),
         "{denied}"
     );
+    // b.txt was never written: the claimed finish is not verified (exit 4).
+    assert_eq!(finished(&ev)["status"], "unverified");
     assert_eq!(finished(&ev)["answer"], "could not write");
     assert!(!env.workspace.join("b.txt").exists());
+}
+
+#[test]
+fn a_finish_is_refused_while_a_named_output_is_missing_then_accepted() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            // Claims success before writing anything.
+            &finish("the total is 6"),
+            &action("write_file", json!({"path": "sum.txt", "content": "6"})),
+            &finish("the total is 6"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "run",
+            "--json",
+            "--model",
+            &model,
+            "Add 1, 2 and 3 and write the total to sum.txt",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let refused = ev
+        .iter()
+        .find(|e| e["type"] == "observation" && e["step"] == 1)
+        .expect("the first finish");
+    assert!(
+        refused["observation"]
+            .as_str()
+            .unwrap()
+            .contains("sum.txt does not exist yet"),
+        "{refused}"
+    );
+    assert_eq!(finished(&ev)["status"], "finished");
+    assert_eq!(finished(&ev)["steps"], 3);
 }
 
 #[test]

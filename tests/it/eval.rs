@@ -352,19 +352,19 @@ fn the_web_challenge_reads_the_fixture_server_and_the_plan_strategy_solves_it() 
 #[test]
 fn parallel_attempts_share_one_model_and_overlap() {
     let env = TestEnv::new();
-    // Three slow answers, each a different one: if every attempt had its own
-    // model they would all replay the first.
+    // Six slow answers, each a different one: if every attempt had its own
+    // model they would all replay the first two. (Each attempt finishes
+    // twice: the first finish is refused, output.txt is missing, and the
+    // second ends the attempt unverified with its answer.)
     let response = |answer: &str| {
         format!(
-            "  - text: '{}'\n    delay_ms: 2000\n",
+            "  - text: '{}'\n    delay_ms: 1000\n",
             finish(answer).replace('\'', "''")
         )
     };
     let yaml = format!(
-        "responses:\n{}{}{}",
-        response("a"),
-        response("b"),
-        response("c")
+        "responses:\n{}",
+        ["a", "b", "c", "d", "e", "f"].map(response).concat()
     );
     let model = env.script_yaml("s", &yaml);
     let started = std::time::Instant::now();
@@ -385,7 +385,12 @@ fn parallel_attempts_share_one_model_and_overlap() {
         .map(|r| r["answer"].as_str().unwrap())
         .collect();
     answers.sort();
-    assert_eq!(answers, ["a", "b", "c"], "{report}");
+    answers.dedup();
+    assert_eq!(
+        answers.len(),
+        3,
+        "each attempt drew its own answers: {report}"
+    );
     let summed = report["totals"]["seconds"].as_f64().unwrap();
     assert!(
         wall < summed * 0.8,
@@ -444,8 +449,10 @@ fn case_38_the_grader_follows_no_link_and_runs_model_code_only_in_the_sandbox() 
     let model = env.script(
         "s",
         &[
-            // WriteFile: output.txt is a link to a host file holding the answer.
+            // WriteFile: output.txt is a link to a host file holding the answer
+            // (the agent refuses the first finish too: a link is no output).
             &link("output.txt", &secret),
+            &finish("wrote it"),
             &finish("wrote it"),
             // CodeFunction: test.py is a link to a host file; the sample
             // code writes a marker outside the workspace when it can.

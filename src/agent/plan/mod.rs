@@ -189,6 +189,27 @@ impl PlanAgent {
         Ok(run)
     }
 
+    /// A finished plan checked against what the goal asked for
+    /// (agent::verify): with an output missing it ends `unverified`. The
+    /// plan's steps are not verified one by one (their goals quote the
+    /// whole goal), so there is no second chance here.
+    fn verified(&self, run: &RunRecord, ending: Ending) -> Ending {
+        let unmet = match &self.parts.settings.workspace {
+            Some(ws) if ending.stop == StopKind::Finished => super::verify::unmet(&run.goal, ws),
+            _ => Vec::new(),
+        };
+        if unmet.is_empty() {
+            return ending;
+        }
+        Ending {
+            answer: ending.answer,
+            ..Ending::new(
+                StopKind::Unverified,
+                format!("the plan finished, but {}", unmet.join("; ")),
+            )
+        }
+    }
+
     /// One reflection for the whole run, over every step's actions, and
     /// the end announced with the plan as the list of what was done.
     async fn announce(&self, run: &RunRecord, state: &PlanState, ending: Ending) {
@@ -310,15 +331,19 @@ impl PlanAgent {
                     };
                     match decision {
                         Decision::Finish(answer) => {
-                            return Ok(Ending::finished(answer, "the plan reached the goal"));
+                            let done = Ending::finished(answer, "the plan reached the goal");
+                            return Ok(self.verified(run, done));
                         }
                         Decision::Keep => {
                             if state.current + 1 >= state.steps.len() {
                                 // The plan ran out; its last result is the answer if it finished.
                                 return Ok(match state.results.last() {
-                                    Some(r) if r.status == RunStatus::Finished => Ending::finished(
-                                        r.result.clone(),
-                                        "every step of the plan is done",
+                                    Some(r) if r.status == RunStatus::Finished => self.verified(
+                                        run,
+                                        Ending::finished(
+                                            r.result.clone(),
+                                            "every step of the plan is done",
+                                        ),
                                     ),
                                     _ => Ending::new(
                                         StopKind::Guard,

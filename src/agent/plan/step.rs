@@ -79,12 +79,15 @@ impl PlanAgent {
         // The child's clock counts its own earlier time; it may use that
         // plus what is left of the run's.
         settings.timeout = Duration::from_millis(child_ms) + clock.remaining();
+        // A step's goal quotes the whole goal, whose outputs may be a later
+        // step's job: steps are not verified, the plan's end is.
+        settings.workspace = None;
 
         let (child_run, committed) = match existing {
             Some(c) => {
                 let steps = self.parts.journal.steps(&c.id)?;
                 let ended = match c.status {
-                    RunStatus::Finished | RunStatus::Stopped => true,
+                    RunStatus::Finished | RunStatus::Stopped | RunStatus::Unverified => true,
                     // Its own step budget, not the run's (which a resume may raise).
                     RunStatus::BudgetExhausted => c.steps >= self.limits.step_max_steps,
                     _ => false,
@@ -176,7 +179,7 @@ impl PlanAgent {
         let reason = ended.stop_reason.clone().unwrap_or_default();
         Ok(match ended.status {
             RunStatus::Finished => StepEnd::Done(outcome),
-            RunStatus::Stopped => {
+            RunStatus::Stopped | RunStatus::Unverified => {
                 self.emit(Event::Notice {
                     step: 0,
                     message: format!("step {number} got stuck ({reason}); replanning"),

@@ -77,6 +77,7 @@ fn settings() -> AgentSettings {
         temperature: 0.0,
         observation_chars: 4000,
         context_tokens: 8192,
+        workspace: None,
     }
 }
 
