@@ -187,6 +187,8 @@ impl ReactAgent {
         let taint = Taint::new(run.tainted.clone());
         // A `finish` that fails verification is refused once; the next one
         // ends the run as `unverified` (agent::verify).
+        // Whether a step has said that the goal's outputs exist.
+        let mut announced_done = false;
         let mut refused_finishes = committed
             .iter()
             .filter(|s| s.tool.as_deref() == Some(FINISH) && s.outcome != StepOutcome::Ok)
@@ -318,6 +320,25 @@ impl ReactAgent {
                         .await;
                     if let Some(finished) = ending.take_if(|e| e.stop == StopKind::Finished) {
                         ending = self.verify(run, finished, &mut step, &mut refused_finishes);
+                    }
+                    // Knowing when it is done: the step that makes the goal's
+                    // outputs appear says so, and a repeat after it is
+                    // answered with "this is already done".
+                    if ending.is_none() && action.tool != FINISH {
+                        match (step.outcome, self.outputs_done(run)) {
+                            (StepOutcome::Ok, Some((done, verb))) if !announced_done => {
+                                announced_done = true;
+                                step.note = Some(format!(
+                                    "{done} now {verb} as the goal asks. If the goal asked for nothing more, call finish with your answer."
+                                ));
+                            }
+                            (StepOutcome::Repeated, Some((done, verb))) => {
+                                step.note = Some(format!(
+                                    "This is already done: {done} {verb} as the goal asks. Do not repeat actions; call finish with your answer."
+                                ));
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -590,6 +611,21 @@ impl ReactAgent {
                 format!("the agent finished, but {unmet}"),
             )
         })
+    }
+
+    /// The outputs the goal names, when there are some and every one of
+    /// them passes [`super::verify::unmet`]: their names joined for a
+    /// message, and the verb that agrees with them ("exists"/"exist").
+    fn outputs_done(&self, run: &RunRecord) -> Option<(String, &'static str)> {
+        let ws = self.parts.settings.workspace.as_deref()?;
+        let outputs = super::verify::named_outputs(&run.goal);
+        let done = !outputs.is_empty() && super::verify::unmet(&run.goal, ws).is_empty();
+        let verb = if outputs.len() == 1 {
+            "exists"
+        } else {
+            "exist"
+        };
+        done.then(|| (outputs.join(", "), verb))
     }
 
     /// The longest string argument one step can write (see [`action::action_schema`]).

@@ -791,3 +791,31 @@ fn what_was_done_has_one_short_line_per_step() {
     assert!(!done[0].contains("[..."), "{stderr}");
     assert!(done[0].chars().count() <= 320, "{stderr}");
 }
+
+#[test]
+fn the_step_that_makes_the_goals_output_says_it_is_done_and_a_repeat_is_told_so() {
+    let env = TestEnv::new();
+    let write = action("write_file", json!({"path": "sum.txt", "content": "6"}));
+    let model = env.script("s", &[&write, &write, &finish("sum.txt holds 6")]);
+    let out = run_stdout(
+        &env,
+        &[
+            "run",
+            "--json",
+            "--model",
+            &model,
+            "Write the sum of 1, 2 and 3 to sum.txt",
+        ],
+        0,
+    );
+    let run_id = events(&out)[0]["run_id"].as_str().unwrap().to_string();
+    let shown = run_stdout(&env, &["runs", "show", &run_id, "--json"], 0);
+    let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+    let note = |i: usize| shown["steps"][i]["note"].as_str().unwrap_or("").to_string();
+    assert!(
+        note(0).contains("sum.txt now exists as the goal asks"),
+        "{}",
+        note(0)
+    );
+    assert!(note(1).contains("This is already done"), "{}", note(1));
+}
