@@ -207,6 +207,11 @@ impl Confined {
 
     /// The bytes of the regular file `rel` (at most [`MAX_READ_BYTES`]).
     pub fn read(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        self.read_head(rel, MAX_READ_BYTES)
+    }
+
+    /// The first `max_bytes` bytes of the regular file `rel`.
+    pub fn read_head(&self, rel: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
         use std::io::Read;
         use std::os::fd::AsRawFd;
         let (dir, name) = self.parent(rel, false)?;
@@ -225,7 +230,7 @@ impl Confined {
         }
         let mut out = Vec::new();
         std::fs::File::from(fd)
-            .take(MAX_READ_BYTES)
+            .take(max_bytes)
             .read_to_end(&mut out)?;
         Ok(out)
     }
@@ -310,6 +315,10 @@ impl Confined {
     }
     /// Unsupported off Unix.
     pub fn read(&self, _rel: &Path) -> io::Result<Vec<u8>> {
+        Err(Self::unsupported())
+    }
+    /// Unsupported off Unix.
+    pub fn read_head(&self, _rel: &Path, _max_bytes: u64) -> io::Result<Vec<u8>> {
         Err(Self::unsupported())
     }
     /// Unsupported off Unix.

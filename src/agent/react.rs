@@ -583,10 +583,7 @@ impl ReactAgent {
         step: &mut StepRecord,
         refused: &mut usize,
     ) -> Option<Ending> {
-        let unmet = match &self.parts.settings.workspace {
-            Some(ws) => super::verify::unmet(&run.goal, ws),
-            None => Vec::new(),
-        };
+        let unmet = self.parts.unmet(&run.goal);
         if unmet.is_empty() {
             return Some(finished);
         }
@@ -617,9 +614,9 @@ impl ReactAgent {
     /// them passes [`super::verify::unmet`]: their names joined for a
     /// message, and the verb that agrees with them ("exists"/"exist").
     fn outputs_done(&self, run: &RunRecord) -> Option<(String, &'static str)> {
-        let ws = self.parts.settings.workspace.as_deref()?;
+        self.parts.settings.workspace.as_ref()?;
         let outputs = super::verify::named_outputs(&run.goal);
-        let done = !outputs.is_empty() && super::verify::unmet(&run.goal, ws).is_empty();
+        let done = !outputs.is_empty() && self.parts.unmet(&run.goal).is_empty();
         let verb = if outputs.len() == 1 {
             "exists"
         } else {

@@ -98,6 +98,15 @@ impl AgentParts {
         super::conversation::earlier_messages(&run.earlier, self.model.as_ref(), context / 4)
     }
 
+    /// What is not yet true of the outputs `goal` names, in the run's
+    /// workspace (agent::verify); empty without a workspace to check.
+    pub(crate) fn unmet(&self, goal: &str) -> Vec<String> {
+        match &self.settings.workspace {
+            Some(ws) => super::verify::unmet(goal, ws),
+            None => Vec::new(),
+        }
+    }
+
     /// The lifecycle both strategies share, over these parts.
     pub(crate) fn lifecycle(&self) -> Lifecycle<'_> {
         Lifecycle {

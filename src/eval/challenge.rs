@@ -191,30 +191,6 @@ pub fn load_suite(root: &Path) -> Result<Vec<Challenge>, ChallengeError> {
     paths.iter().map(|p| Challenge::load(p)).collect()
 }
 
-/// Copy the files under `from` into `to` (missing `from` copies nothing).
-pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    if !from.is_dir() {
-        return Ok(());
-    }
-    for entry in walkdir::WalkDir::new(from).follow_links(false) {
-        let entry = entry.map_err(std::io::Error::other)?;
-        let rel = entry
-            .path()
-            .strip_prefix(from)
-            .map_err(std::io::Error::other)?;
-        let dest = to.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest)?;
-        } else if entry.file_type().is_file() {
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::copy(entry.path(), &dest)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

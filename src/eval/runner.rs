@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
-use super::challenge::{Challenge, EvalKind, copy_tree};
+use super::challenge::{Challenge, EvalKind};
 use super::grade::{PythonGrader, grade};
 use crate::agent::plan::PlanStore;
 use crate::agent::{AgentParts, AgentSettings, PlanParts, Strategy};
@@ -212,7 +212,8 @@ impl EvalRunner {
         let started = Instant::now();
         let dir = tempfile::Builder::new().prefix("agent-eval-").tempdir()?;
         let workspace = dir.path().canonicalize()?;
-        copy_tree(&challenge.artifacts_in(), &workspace)?;
+        let confined = Confined::open(&workspace)?;
+        copy_tree_into(&challenge.artifacts_in(), &confined)?;
         let tools = Arc::new(self.tools(&workspace).await?);
         let limit = options
             .timeout
@@ -284,7 +285,6 @@ impl EvalRunner {
         let status = stop.map_or(RunStatus::Running, StopKind::status);
         // The model may have planted links where the test files go: they
         // are replaced, never written through (case 38).
-        let confined = Confined::open(&workspace)?;
         copy_tree_into(&challenge.custom_python(), &confined)?;
         let python = if options.unsafe_host_grading {
             PythonGrader::Host

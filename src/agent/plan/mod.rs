@@ -194,10 +194,10 @@ impl PlanAgent {
     /// plan's steps are not verified one by one (their goals quote the
     /// whole goal), so there is no second chance here.
     fn verified(&self, run: &RunRecord, ending: Ending) -> Ending {
-        let unmet = match &self.parts.settings.workspace {
-            Some(ws) if ending.stop == StopKind::Finished => super::verify::unmet(&run.goal, ws),
-            _ => Vec::new(),
-        };
+        if ending.stop != StopKind::Finished {
+            return ending;
+        }
+        let unmet = self.parts.unmet(&run.goal);
         if unmet.is_empty() {
             return ending;
         }
