@@ -21,7 +21,13 @@ use crate::prompt::PromptLibrary;
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// A challenge directory (holding data.json) or a folder of them.
-    pub dir: PathBuf,
+    #[arg(required_unless_present = "compare")]
+    pub dir: Option<PathBuf>,
+    /// Compare two reports written by `agent eval --json` (A the baseline,
+    /// B the change), challenge by challenge and in total, instead of
+    /// running a suite.
+    #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with = "dir")]
+    pub compare: Option<Vec<PathBuf>>,
     /// The model is loaded once for the whole suite.
     #[command(flatten)]
     pub model: ModelFlags,
@@ -56,7 +62,12 @@ pub struct EvalArgs {
 
 /// Run the suite; exit 0 when every graded attempt passed, 3 when some failed.
 pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let challenges = load_suite(&args.dir)?;
+    let dir = match (&args.dir, &args.compare) {
+        (_, Some(files)) => return compare(files, args.json),
+        (Some(dir), None) => dir.clone(),
+        (None, None) => anyhow::bail!("give a challenge directory, or --compare A.json B.json"),
+    };
+    let challenges = load_suite(&dir)?;
     let options = EvalOptions {
         strategy: args.strategy.agent,
         repeat: args.repeat.max(1),
@@ -74,7 +85,7 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if EvalRunner::select(&challenges, &options).is_empty() {
         anyhow::bail!(
             "no challenge under {} matches {}; names: {}",
-            args.dir.display(),
+            dir.display(),
             args.filter.join(", "),
             challenges
                 .iter()
@@ -155,4 +166,20 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(super::EXIT_STOPPED)
     })
+}
+
+/// `agent eval --compare A.json B.json`.
+fn compare(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
+    let [a_file, b_file] = files else {
+        anyhow::bail!("--compare takes two reports: A.json B.json");
+    };
+    let a = crate::eval::compare::load(a_file)?;
+    let b = crate::eval::compare::load(b_file)?;
+    let comparison = crate::eval::compare::compare(&a, a_file, &b, b_file);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&comparison)?);
+    } else {
+        print!("{}", comparison.table());
+    }
+    Ok(ExitCode::SUCCESS)
 }

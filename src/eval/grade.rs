@@ -36,7 +36,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ pub enum PythonGrader<'a> {
 const SHOWN_CHARS: usize = 600;
 
 /// One graded output.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
     /// The file (relative to the workspace) or command that produced it.
     pub source: String,
@@ -72,7 +72,7 @@ pub struct Output {
 }
 
 /// The verdict on a workspace.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Grade {
     pub passed: bool,
     pub outputs: Vec<Output>,

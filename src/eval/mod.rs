@@ -14,17 +14,18 @@
 //!   does not know, are reported as skipped rather than failed.
 
 pub mod challenge;
+pub mod compare;
 pub mod grade;
 pub mod runner;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use challenge::{Challenge, ChallengeError, load_suite};
 pub use grade::Grade;
 pub use runner::{EvalOptions, EvalRunner};
 
 /// The result of one attempt at one challenge.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub challenge: String,
     pub category: Vec<String>,
@@ -35,6 +36,11 @@ pub struct Outcome {
     pub steps: u32,
     pub tokens: u64,
     pub seconds: f64,
+    /// How the run ended (`finished`, `unverified`, `stopped`, …; see
+    /// `RunStatus`), empty when no run was made. Reports written before
+    /// this field existed read as empty.
+    #[serde(default)]
+    pub status: String,
     /// The run's status and why it stopped (or why it was skipped).
     pub stop_reason: String,
     pub timed_out: bool,
@@ -57,44 +63,52 @@ impl Outcome {
     }
 }
 
-/// Sums over every attempt.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Sums over every attempt (or over one challenge's attempts).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub attempts: usize,
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Runs that ended `unverified` (the agent finished, but a check of
+    /// what the goal asked for failed), passed or not.
+    #[serde(default)]
+    pub unverified: usize,
+    /// Passing runs that ended `finished` (the goal: every passing run).
+    #[serde(default)]
+    pub passed_finished: usize,
+    /// Runs that ended `finished` and failed the grader: a claimed success
+    /// that did not happen (the goal: none).
+    #[serde(default)]
+    pub finished_failed: usize,
     /// passed / (passed + failed), 0 when nothing was graded.
     pub pass_rate: f64,
     pub steps: u64,
+    /// Steps of the passing attempts (per success: this / `passed`).
+    #[serde(default)]
+    pub passed_steps: u64,
     pub tokens: u64,
     pub seconds: f64,
 }
 
-/// What an evaluation found.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub model: String,
-    pub strategy: String,
-    pub results: Vec<Outcome>,
-    pub totals: Totals,
-}
-
-impl Report {
-    /// A report over `results` (totals computed).
-    pub fn new(model: String, strategy: String, results: Vec<Outcome>) -> Self {
-        let mut t = Totals {
-            attempts: results.len(),
-            ..Totals::default()
-        };
-        for r in &results {
+impl Totals {
+    /// The sums over `outcomes`.
+    pub fn over<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Self {
+        let mut t = Totals::default();
+        for r in outcomes {
+            t.attempts += 1;
+            let finished = r.status == "finished";
             if r.passed() {
                 t.passed += 1;
+                t.passed_finished += usize::from(finished);
+                t.passed_steps += r.steps as u64;
             } else if r.skipped() {
                 t.skipped += 1;
             } else {
                 t.failed += 1;
+                t.finished_failed += usize::from(finished);
             }
+            t.unverified += usize::from(r.status == "unverified");
             t.steps += r.steps as u64;
             t.tokens += r.tokens;
             t.seconds += r.seconds;
@@ -102,12 +116,59 @@ impl Report {
         if t.passed + t.failed > 0 {
             t.pass_rate = t.passed as f64 / (t.passed + t.failed) as f64;
         }
-        Self {
+        t
+    }
+}
+
+/// One challenge's attempts, summed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChallengeTotals {
+    pub challenge: String,
+    pub totals: Totals,
+}
+
+/// What an evaluation found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub model: String,
+    pub strategy: String,
+    pub results: Vec<Outcome>,
+    /// Per challenge, in suite order (reports written before this field
+    /// existed get it recomputed from `results` when read).
+    #[serde(default)]
+    pub challenges: Vec<ChallengeTotals>,
+    pub totals: Totals,
+}
+
+impl Report {
+    /// A report over `results` (totals computed).
+    pub fn new(model: String, strategy: String, results: Vec<Outcome>) -> Self {
+        let mut report = Self {
             model,
             strategy,
+            totals: Totals::over(&results),
             results,
-            totals: t,
+            challenges: Vec::new(),
+        };
+        report.challenges = report.per_challenge();
+        report
+    }
+
+    /// The sums per challenge, in the order challenges first appear.
+    pub fn per_challenge(&self) -> Vec<ChallengeTotals> {
+        let mut names: Vec<&str> = Vec::new();
+        for r in &self.results {
+            if !names.contains(&r.challenge.as_str()) {
+                names.push(&r.challenge);
+            }
         }
+        names
+            .into_iter()
+            .map(|name| ChallengeTotals {
+                challenge: name.to_string(),
+                totals: Totals::over(self.results.iter().filter(|r| r.challenge == name)),
+            })
+            .collect()
     }
 
     /// The report as a plain-text table with totals.
@@ -139,14 +200,35 @@ impl Report {
                 r.seconds
             ));
         }
+        if self.repeated() {
+            out.push_str(&format!(
+                "\n{:<name_width$}  {:>7}  {:>10}  {:>7}  {:>7}\n",
+                "challenge", "passed", "unverified", "steps", "seconds"
+            ));
+            for c in self.per_challenge() {
+                let t = &c.totals;
+                out.push_str(&format!(
+                    "{:<name_width$}  {:>7}  {:>10}  {:>7}  {:>7.1}\n",
+                    crate::sanitize::one_line(&c.challenge, name_width),
+                    format!("{}/{}", t.passed, t.passed + t.failed),
+                    t.unverified,
+                    t.steps,
+                    t.seconds
+                ));
+            }
+        }
         let t = &self.totals;
         out.push_str(&format!(
-            "\n{} passed, {} failed, {} skipped of {} ({:.0}% of graded) · {} steps · {} tokens · {:.1} s · model {} · agent {}\n",
+            "\n{} passed, {} failed, {} skipped of {} ({:.0}% of graded) · {} unverified · {} of {} passes ended finished · {} finished with a failing result · {} steps · {} tokens · {:.1} s · model {} · agent {}\n",
             t.passed,
             t.failed,
             t.skipped,
             t.attempts,
             t.pass_rate * 100.0,
+            t.unverified,
+            t.passed_finished,
+            t.passed,
+            t.finished_failed,
             t.steps,
             t.tokens,
             t.seconds,
@@ -174,6 +256,7 @@ mod tests {
             steps: 2,
             tokens,
             seconds: 1.5,
+            status: "finished".into(),
             stop_reason: "finished".into(),
             timed_out: false,
             run_id: None,

@@ -584,3 +584,91 @@ fn pytest_challenges_run_in_the_sandbox() {
         "{shown}"
     );
 }
+
+#[test]
+fn the_report_counts_unverified_runs_and_compare_judges_a_change_by_the_suite() {
+    let env = TestEnv::new();
+    // Before: ReadFile claims success twice without writing output.txt.
+    let before = env.script(
+        "before",
+        &[
+            &write("output.txt", "Washington"),
+            &finish("wrote it"),
+            &finish("done"),
+            &finish("done, really"),
+        ],
+    );
+    let (_, a) = eval(
+        &env,
+        &before,
+        &["--filter", "WriteFile", "--filter", "ReadFile"],
+    );
+    let r = result(&a, "ReadFile");
+    assert_eq!(
+        (r["result"].as_str(), r["status"].as_str()),
+        (Some("failed"), Some("unverified")),
+        "{r}"
+    );
+    let t = &a["totals"];
+    assert_eq!(t["unverified"], 1, "{t}");
+    assert_eq!(t["passed_finished"], 1, "{t}");
+    assert_eq!(
+        t["finished_failed"], 0,
+        "a refused claim is not a finished failure: {t}"
+    );
+    assert_eq!(a["challenges"].as_array().unwrap().len(), 2, "{a}");
+
+    // After: both done right.
+    let after = env.script(
+        "after",
+        &[
+            &write("output.txt", "Washington"),
+            &finish("wrote it"),
+            &action("read_file", json!({"path": "file_to_read.txt"})),
+            &write("output.txt", "Hello World!"),
+            &finish("copied"),
+        ],
+    );
+    let (code, b) = eval(
+        &env,
+        &after,
+        &["--filter", "WriteFile", "--filter", "ReadFile"],
+    );
+    assert_eq!(code, 0, "{b}");
+    let dir = tempfile::tempdir().unwrap();
+    let (a_file, b_file) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    std::fs::write(&a_file, a.to_string()).unwrap();
+    std::fs::write(&b_file, b.to_string()).unwrap();
+    let out = env
+        .agent()
+        .args(["eval", "--compare"])
+        .arg(&a_file)
+        .arg(&b_file)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("better in B: ReadFile"), "{table}");
+    assert!(!table.contains("worse in B"), "{table}");
+    assert!(table.contains("over the 2 challenges both ran"), "{table}");
+
+    // A file that is not a report is refused with what to do.
+    std::fs::write(&b_file, "not json").unwrap();
+    let out = env
+        .agent()
+        .args(["eval", "--compare"])
+        .arg(&a_file)
+        .arg(&b_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("agent eval DIR --json"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
