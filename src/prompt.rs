@@ -4,7 +4,8 @@
 //!
 //! A template follows CRISPE: `capacity` (role), `insight` (context),
 //! `statement` (task), `personality` (style), `experiment` (how to try and
-//! recover), plus `output_format` and optional few-shot `examples`; its
+//! recover), plus `output_format`, optional few-shot `examples` and
+//! `tool_hints` (when to use which tool, shown for the tools a run has); its
 //! `messages` map holds the Jinja templates that turn those parts and the
 //! caller's values into chat messages. Unknown fields are errors, and a
 //! missing message names the file and the message.
@@ -42,6 +43,10 @@ pub struct PromptTemplate {
     pub output_format: String,
     #[serde(default)]
     pub examples: Vec<Example>,
+    /// Tool name → when to use that tool; a template shows the hints of
+    /// the tools the run has (`tool_names`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tool_hints: BTreeMap<String, String>,
     /// Message name → Jinja template.
     pub messages: BTreeMap<String, String>,
 }

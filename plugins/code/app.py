@@ -144,7 +144,8 @@ class Tools(exports.Tools):
                 name="run_python",
                 description="Run Python 3 code in a sandbox (no network; the workspace is the "
                 "working directory). Returns what it prints, the value of a final expression, "
-                "or the traceback of an error.",
+                "or the traceback of an error. Use it for arithmetic, counting, sorting, filtering "
+                "and parsing data (CSV, JSON): compute, do not guess.",
                 args_schema=SCHEMA,
             )
         ]

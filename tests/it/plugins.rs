@@ -2053,6 +2053,23 @@ fn list_inspect_and_call_work_on_the_builtin_plugins() {
         "{}",
         out.all()
     );
+    // A search written as a filter finds nothing, and says why instead of
+    // reading as "there are none"; plain text that is not there says only that.
+    let out = env.call("files", "search_files", json!({"pattern": "age>30"}));
+    assert!(
+        out.code == 0
+            && out.stdout.contains("no matches for `age>30`")
+            && out.stdout.contains("not a condition")
+            && out.stdout.contains("run_python"),
+        "{}",
+        out.all()
+    );
+    let out = env.call("files", "search_files", json!({"pattern": "absent words"}));
+    assert!(
+        out.code == 0 && out.stdout.contains("no matches") && !out.stdout.contains("condition"),
+        "{}",
+        out.all()
+    );
     let out = env.call(
         "code",
         "run_python",

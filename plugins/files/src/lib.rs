@@ -83,7 +83,7 @@ impl Guest for Files {
             ),
             tool(
                 "search_files",
-                "Search the workspace's text files for a plain-text pattern; returns matching lines as path:line: text.",
+                "Search the workspace's text files for a plain-text pattern; returns matching lines as path:line: text. It finds text only: it cannot compare numbers, filter rows or count.",
                 r#"{"type":"object","properties":{"pattern":{"type":"string","minLength":1,"description":"Text to look for (not a regular expression)"},"path":{"type":"string","description":"File or directory to search, relative to the workspace root; default \".\""},"ignore_case":{"type":"boolean","description":"Match regardless of case; default false"}},"required":["pattern"],"additionalProperties":false}"#,
             ),
             tool(
@@ -475,12 +475,19 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
         }
     }
     if hits.is_empty() {
-        return Ok(format!(
+        let mut out = format!(
             "no matches for `{}` in {} ({} files searched)",
             args.pattern,
             root.shown,
             files.len()
-        ));
+        );
+        if looks_like_a_query(&args.pattern) {
+            out.push_str(&format!(
+                ". Note: search_files looks for the exact text `{}`; it is not a condition, a comparison or a regular expression. To filter, compare, count or compute, read the file in code (run_python, when it is available) and print the result.",
+                args.pattern
+            ));
+        }
+        return Ok(out);
     }
     let mut out = hits.join("\n");
     if more {
@@ -489,6 +496,21 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
         ));
     }
     Ok(out)
+}
+
+/// Whether a pattern reads as a condition or a regular expression rather
+/// than text (`age>30`, `price >= 10`, `ERROR|WARN`, `\\d+`, `.*`): a model
+/// that writes one expects a filter this plain-text search cannot apply, and
+/// "no matches" alone would read as "there are none" (measured: the 1.5B
+/// model searched `age>30` and finished with "no one is older than 30").
+fn looks_like_a_query(pattern: &str) -> bool {
+    let comparison = ["<", ">", "==", "!="]
+        .iter()
+        .any(|op| pattern.contains(op));
+    let regex = ["|", ".*", ".+", "\\d", "\\w", "\\s", "[0-9]", "^", "$"]
+        .iter()
+        .any(|m| pattern.contains(m));
+    comparison || regex
 }
 
 /// Collects regular files under `dir` (not following links), as (sandbox path, shown path).

@@ -28,9 +28,13 @@ struct Echo {
 
 impl Echo {
     fn new() -> Arc<Self> {
+        Self::named("echo")
+    }
+
+    fn named(name: &str) -> Arc<Self> {
         Arc::new(Self {
             spec: ToolSpec {
-                name: "echo".into(),
+                name: name.into(),
                 description: "Says its text back.".into(),
                 args_schema: json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"], "additionalProperties": false}),
                 class: ToolClass::Internal,
@@ -414,4 +418,27 @@ async fn case_43_a_recalled_memory_is_one_quoted_line_and_taints_the_run() {
         "{:?}",
         run.tainted
     );
+}
+
+#[test]
+fn the_system_prompt_steers_to_the_tools_the_run_has() {
+    let h = Harness::scripted(&[]);
+    let (system, _) = h.agent.render_system().unwrap();
+    assert!(!system.contains("never in your head"), "{system}");
+    let mut parts = h.agent.parts.clone();
+    let mut tools = ToolRegistry::new();
+    tools.register(Arc::new(Finish)).unwrap();
+    tools.register(Echo::named("run_python")).unwrap();
+    parts.tools = Arc::new(tools);
+    let agent = ReactAgent {
+        parts,
+        prompt: h.agent.prompt.clone(),
+        summarise: h.agent.summarise.clone(),
+    };
+    let (system, _) = agent.render_system().unwrap();
+    assert!(
+        system.contains("with run_python, never in your head"),
+        "{system}"
+    );
+    assert!(!system.contains("with read_file"), "{system}");
 }
