@@ -28,6 +28,12 @@ pub struct EvalArgs {
     /// running a suite.
     #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with = "dir")]
     pub compare: Option<Vec<PathBuf>>,
+    /// Prove the suite's graders instead of running a model: each
+    /// challenge's reference solution (artifacts_out/) must pass, and an
+    /// untouched workspace and each known-wrong attempt
+    /// (artifacts_wrong/NAME/) must fail.
+    #[arg(long, conflicts_with = "compare")]
+    pub check: bool,
     /// The model is loaded once for the whole suite.
     #[command(flatten)]
     pub model: ModelFlags,
@@ -93,6 +99,9 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    if args.check {
+        return check(&challenges, &options, args.json).await;
     }
     let run_options = RunOptions {
         model: args.model.clone(),
@@ -182,4 +191,31 @@ fn compare(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
         print!("{}", comparison.table());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `agent eval DIR --check`.
+async fn check(
+    challenges: &[crate::eval::Challenge],
+    options: &EvalOptions,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let session = Session::open(&RunOptions::default())?;
+    let selected = EvalRunner::select(challenges, options);
+    let checks = crate::eval::check::check_graders(
+        &session.dirs,
+        &session.config.plugins,
+        &selected,
+        options.grade_timeout,
+    )
+    .await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", crate::eval::check::table(&checks));
+    }
+    Ok(if checks.iter().all(|c| c.ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_STOPPED)
+    })
 }

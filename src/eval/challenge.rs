@@ -2,12 +2,15 @@
 //! unchanged: a directory per challenge holding `data.json` (the task, a
 //! `cutoff` in seconds, and the `ground` truth to grade against), and
 //! optionally `artifacts_in/` (copied into the fresh workspace before the
-//! run) and `custom_python/` (copied in after the run, for `python` grading).
+//! run), `custom_python/` (copied in after the run, for `python` grading)
+//! and `artifacts_out/` (a reference solution, never shown to the agent).
+//! Ours adds `artifacts_wrong/NAME/`: known-wrong attempts, which
+//! `agent eval --check` proves the grader fails ([`super::check`]).
 //!
 //! Unknown fields are accepted (AutoGPT's files carry `eval_id`, `info`,
 //! `dependencies` and more that grading does not need). Suites are found by
-//! walking a directory for `data.json` files, in path order, so a run is
-//! reproducible.
+//! walking a directory for `data.json` files, in path order with numbers
+//! compared as numbers (`2_…` before `10_…`), so a run is reproducible.
 
 use std::path::{Path, PathBuf};
 
@@ -159,6 +162,53 @@ impl Challenge {
     pub fn custom_python(&self) -> PathBuf {
         self.dir.join("custom_python")
     }
+
+    /// `artifacts_out/` (the reference solution).
+    pub fn artifacts_out(&self) -> PathBuf {
+        self.dir.join("artifacts_out")
+    }
+
+    /// The known-wrong attempts under `artifacts_wrong/`, by name, in order.
+    pub fn wrong_attempts(&self) -> Result<Vec<(String, PathBuf)>, ChallengeError> {
+        let dir = self.dir.join("artifacts_wrong");
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let entries = std::fs::read_dir(&dir).map_err(|source| ChallengeError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| ChallengeError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push((
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                ));
+            }
+        }
+        out.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+        Ok(out)
+    }
+}
+
+/// Directories that belong to a challenge and hold no challenges.
+const NOT_CHALLENGES: [&str; 4] = [
+    "artifacts_in",
+    "artifacts_out",
+    "artifacts_wrong",
+    "custom_python",
+];
+
+/// A sort key that compares a leading number as a number (`2_a` < `10_a`).
+fn natural_key(name: &str) -> (u64, String) {
+    let digits: String = name.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let number = digits.parse().unwrap_or(u64::MAX);
+    (number, name[digits.len()..].to_string())
 }
 
 /// Every challenge under `root` (or `root` itself when it holds data.json), in path order.
@@ -176,10 +226,9 @@ pub fn load_suite(root: &Path) -> Result<Vec<Challenge>, ChallengeError> {
         if entry.file_type().is_file()
             && entry.file_name() == "data.json"
             && !entry.path().components().any(|c| {
-                matches!(
-                    c.as_os_str().to_str(),
-                    Some("artifacts_in" | "artifacts_out" | "custom_python")
-                )
+                c.as_os_str()
+                    .to_str()
+                    .is_some_and(|c| NOT_CHALLENGES.contains(&c))
             })
         {
             paths.push(entry.into_path());
@@ -188,6 +237,12 @@ pub fn load_suite(root: &Path) -> Result<Vec<Challenge>, ChallengeError> {
     if paths.is_empty() {
         return Err(ChallengeError::Empty(root.to_path_buf()));
     }
+    let key = |p: &PathBuf| -> Vec<(u64, String)> {
+        p.components()
+            .map(|c| natural_key(&c.as_os_str().to_string_lossy()))
+            .collect()
+    };
+    paths.sort_by_key(key);
     paths.iter().map(|p| Challenge::load(p)).collect()
 }
 
@@ -210,6 +265,8 @@ mod tests {
         .unwrap();
         // A data.json inside artifacts is not a challenge.
         std::fs::write(c.join("artifacts_out/data.json"), "{}").unwrap();
+        std::fs::create_dir_all(c.join("artifacts_wrong/empty")).unwrap();
+        std::fs::write(c.join("artifacts_wrong/empty/data.json"), "{}").unwrap();
         let suite = load_suite(&dir.path().join("suite")).unwrap();
         assert_eq!(suite.len(), 1);
         let ch = &suite[0];
@@ -221,6 +278,26 @@ mod tests {
         );
         assert_eq!(ch.kind(), EvalKind::File);
         assert!(ch.matches("readf") && ch.matches("coding") && !ch.matches("cod"));
+    }
+
+    #[test]
+    fn challenges_are_in_path_order_with_numbers_compared_as_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["10_b", "2_a", "1_c", "notes"] {
+            let c = dir.path().join(name);
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(
+                c.join("data.json"),
+                r#"{"task": "t", "ground": {"eval": {"type": "file"}}}"#,
+            )
+            .unwrap();
+        }
+        let names: Vec<_> = load_suite(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["1_c", "2_a", "10_b", "notes"]);
     }
 
     #[test]

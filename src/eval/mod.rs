@@ -1,7 +1,9 @@
 //! The offline evaluation runner behind `agent eval DIR`: run a suite of
 //! challenges (AutoGPT's benchmark format, see [`challenge`]), each in a
 //! fresh temporary workspace, grade the workspace ([`grade`]), and report a
-//! table or JSON ([`Report`]).
+//! table or JSON ([`Report`]). `--check` proves a suite's graders without
+//! a model ([`check`]); `--compare` sets two reports side by side
+//! ([`compare`]).
 //!
 //! Decisions:
 //! - The runner uses the library directly, not subprocesses: one model is
@@ -14,6 +16,7 @@
 //!   does not know, are reported as skipped rather than failed.
 
 pub mod challenge;
+pub mod check;
 pub mod compare;
 pub mod grade;
 pub mod runner;

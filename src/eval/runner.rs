@@ -176,24 +176,6 @@ impl EvalRunner {
         }
     }
 
-    async fn tools(&self, workspace: &Path) -> anyhow::Result<ToolRegistry> {
-        let mut registry = ToolRegistry::new();
-        registry.register(Arc::new(Finish))?;
-        let mut host = PluginHost::new(
-            self.dirs.clone(),
-            self.plugins.clone(),
-            workspace.to_path_buf(),
-        )?;
-        host.load_all().await;
-        for (name, _origin, error) in host.failures() {
-            tracing::warn!("plugin `{name}` was not loaded for the challenge: {error}");
-        }
-        for tool in host.tools() {
-            registry.register(tool)?;
-        }
-        Ok(registry)
-    }
-
     fn new_id(&self) -> anyhow::Result<String> {
         loop {
             let id = new_run_id();
@@ -215,7 +197,7 @@ impl EvalRunner {
         let workspace = dir.path().canonicalize()?;
         let confined = Confined::open(&workspace)?;
         copy_tree_into(&challenge.artifacts_in(), &confined)?;
-        let tools = Arc::new(self.tools(&workspace).await?);
+        let tools = Arc::new(challenge_tools(&self.dirs, &self.plugins, &workspace).await?);
         let limit = options
             .timeout
             .or(challenge.cutoff.map(Duration::from_secs))
@@ -326,4 +308,24 @@ impl EvalRunner {
             grade: Some(grade),
         })
     }
+}
+
+/// The tools of an attempt: `finish`, and every plugin that loads, bound to
+/// `workspace`.
+pub(super) async fn challenge_tools(
+    dirs: &Dirs,
+    plugins: &PluginPolicy,
+    workspace: &Path,
+) -> anyhow::Result<ToolRegistry> {
+    let mut registry = ToolRegistry::new();
+    registry.register(Arc::new(Finish))?;
+    let mut host = PluginHost::new(dirs.clone(), plugins.clone(), workspace.to_path_buf())?;
+    host.load_all().await;
+    for (name, _origin, error) in host.failures() {
+        tracing::warn!("plugin `{name}` was not loaded for the challenge: {error}");
+    }
+    for tool in host.tools() {
+        registry.register(tool)?;
+    }
+    Ok(registry)
 }

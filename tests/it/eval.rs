@@ -672,3 +672,56 @@ fn the_report_counts_unverified_runs_and_compare_judges_a_change_by_the_suite() 
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_proves_every_grader_of_the_suite_and_names_one_that_passes_a_wrong_answer() {
+    let env = TestEnv::new();
+    let out = env
+        .agent()
+        .args(["eval", suite().to_str().unwrap(), "--check", "--json"])
+        .output()
+        .unwrap();
+    let checks: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(out.status.code(), Some(0), "{checks:#}");
+    let checks = checks.as_array().unwrap();
+    let proved: Vec<_> = checks
+        .iter()
+        .filter(|c| c["skipped"].is_null() && c["problems"].as_array().unwrap().is_empty())
+        .collect();
+    assert!(
+        proved.len() >= 15,
+        "the suite has at least 15 offline challenges: {checks:?}"
+    );
+    // Every proved grader failed at least the untouched workspace and one wrong attempt.
+    assert!(
+        proved.iter().all(|c| c["graded"].as_u64().unwrap() >= 3),
+        "{checks:?}"
+    );
+
+    // A grader that a wrong answer satisfies is named.
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("1_sum");
+    for sub in ["artifacts_out", "artifacts_wrong/prefix"] {
+        std::fs::create_dir_all(c.join(sub)).unwrap();
+    }
+    std::fs::write(
+        c.join("data.json"),
+        r#"{"name": "Sum", "task": "Write 1+11 to sum.txt", "ground": {"eval": {"type": "file"}, "files": ["sum.txt"], "should_contain": ["12"]}}"#,
+    )
+    .unwrap();
+    std::fs::write(c.join("artifacts_out/sum.txt"), "12").unwrap();
+    std::fs::write(c.join("artifacts_wrong/prefix/sum.txt"), "123").unwrap();
+    let out = env
+        .agent()
+        .args(["eval", dir.path().to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("FAILED  Sum: wrong attempt `prefix` passes"),
+        "{text}"
+    );
+}

@@ -1,0 +1,2 @@
+def multiply(num, multiplier):
+    return num * multiplier

@@ -1,0 +1,2 @@
+def multiply_int(num, multiplier)
+    return num * multiplier
