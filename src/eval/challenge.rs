@@ -191,7 +191,7 @@ impl Challenge {
                 ));
             }
         }
-        out.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+        out.sort_by_key(|a| natural_key(&a.0));
         Ok(out)
     }
 }
