@@ -40,6 +40,9 @@ use history::{HistoryEntry, SUMMARY_TOKENS, Summary, committed_steps, fit_newest
 
 pub use history::summarize;
 
+/// How much of an earlier result a repeated action is shown again.
+const REPEATED_RESULT_CHARS: usize = 600;
+
 /// Limits of one run (taken from its journal record, so a resumed run keeps them).
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -325,7 +328,7 @@ impl ReactAgent {
                     // outputs appear says so, and a repeat after it is
                     // answered with "this is already done".
                     if ending.is_none() && action.tool != FINISH {
-                        match (step.outcome, self.outputs_done(run)) {
+                        match (step.outcome, self.outputs_done(run, &step)) {
                             (StepOutcome::Ok, Some((done, verb))) if !announced_done => {
                                 announced_done = true;
                                 step.note = Some(format!(
@@ -474,8 +477,12 @@ impl ReactAgent {
             Verdict::Run => {}
             Verdict::Nudge(message) => {
                 step.outcome = StepOutcome::Repeated;
-                step.observation = "Not run again: this repeats an earlier action.".into();
-                step.note = Some(message.clone());
+                let (observation, untried) = self.repeat_context(&context, action);
+                step.observation = observation;
+                step.note = Some(match untried {
+                    Some(tools) => format!("{message} Tools you have not tried in this run: {tools}."),
+                    None => message.clone(),
+                });
                 self.emit(Event::Notice {
                     step: index,
                     message,
@@ -507,6 +514,41 @@ impl ReactAgent {
         let result = self.call_tool(action, context, time_left).await;
         step.tool_ms = tool_started.elapsed().as_millis() as u64;
         self.record_result(action, step, result)
+    }
+
+    /// What a repeated `action` is answered with: the result it had the
+    /// last time it ran (so the model need not ask again), and the tools
+    /// the run has not used yet (so it sees what else it could do).
+    fn repeat_context(&self, context: &ToolContext, action: &Action) -> (String, Option<String>) {
+        let steps = context
+            .run_id
+            .as_deref()
+            .and_then(|id| self.parts.journal.steps(id).ok())
+            .unwrap_or_default();
+        let key = action_key(&action.tool, &action.args);
+        let earlier = steps.iter().rev().find(|s| {
+            matches!(s.outcome, StepOutcome::Ok | StepOutcome::ToolError)
+                && s.tool.as_deref().zip(s.args.as_ref()).map(|(t, a)| action_key(t, a))
+                    == Some(key.clone())
+        });
+        let observation = match earlier {
+            Some(s) => format!(
+                "Not run again: this repeats step {}, which returned:\n{}",
+                s.index,
+                sanitize::cap_head_tail(&s.observation, REPEATED_RESULT_CHARS)
+            ),
+            None => "Not run again: this repeats an earlier action.".into(),
+        };
+        let used: Vec<&str> = steps.iter().filter_map(|s| s.tool.as_deref()).collect();
+        let untried: Vec<String> = self
+            .parts
+            .tools
+            .specs()
+            .into_iter()
+            .map(|s| s.name.clone())
+            .filter(|n| n != FINISH && n != &action.tool && !used.contains(&n.as_str()))
+            .collect();
+        (observation, (!untried.is_empty()).then(|| untried.join(", ")))
     }
 
     /// Put a tool's result into `step`; `finish`, a cancellation or broken
@@ -583,7 +625,7 @@ impl ReactAgent {
         step: &mut StepRecord,
         refused: &mut usize,
     ) -> Option<Ending> {
-        let unmet = self.parts.unmet(&run.goal);
+        let unmet = self.unmet(run, step, finished.answer.as_deref());
         if unmet.is_empty() {
             return Some(finished);
         }
@@ -592,7 +634,7 @@ impl ReactAgent {
             *refused += 1;
             step.outcome = StepOutcome::ToolError;
             step.observation = format!(
-                "Not finished: {unmet}, and the goal asks for it. Do that now, then call finish again; if it cannot be done, call finish and say why."
+                "Not finished: {unmet}. Do that now, then call finish again; if it cannot be done, call finish and say why."
             );
             self.emit(Event::Notice {
                 step: step.index,
@@ -613,16 +655,28 @@ impl ReactAgent {
     /// The outputs the goal names, when there are some and every one of
     /// them passes [`super::verify::unmet`]: their names joined for a
     /// message, and the verb that agrees with them ("exists"/"exist").
-    fn outputs_done(&self, run: &RunRecord) -> Option<(String, &'static str)> {
+    fn outputs_done(&self, run: &RunRecord, step: &StepRecord) -> Option<(String, &'static str)> {
         self.parts.settings.workspace.as_ref()?;
         let outputs = super::verify::named_outputs(&run.goal);
-        let done = !outputs.is_empty() && self.parts.unmet(&run.goal).is_empty();
+        let done = !outputs.is_empty() && self.unmet(run, step, None).is_empty();
         let verb = if outputs.len() == 1 {
             "exists"
         } else {
             "exist"
         };
         done.then(|| (outputs.join(", "), verb))
+    }
+
+    /// What is not yet true of what the goal asks for, with the run's
+    /// committed steps and `step` (not yet committed) as the evidence.
+    fn unmet(&self, run: &RunRecord, step: &StepRecord, answer: Option<&str>) -> Vec<String> {
+        let committed = self.parts.journal.steps(&run.id).unwrap_or_default();
+        let steps: Vec<&StepRecord> = committed
+            .iter()
+            .filter(|s| s.index != step.index)
+            .chain(std::iter::once(step))
+            .collect();
+        self.parts.unmet(&run.goal, &steps, answer)
     }
 
     /// The longest string argument one step can write (see [`action::action_schema`]).

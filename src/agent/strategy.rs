@@ -15,10 +15,11 @@ use super::hooks::{Approver, MemoryHook};
 use super::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanReviewer, PlanStore};
 use super::react::{AgentError, AgentSettings, ReactAgent};
 use super::run::Lifecycle;
+use crate::memory::journal::StepOutcome;
 use crate::memory::{RunJournal, RunRecord, StepRecord};
 use crate::model::ModelBackend;
 use crate::prompt::PromptLibrary;
-use crate::tools::ToolRegistry;
+use crate::tools::{ToolClass, ToolRegistry};
 
 /// How a run pursues its goal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -98,13 +99,76 @@ impl AgentParts {
         super::conversation::earlier_messages(&run.earlier, self.model.as_ref(), context / 4)
     }
 
-    /// What is not yet true of the outputs `goal` names, in the run's
-    /// workspace (agent::verify); empty without a workspace to check.
-    pub(crate) fn unmet(&self, goal: &str) -> Vec<String> {
-        match &self.settings.workspace {
-            Some(ws) => super::verify::unmet(goal, ws),
-            None => Vec::new(),
+    /// What is not yet true of what `goal` asks for, in the run's
+    /// workspace (agent::verify): its outputs, and the numbers in them (or
+    /// in `answer`, when it names no outputs) against the results of
+    /// `steps`. Empty without a workspace to check.
+    pub(crate) fn unmet(
+        &self,
+        goal: &str,
+        steps: &[&StepRecord],
+        answer: Option<&str>,
+    ) -> Vec<String> {
+        use super::verify;
+        let Some(ws) = &self.settings.workspace else {
+            return Vec::new();
+        };
+        let mut unmet = verify::unmet(goal, ws);
+        let coder = self
+            .tools
+            .specs()
+            .into_iter()
+            .find(|s| s.class == ToolClass::Execute)
+            .map(|s| s.name.clone());
+        let Some(coder) = coder.filter(|_| unmet.is_empty() && verify::asks_for_a_number(goal))
+        else {
+            return unmet;
+        };
+        let outputs = verify::named_outputs(goal);
+        let claimed = if outputs.is_empty() {
+            answer
+                .map(|a| vec![("your answer".to_string(), a.to_string())])
+                .unwrap_or_default()
+        } else {
+            verify::output_texts(goal, ws)
+        };
+        let evidence = self.evidence(steps, &outputs);
+        let numbers = verify::unsupported_numbers(goal, &claimed, &evidence);
+        if !numbers.is_empty() {
+            unmet.push(format!(
+                "{} {} in no tool result, so it may be guessed: work it out with {coder}, print it, and use what it prints",
+                numbers.join(", "),
+                if numbers.len() == 1 { "is" } else { "are" }
+            ));
         }
+        unmet
+    }
+
+    /// The results of `steps` that can back a number: tools that ran and
+    /// are not writes, leaving out reads of the goal's own `outputs`.
+    fn evidence(&self, steps: &[&StepRecord], outputs: &[String]) -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| s.outcome == StepOutcome::Ok)
+            .filter(|s| {
+                let Some(spec) = s.tool.as_deref().and_then(|t| self.tools.get(t)) else {
+                    return false;
+                };
+                let class = spec.spec().class;
+                let reads_an_output = class == ToolClass::Read
+                    && s.args.as_ref().is_some_and(|a| {
+                        a.as_object().is_some_and(|m| {
+                            m.values().any(|v| {
+                                v.as_str().is_some_and(|v| {
+                                    outputs.iter().any(|o| v.trim_start_matches("./") == o)
+                                })
+                            })
+                        })
+                    });
+                class != ToolClass::Write && class != ToolClass::Internal && !reads_an_output
+            })
+            .map(|s| s.observation.clone())
+            .collect()
     }
 
     /// The lifecycle both strategies share, over these parts.

@@ -13,6 +13,19 @@
 //! read ("read notes.txt") are not checked. A name is a word with a dot and
 //! an extension of one to six letters or digits; URLs are left out.
 //!
+//! Numbers are checked too, when the goal asks for one to be worked out
+//! (it says sum, total, add up, count, how many, number of, average, mean,
+//! median, compute, calculate, multiply, product, percent, difference) and
+//! the run has a tool that runs code: every number in the goal's output
+//! files (or, when it names none, in the final answer) must be one that a
+//! tool printed or the goal itself gave, so "1444" written from mental
+//! arithmetic is caught. A number counts as printed when some number in a
+//! tool result rounds to it at its own precision (`76.7` from
+//! `76.666…`). Results of the write tools, and reads of the output files
+//! themselves, are not evidence: reading back what the model wrote proves
+//! nothing. (Code that prints an output file it wrote is not told apart;
+//! the check is cheap, not complete.)
+//!
 //! The loop turns the first failed check into an observation and lets the
 //! model go on; a `finish` that still fails the checks ends the run as
 //! `unverified` (see `agent::react`).
@@ -141,6 +154,143 @@ pub fn unmet(goal: &str, workspace: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Words that make a goal ask for a number to be worked out.
+const COMPUTING_WORDS: &[&str] = &[
+    "sum",
+    "total",
+    "add up",
+    "count",
+    "how many",
+    "number of",
+    "average",
+    "mean",
+    "median",
+    "compute",
+    "calculate",
+    "multiply",
+    "product",
+    "percent",
+    "difference",
+];
+
+/// Whether `goal` asks for a number to be worked out.
+pub fn asks_for_a_number(goal: &str) -> bool {
+    let goal = goal.to_lowercase();
+    let words: Vec<&str> = goal
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let text = words.join(" ");
+    COMPUTING_WORDS.iter().any(|w| {
+        text == *w
+            || text.starts_with(&format!("{w} "))
+            || text.ends_with(&format!(" {w}"))
+            || text.contains(&format!(" {w} "))
+            // Plural or -s forms: "sums", "counts", "totals".
+            || words.iter().any(|x| x.strip_suffix('s') == Some(w))
+    })
+}
+
+/// A number as written: its value and how many decimals it shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Number {
+    value: f64,
+    decimals: i32,
+}
+
+/// The numbers in `text`: `27,413`, `-3`, `76.7`, `1e3` is read as 1 and 3.
+fn numbers(text: &str) -> Vec<(String, Number)> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts = chars[i].is_ascii_digit()
+            && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let negative = i > 0 && chars[i - 1] == '-';
+        let mut j = i;
+        let mut raw = String::new();
+        while j < chars.len() {
+            let c = chars[j];
+            let next_digit = chars.get(j + 1).is_some_and(|n| n.is_ascii_digit());
+            if c.is_ascii_digit() {
+                raw.push(c);
+            } else if (c == ',' && next_digit && !raw.contains('.'))
+                || (c == '.' && next_digit && !raw.contains('.'))
+            {
+                raw.push(c);
+            } else {
+                break;
+            }
+            j += 1;
+        }
+        // A word that goes on with letters (`3rd`, `x2y`) is not a number.
+        if chars.get(j).is_some_and(|c| c.is_alphabetic()) {
+            i = j;
+            continue;
+        }
+        let plain: String = raw.chars().filter(|c| *c != ',').collect();
+        if let Ok(mut value) = plain.parse::<f64>() {
+            if negative {
+                value = -value;
+            }
+            let decimals = plain.split_once('.').map_or(0, |(_, d)| d.len() as i32);
+            let shown = if negative { format!("-{raw}") } else { raw };
+            out.push((shown, Number { value, decimals }));
+        }
+        i = j;
+    }
+    out
+}
+
+/// Whether `evidence` rounds to `n` at `n`'s own precision.
+fn rounds_to(evidence: f64, n: Number) -> bool {
+    let scale = 10f64.powi(n.decimals.min(12));
+    ((evidence * scale).round() - (n.value * scale).round()).abs() < 0.5
+}
+
+/// The numbers in `claimed` that neither a tool result in `evidence` nor
+/// the goal shows ("1444 in sum.txt"), each with where it was written.
+/// `claimed` is (where, text): the output files' heads, or the answer.
+pub fn unsupported_numbers(
+    goal: &str,
+    claimed: &[(String, String)],
+    evidence: &[String],
+) -> Vec<String> {
+    let mut known: Vec<f64> = numbers(goal).into_iter().map(|(_, n)| n.value).collect();
+    for text in evidence {
+        known.extend(numbers(text).into_iter().map(|(_, n)| n.value));
+    }
+    let mut out = Vec::new();
+    for (place, text) in claimed {
+        for (shown, n) in numbers(text) {
+            let supported = known.iter().any(|e| rounds_to(*e, n));
+            let line = format!("{shown} in {place}");
+            if !supported && !out.contains(&line) {
+                out.push(line);
+            }
+        }
+    }
+    out
+}
+
+/// The output files' heads as text, for [`unsupported_numbers`].
+pub fn output_texts(goal: &str, workspace: &Path) -> Vec<(String, String)> {
+    let Ok(dir) = Confined::open(workspace) else {
+        return Vec::new();
+    };
+    named_outputs(goal)
+        .into_iter()
+        .filter_map(|name| {
+            let bytes = dir.read_head(Path::new(&name), HEAD_BYTES).ok()?;
+            Some((name, String::from_utf8_lossy(&bytes).into_owned()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +320,62 @@ mod tests {
         assert!(named_outputs("Write a summary of https://example.com/a.html").is_empty());
         assert!(named_outputs("Write the version 1.5 in the answer").is_empty());
         assert!(named_outputs("list the files in the workspace").is_empty());
+    }
+
+    #[test]
+    fn a_number_no_tool_printed_is_unsupported() {
+        let goal = "Add up all the numbers in numbers.txt and write just the total to sum.txt";
+        assert!(asks_for_a_number(goal));
+        assert!(asks_for_a_number("How many lines contain WARNING?"));
+        assert!(asks_for_a_number("Compute the average score"));
+        assert!(!asks_for_a_number(
+            "Write the word Washington to output.txt"
+        ));
+        assert!(!asks_for_a_number("Summarise the notes into summary.txt"));
+        let read = vec!["1000\n200\n30\n4\n".to_string()];
+        let head = |t: &str| vec![("sum.txt".to_string(), t.to_string())];
+        assert_eq!(
+            unsupported_numbers(goal, &head("1444\n"), &read),
+            ["1444 in sum.txt"]
+        );
+        let printed = vec![read[0].clone(), "1234\n".to_string()];
+        assert!(unsupported_numbers(goal, &head("1234"), &printed).is_empty());
+        assert!(unsupported_numbers(goal, &head("Total: 1,234"), &printed).is_empty());
+        // Rounded at its own precision, from a longer printed value.
+        let mean = vec!["76.66666666666667".to_string()];
+        assert!(unsupported_numbers("average", &head("76.7"), &mean).is_empty());
+        assert_eq!(
+            unsupported_numbers("average", &head("76.6"), &mean),
+            ["76.6 in sum.txt"]
+        );
+        // Numbers the goal gives are known; words with digits are not numbers.
+        assert!(
+            unsupported_numbers(
+                "sum 1 to 50 into a.txt",
+                &head("from 1 to 50, sum.txt v2"),
+                &[]
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            numbers("-3 and 2.50, x3"),
+            vec![
+                (
+                    "-3".into(),
+                    Number {
+                        value: -3.0,
+                        decimals: 0
+                    }
+                ),
+                (
+                    "2.50".into(),
+                    Number {
+                        value: 2.5,
+                        decimals: 2
+                    }
+                )
+            ]
+        );
     }
 
     #[test]

@@ -413,9 +413,12 @@ fn a_finish_is_refused_while_a_named_output_is_missing_then_accepted() {
         "s",
         &[
             // Claims success before writing anything.
-            &finish("the total is 6"),
-            &action("write_file", json!({"path": "sum.txt", "content": "6"})),
-            &finish("the total is 6"),
+            &finish("wrote it"),
+            &action(
+                "write_file",
+                json!({"path": "word.txt", "content": "Washington"}),
+            ),
+            &finish("wrote it"),
         ],
     );
     let out = run_stdout(
@@ -425,7 +428,7 @@ fn a_finish_is_refused_while_a_named_output_is_missing_then_accepted() {
             "--json",
             "--model",
             &model,
-            "Add 1, 2 and 3 and write the total to sum.txt",
+            "Write the word Washington to word.txt",
         ],
         0,
     );
@@ -438,11 +441,75 @@ fn a_finish_is_refused_while_a_named_output_is_missing_then_accepted() {
         refused["observation"]
             .as_str()
             .unwrap()
-            .contains("sum.txt does not exist yet"),
+            .contains("word.txt does not exist yet"),
         "{refused}"
     );
     assert_eq!(finished(&ev)["status"], "finished");
     assert_eq!(finished(&ev)["steps"], 3);
+}
+
+#[test]
+fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
+    let env = TestEnv::new();
+    std::fs::write(env.workspace.join("numbers.txt"), "1000\n200\n30\n4\n").unwrap();
+    let goal = "Add up the numbers in numbers.txt and write the total to sum.txt";
+    let model = env.script(
+        "s",
+        &[
+            &action("read_file", json!({"path": "numbers.txt"})),
+            // Added in the head, wrongly; reading it back proves nothing.
+            &action("write_file", json!({"path": "sum.txt", "content": "1444"})),
+            &action("read_file", json!({"path": "sum.txt"})),
+            &finish("the total is 1444"),
+            &action(
+                "run_python",
+                json!({"code": "print(sum(int(x) for x in open('numbers.txt').read().split()))"}),
+            ),
+            &action("write_file", json!({"path": "sum.txt", "content": "1234"})),
+            &finish("the total is 1234"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--yes", "--model", &model, goal],
+        0,
+    );
+    let ev = events(&out);
+    let refused = ev
+        .iter()
+        .find(|e| e["type"] == "observation" && e["step"] == 4)
+        .expect("the first finish");
+    let text = refused["observation"].as_str().unwrap();
+    assert!(
+        text.contains("1444 in sum.txt is in no tool result") && text.contains("run_python"),
+        "{refused}"
+    );
+    // Once code printed 1234, the file was not "done" until it held it.
+    assert_eq!(finished(&ev)["status"], "finished", "{ev:?}");
+    assert_eq!(finished(&ev)["steps"], 7);
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("sum.txt")).unwrap(),
+        "1234"
+    );
+
+    // A model that insists on its guess ends unverified (exit 4).
+    let env = TestEnv::new();
+    std::fs::write(env.workspace.join("numbers.txt"), "1000\n200\n30\n4\n").unwrap();
+    let model = env.script(
+        "s",
+        &[
+            &action("write_file", json!({"path": "sum.txt", "content": "1444"})),
+            &finish("the total is 1444"),
+            &finish("the total is 1444"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--yes", "--model", &model, goal],
+        4,
+    );
+    let end = finished(&events(&out)).clone();
+    assert_eq!(end["status"], "unverified", "{end}");
 }
 
 #[test]
@@ -795,8 +862,11 @@ fn what_was_done_has_one_short_line_per_step() {
 #[test]
 fn the_step_that_makes_the_goals_output_says_it_is_done_and_a_repeat_is_told_so() {
     let env = TestEnv::new();
-    let write = action("write_file", json!({"path": "sum.txt", "content": "6"}));
-    let model = env.script("s", &[&write, &write, &finish("sum.txt holds 6")]);
+    let write = action(
+        "write_file",
+        json!({"path": "haiku.txt", "content": "waves fold into foam"}),
+    );
+    let model = env.script("s", &[&write, &write, &finish("haiku.txt holds it")]);
     let out = run_stdout(
         &env,
         &[
@@ -804,7 +874,7 @@ fn the_step_that_makes_the_goals_output_says_it_is_done_and_a_repeat_is_told_so(
             "--json",
             "--model",
             &model,
-            "Write the sum of 1, 2 and 3 to sum.txt",
+            "Write a haiku about the sea to haiku.txt",
         ],
         0,
     );
@@ -813,7 +883,7 @@ fn the_step_that_makes_the_goals_output_says_it_is_done_and_a_repeat_is_told_so(
     let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
     let note = |i: usize| shown["steps"][i]["note"].as_str().unwrap_or("").to_string();
     assert!(
-        note(0).contains("sum.txt now exists as the goal asks"),
+        note(0).contains("haiku.txt now exists as the goal asks"),
         "{}",
         note(0)
     );

@@ -45,7 +45,7 @@ use super::react::AgentError;
 use super::run::{Clock, Ending, ask_model, check_budgets};
 use super::strategy::AgentParts;
 use crate::memory::journal::now_rfc3339;
-use crate::memory::{RunRecord, RunStatus, StopKind};
+use crate::memory::{RunRecord, RunStatus, StepRecord, StopKind};
 use crate::model::{ChatMessage, CompletionRequest};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
@@ -193,11 +193,15 @@ impl PlanAgent {
     /// (agent::verify): with an output missing it ends `unverified`. The
     /// plan's steps are not verified one by one (their goals quote the
     /// whole goal), so there is no second chance here.
-    fn verified(&self, run: &RunRecord, ending: Ending) -> Ending {
+    fn verified(&self, run: &RunRecord, state: &PlanState, ending: Ending) -> Ending {
         if ending.stop != StopKind::Finished {
             return ending;
         }
-        let unmet = self.parts.unmet(&run.goal);
+        let steps = self.child_steps(run, state);
+        let steps: Vec<&StepRecord> = steps.iter().collect();
+        let unmet = self
+            .parts
+            .unmet(&run.goal, &steps, ending.answer.as_deref());
         if unmet.is_empty() {
             return ending;
         }
@@ -210,13 +214,19 @@ impl PlanAgent {
         }
     }
 
+    /// Every step of the plan's step runs, in order.
+    fn child_steps(&self, run: &RunRecord, state: &PlanState) -> Vec<StepRecord> {
+        state
+            .child_ids(&run.id)
+            .iter()
+            .flat_map(|child| self.parts.journal.steps(child).unwrap_or_default())
+            .collect()
+    }
+
     /// One reflection for the whole run, over every step's actions, and
     /// the end announced with the plan as the list of what was done.
     async fn announce(&self, run: &RunRecord, state: &PlanState, ending: Ending) {
-        let mut steps = Vec::new();
-        for child in state.child_ids(&run.id) {
-            steps.extend(self.parts.journal.steps(&child).unwrap_or_default());
-        }
+        let steps = self.child_steps(run, state);
         self.parts
             .lifecycle()
             .announce_end(run, ending, &steps, summarize_plan(state))
@@ -332,7 +342,7 @@ impl PlanAgent {
                     match decision {
                         Decision::Finish(answer) => {
                             let done = Ending::finished(answer, "the plan reached the goal");
-                            return Ok(self.verified(run, done));
+                            return Ok(self.verified(run, state, done));
                         }
                         Decision::Keep => {
                             if state.current + 1 >= state.steps.len() {
@@ -340,6 +350,7 @@ impl PlanAgent {
                                 return Ok(match state.results.last() {
                                     Some(r) if r.status == RunStatus::Finished => self.verified(
                                         run,
+                                        state,
                                         Ending::finished(
                                             r.result.clone(),
                                             "every step of the plan is done",

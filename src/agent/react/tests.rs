@@ -265,6 +265,32 @@ async fn a_repeated_action_is_not_run_again_and_repeating_on_stops_the_run() {
 }
 
 #[tokio::test]
+async fn a_repeat_is_answered_with_its_earlier_result_and_the_untried_tools() {
+    let same = echo("again");
+    let mut h = Harness::scripted(&[same.clone(), same, finish("ok")]);
+    let mut tools = ToolRegistry::new();
+    tools.register(Arc::new(Finish)).unwrap();
+    tools.register(h.echo.clone()).unwrap();
+    tools.register(Echo::named("lookup")).unwrap();
+    h.agent.parts.tools = Arc::new(tools);
+    let r = h.run("g").await;
+    let steps = h.steps(&r);
+    assert_eq!(steps[1].outcome, StepOutcome::Repeated, "{:?}", steps[1]);
+    assert!(
+        steps[1]
+            .observation
+            .contains("repeats step 1, which returned:\necho: again"),
+        "{:?}",
+        steps[1]
+    );
+    let note = steps[1].note.as_deref().unwrap_or_default();
+    assert!(
+        note.contains("Tools you have not tried in this run: lookup."),
+        "{note}"
+    );
+}
+
+#[tokio::test]
 async fn each_budget_stops_the_run_with_its_own_kind() {
     // Steps.
     let mut s = settings();
