@@ -198,7 +198,8 @@ struct Number {
     decimals: i32,
 }
 
-/// The numbers in `text`: `27,413`, `-3`, `76.7`, `1e3` is read as 1 and 3.
+/// The numbers in `text`: `27,413`, `-3`, `76.7`; not the digits of a
+/// word (`v2`, `3rd`, `1e3`).
 fn numbers(text: &str) -> Vec<(String, Number)> {
     let mut out = Vec::new();
     let chars: Vec<char> = text.chars().collect();
@@ -216,15 +217,11 @@ fn numbers(text: &str) -> Vec<(String, Number)> {
         while j < chars.len() {
             let c = chars[j];
             let next_digit = chars.get(j + 1).is_some_and(|n| n.is_ascii_digit());
-            if c.is_ascii_digit() {
-                raw.push(c);
-            } else if (c == ',' && next_digit && !raw.contains('.'))
-                || (c == '.' && next_digit && !raw.contains('.'))
-            {
-                raw.push(c);
-            } else {
+            let separator = matches!(c, ',' | '.') && next_digit && !raw.contains('.');
+            if !(c.is_ascii_digit() || separator) {
                 break;
             }
+            raw.push(c);
             j += 1;
         }
         // A word that goes on with letters (`3rd`, `x2y`) is not a number.
