@@ -1,7 +1,7 @@
 //! The agent: strategies and what they share. [`strategy`] builds an agent
 //! for a [`Strategy`]: ReAct ([`react`]: think, act, observe, repeated) or
-//! plan-and-execute ([`plan`]: a plan, a ReAct child run per step,
-//! replanning). Both run inside one lifecycle ([`run`]: start, budgets, the
+//! plan-and-execute ([`plan`]: a plan, a ReAct child run per step that
+//! ends when its criterion is met ([`criterion`]), replanning). Both run inside one lifecycle ([`run`]: start, budgets, the
 //! model call, the end and its [`crate::memory::StopKind`]). Beside them:
 //! the conversation a run continues ([`conversation`]), the approval policy
 //! ([`approval`]), loop guards ([`guard`]), the hooks a run calls out
@@ -11,6 +11,7 @@
 
 pub mod approval;
 pub mod conversation;
+pub mod criterion;
 pub mod events;
 pub mod guard;
 pub mod hooks;

@@ -23,6 +23,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation;
+use super::criterion::StepCriterion;
 use super::events::Event;
 use super::guard::{LoopGuard, Verdict, action_key};
 use super::hooks::{Approval, ApprovalRequest};
@@ -82,6 +83,10 @@ pub struct ReactAgent {
     pub prompt: Prompt,
     /// The compaction prompt (`summarise`).
     pub summarise: Prompt,
+    /// A plan step's "done when": checked after each action, it ends the
+    /// run as finished once met ([`super::criterion`]). `None` for a run
+    /// of its own.
+    pub criterion: Option<StepCriterion>,
 }
 
 impl ReactAgent {
@@ -92,6 +97,7 @@ impl ReactAgent {
             parts,
             prompt: prompts.load("react")?,
             summarise: prompts.load("summarise")?,
+            criterion: None,
         })
     }
 
@@ -346,6 +352,28 @@ impl ReactAgent {
                 }
             }
 
+            // A plan step ends as soon as its criterion is met.
+            if let Some(criterion) = self.criterion.as_ref().filter(|_| {
+                ending.is_none()
+                    && step.outcome == StepOutcome::Ok
+                    && step.tool.as_deref().is_some_and(|t| t != FINISH)
+            }) {
+                let committed = self.parts.journal.steps(&run.id).unwrap_or_default();
+                let steps: Vec<&StepRecord> = committed.iter().chain([&step]).collect();
+                if criterion.check_files(&steps) == Some(true) {
+                    step.note = Some(format!("The step is done: {}.", criterion.text));
+                    ending = Some(Ending::finished(
+                        format!(
+                            "Done ({}). The last action, {}, returned: {}",
+                            criterion.text,
+                            step.tool.as_deref().unwrap_or("a tool"),
+                            sanitize::cap_head_tail(&step.observation, 600)
+                        ),
+                        "the step's success criterion is met",
+                    ));
+                }
+            }
+
             // A tool that ran and read a file, a page or code output leaves
             // its words in the history: the run is tainted from now on.
             let ran = matches!(step.outcome, StepOutcome::Ok | StepOutcome::ToolError);
@@ -480,7 +508,9 @@ impl ReactAgent {
                 let (observation, untried) = self.repeat_context(&context, action);
                 step.observation = observation;
                 step.note = Some(match untried {
-                    Some(tools) => format!("{message} Tools you have not tried in this run: {tools}."),
+                    Some(tools) => {
+                        format!("{message} Tools you have not tried in this run: {tools}.")
+                    }
                     None => message.clone(),
                 });
                 self.emit(Event::Notice {
@@ -528,7 +558,10 @@ impl ReactAgent {
         let key = action_key(&action.tool, &action.args);
         let earlier = steps.iter().rev().find(|s| {
             matches!(s.outcome, StepOutcome::Ok | StepOutcome::ToolError)
-                && s.tool.as_deref().zip(s.args.as_ref()).map(|(t, a)| action_key(t, a))
+                && s.tool
+                    .as_deref()
+                    .zip(s.args.as_ref())
+                    .map(|(t, a)| action_key(t, a))
                     == Some(key.clone())
         });
         let observation = match earlier {
@@ -548,7 +581,10 @@ impl ReactAgent {
             .map(|s| s.name.clone())
             .filter(|n| n != FINISH && n != &action.tool && !used.contains(&n.as_str()))
             .collect();
-        (observation, (!untried.is_empty()).then(|| untried.join(", ")))
+        (
+            observation,
+            (!untried.is_empty()).then(|| untried.join(", ")),
+        )
     }
 
     /// Put a tool's result into `step`; `finish`, a cancellation or broken

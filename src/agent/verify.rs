@@ -73,7 +73,7 @@ const HEAD_BYTES: u64 = 64 * 1024;
 const VERB_WINDOW: usize = 12;
 
 /// A word that names a file: `name.ext`, maybe with a directory.
-fn file_name(word: &str) -> Option<&str> {
+pub(crate) fn file_name(word: &str) -> Option<&str> {
     let w = word.trim_matches(|c: char| {
         matches!(
             c,

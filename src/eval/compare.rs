@@ -39,9 +39,17 @@ pub fn load(path: &Path) -> Result<Report, CompareError> {
         path: path.to_path_buf(),
         source,
     })?;
-    if report.challenges.is_empty() {
-        report.challenges = report.per_challenge();
+    // Reports from before `status` existed: the status leads the reason.
+    for o in &mut report.results {
+        if o.status.is_empty()
+            && let Some((status, _)) = o.stop_reason.split_once(':')
+            && crate::memory::RunStatus::parse(status).is_some()
+        {
+            o.status = status.to_string();
+        }
     }
+    report.totals = super::Totals::over(&report.results);
+    report.challenges = report.per_challenge();
     Ok(report)
 }
 
@@ -314,6 +322,8 @@ mod tests {
         let report = load(&path).unwrap();
         assert_eq!(report.challenges.len(), 1);
         assert_eq!(report.challenges[0].totals.passed, 1);
+        assert_eq!(report.results[0].status, "finished");
+        assert_eq!(report.totals.passed_finished, 1);
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, "{\"results\": 3}").unwrap();
         let error = load(&bad).unwrap_err().to_string();

@@ -51,6 +51,21 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
         }
     }
+
+    /// The status named `name` (as [`RunStatus::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            RunStatus::Running,
+            RunStatus::Finished,
+            RunStatus::Unverified,
+            RunStatus::BudgetExhausted,
+            RunStatus::Stopped,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
 }
 
 /// Why a run stopped, as a kind that code reads (eval's "timed out", the

@@ -47,8 +47,9 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
         "s",
         &[
             &plan(&["write hi to a.txt", "say what a.txt holds"]),
+            // The first step's criterion names a.txt, which did not exist:
+            // writing it ends the step, with no `finish` from its loop.
             &action("write_file", json!({"path": "a.txt", "content": "hi"})),
-            &finish("wrote a.txt"),
             &keep(),
             &finish("a.txt holds hi"),
             &done("a.txt now holds: hi"),
@@ -72,16 +73,23 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
     assert_eq!(started.len(), 2);
     assert_eq!(ended.len(), 2);
     assert_eq!(ended[0]["status"], "finished");
-    assert_eq!(ended[0]["result"], "wrote a.txt");
+    assert_eq!(ended[0]["steps"], 1);
+    assert!(
+        ended[0]["result"].as_str().unwrap().starts_with(
+            "Done (write hi to a.txt is done). The last action, write_file, returned:"
+        ),
+        "{}",
+        ended[0]
+    );
     assert_eq!(ended[1]["steps"], 1);
     // The steps' own ReAct events are there, but only one run start and end.
     assert_eq!(of_type(&ev, "run_started").len(), 1);
     assert_eq!(of_type(&ev, "run_finished").len(), 1);
-    assert!(of_type(&ev, "step").len() >= 3);
+    assert!(of_type(&ev, "step").len() >= 2);
     let end = finished(&ev);
     assert_eq!(end["status"], "finished");
     assert_eq!(end["answer"], "a.txt now holds: hi");
-    assert_eq!(end["steps"], 3, "the run counts every step's ReAct steps");
+    assert_eq!(end["steps"], 2, "the run counts every step's ReAct steps");
     assert_eq!(
         std::fs::read_to_string(env.workspace.join("a.txt")).unwrap(),
         "hi"
@@ -193,7 +201,8 @@ fn a_resumed_plan_run_continues_inside_its_current_step() {
     let model = env.script(
         "s",
         &[
-            &plan(&["write hi to a.txt", "report"]),
+            // A criterion without a file name: the step's model ends it.
+            &plan(&["write hi", "report"]),
             &action("write_file", json!({"path": "a.txt", "content": "hi"})),
             // After the resume:
             &finish("wrote a.txt"),
@@ -256,4 +265,60 @@ fn a_resumed_plan_run_continues_inside_its_current_step() {
         .map(|s| s["tool"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(tools, ["write_file", "finish"]);
+}
+
+#[test]
+fn a_replanner_that_finishes_before_the_goals_outputs_exist_is_kept_going() {
+    let env = TestEnv::new();
+    let step = |d: &str, c: &str| json!({"description": d, "success_criterion": c});
+    let plan = json!({"thought": "two files", "steps": [
+        step("write hi to a.txt", "a.txt holds hi"),
+        step("write bye to b.txt", "b.txt holds bye"),
+    ]})
+    .to_string();
+    let model = env.script(
+        "s",
+        &[
+            &plan,
+            &action("write_file", json!({"path": "a.txt", "content": "hi"})),
+            // Too early: b.txt is not written yet.
+            &done("both written"),
+            &action("write_file", json!({"path": "b.txt", "content": "bye"})),
+            &done("a.txt holds hi and b.txt holds bye"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "run",
+            "--agent",
+            "plan",
+            "--json",
+            "--model",
+            &model,
+            "Write hi to a.txt and write bye to b.txt",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let notice = of_type(&ev, "notice")
+        .into_iter()
+        .find(|n| n["message"].as_str().unwrap().contains("would finish"))
+        .expect("a notice that the plan goes on");
+    assert!(
+        notice["message"]
+            .as_str()
+            .unwrap()
+            .contains("b.txt does not exist yet; going on with step 2"),
+        "{notice}"
+    );
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished", "{end}");
+    assert_eq!(end["answer"], "a.txt holds hi and b.txt holds bye");
+    // Each step ended when its file existed, without a `finish` of its own.
+    assert_eq!(end["steps"], 2);
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("b.txt")).unwrap(),
+        "bye"
+    );
 }

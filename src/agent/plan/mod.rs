@@ -197,11 +197,7 @@ impl PlanAgent {
         if ending.stop != StopKind::Finished {
             return ending;
         }
-        let steps = self.child_steps(run, state);
-        let steps: Vec<&StepRecord> = steps.iter().collect();
-        let unmet = self
-            .parts
-            .unmet(&run.goal, &steps, ending.answer.as_deref());
+        let unmet = self.unmet(run, state, ending.answer.as_deref());
         if unmet.is_empty() {
             return ending;
         }
@@ -212,6 +208,14 @@ impl PlanAgent {
                 format!("the plan finished, but {}", unmet.join("; ")),
             )
         }
+    }
+
+    /// What is not yet true of what the goal asks for (agent::verify),
+    /// with every step of the plan as the evidence.
+    fn unmet(&self, run: &RunRecord, state: &PlanState, answer: Option<&str>) -> Vec<String> {
+        let steps = self.child_steps(run, state);
+        let steps: Vec<&StepRecord> = steps.iter().collect();
+        self.parts.unmet(&run.goal, &steps, answer)
     }
 
     /// Every step of the plan's step runs, in order.
@@ -338,6 +342,27 @@ impl PlanAgent {
                     let decision = match self.decide(run, state, clock, cancel).await? {
                         Ok(d) => d,
                         Err(ending) => return Ok(ending),
+                    };
+                    // A finish while the goal's outputs are missing and
+                    // steps remain would drop the unfinished work: go on.
+                    let decision = match decision {
+                        Decision::Finish(_) if state.current + 1 < state.steps.len() => {
+                            let unmet = self.unmet(run, state, None);
+                            if unmet.is_empty() {
+                                decision
+                            } else {
+                                self.emit(Event::Notice {
+                                    step: 0,
+                                    message: format!(
+                                        "the replanner would finish, but {}; going on with step {}",
+                                        unmet.join("; "),
+                                        state.current + 2
+                                    ),
+                                });
+                                Decision::Keep
+                            }
+                        }
+                        other => other,
                     };
                     match decision {
                         Decision::Finish(answer) => {
@@ -607,6 +632,7 @@ impl PlanAgent {
                 "current": state.current,
                 "done": Self::done_list(state),
                 "remaining": state.steps.len().saturating_sub(state.current + 1),
+                "unmet": self.unmet(run, state, None),
                 "replans_left": replans_left,
             }),
         )?;

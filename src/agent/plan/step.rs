@@ -1,6 +1,8 @@
 //! Carrying out one plan step: a child run in the same journal, driven by
 //! an ordinary [`ReactAgent`] with the step's share of the run's budgets,
-//! resumed from its own last step when the plan run is resumed.
+//! resumed from its own last step when the plan run is resumed, and ended
+//! as soon as the step's success criterion is met
+//! ([`crate::agent::criterion`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{PlanState, PlanStep, StepResult};
 use super::{PlanAgent, RESULT_CHARS};
+use crate::agent::criterion::StepCriterion;
 use crate::agent::events::Event;
 use crate::agent::hooks::{MemoryHook, Recalled};
 use crate::agent::react::{AgentError, ReactAgent, summarize};
@@ -147,7 +150,7 @@ impl PlanAgent {
         // The step is a ReAct run over the plan's own parts: its events go
         // through `tx`, its budgets are what is left, and its memory only
         // recalls (the plan reflects once, at its end).
-        let react = ReactAgent::new(
+        let mut react = ReactAgent::new(
             AgentParts {
                 events: tx,
                 settings,
@@ -160,6 +163,11 @@ impl PlanAgent {
             },
             &self.prompts.library,
         )?;
+        // The step ends as soon as its "done when" is met.
+        react.criterion = Some(StepCriterion::new(
+            step.success_criterion.clone(),
+            self.parts.settings.workspace.clone(),
+        ));
         let result = react.drive(child_record, committed, cancel).await;
         drop(react);
         let _ = forward.await;

@@ -460,6 +460,7 @@ fn the_system_prompt_steers_to_the_tools_the_run_has() {
         parts,
         prompt: h.agent.prompt.clone(),
         summarise: h.agent.summarise.clone(),
+        criterion: None,
     };
     let (system, _) = agent.render_system().unwrap();
     assert!(
