@@ -83,6 +83,13 @@ pub struct ConfigLayer {
     /// Sampling temperature (0 = deterministic).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// Candidate actions sampled per step; above 1 the majority wins
+    /// (`agent::vote`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u32>,
+    /// The temperature the candidates are sampled at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_temperature: Option<f64>,
     /// The only directory tools may see.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<PathBuf>,
@@ -127,6 +134,8 @@ pub struct Config {
     pub timeout_secs: u64,
     pub model_timeout_secs: u64,
     pub temperature: f64,
+    pub samples: u32,
+    pub sample_temperature: f64,
     pub workspace: PathBuf,
     pub context_tokens: u32,
     pub observation_chars: u32,
@@ -170,6 +179,9 @@ pub enum ConfigError {
     Exists(PathBuf),
 }
 
+/// The most candidate actions a step may sample.
+pub const MAX_SAMPLES: u32 = 16;
+
 const KEYS: &[&str] = &[
     "model",
     "endpoint",
@@ -181,6 +193,8 @@ const KEYS: &[&str] = &[
     "timeout_secs",
     "model_timeout_secs",
     "temperature",
+    "samples",
+    "sample_temperature",
     "workspace",
     "context_tokens",
     "observation_chars",
@@ -204,6 +218,8 @@ impl ConfigLayer {
             timeout_secs: Some(900),
             model_timeout_secs: Some(300),
             temperature: Some(0.0),
+            samples: Some(1),
+            sample_temperature: Some(0.7),
             workspace: Some(PathBuf::from("workspace")),
             context_tokens: Some(8192),
             observation_chars: Some(4000),
@@ -329,6 +345,8 @@ fn overlay(
         timeout_secs,
         model_timeout_secs,
         temperature,
+        samples,
+        sample_temperature,
         workspace,
         context_tokens,
         observation_chars,
@@ -404,6 +422,8 @@ impl Config {
             timeout_secs: merged.timeout_secs.unwrap_or(900),
             model_timeout_secs: merged.model_timeout_secs.unwrap_or(300),
             temperature: merged.temperature.unwrap_or(0.0),
+            samples: merged.samples.unwrap_or(1),
+            sample_temperature: merged.sample_temperature.unwrap_or(0.7),
             workspace: merged
                 .workspace
                 .unwrap_or_else(|| PathBuf::from("workspace")),
@@ -453,6 +473,18 @@ impl Config {
         }
         if !(0.0..=2.0).contains(&config.temperature) {
             return Err(invalid("temperature", "must be between 0 and 2"));
+        }
+        if !(1..=MAX_SAMPLES).contains(&config.samples) {
+            return Err(invalid(
+                "samples",
+                &format!("must be between 1 (one greedy action per step) and {MAX_SAMPLES}"),
+            ));
+        }
+        if !(config.sample_temperature > 0.0 && config.sample_temperature <= 2.0) {
+            return Err(invalid(
+                "sample_temperature",
+                "must be above 0 and at most 2 (samples at temperature 0 would all be the same)",
+            ));
         }
         if config.context_tokens < 512 {
             return Err(invalid("context_tokens", "must be at least 512"));

@@ -127,6 +127,7 @@ mod tests {
             model_ms: 0,
             tool_ms: 0,
             at: now_rfc3339(),
+            votes: None,
         }
     }
 

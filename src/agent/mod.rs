@@ -4,7 +4,8 @@
 //! ends when its criterion is met ([`criterion`]), replanning). Both run inside one lifecycle ([`run`]: start, budgets, the
 //! model call, the end and its [`crate::memory::StopKind`]). Beside them:
 //! the conversation a run continues ([`conversation`]), the approval policy
-//! ([`approval`]), loop guards ([`guard`]), the hooks a run calls out
+//! ([`approval`]), loop guards ([`guard`]), majority votes over sampled
+//! actions ([`vote`]), verified finishing ([`verify`]), the hooks a run calls out
 //! through ([`hooks`]) and long-term memory's hook ([`recall`]), and the
 //! [`Event`]s a run sends instead of printing. Nothing here imports `cli`
 //! or `ui`.
@@ -21,6 +22,7 @@ pub mod recall;
 pub mod run;
 pub mod strategy;
 pub mod verify;
+pub mod vote;
 
 pub use events::Event;
 pub use hooks::{Approval, ApprovalRequest, Approver, MemoryHook, Recalled};

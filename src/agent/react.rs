@@ -29,8 +29,9 @@ use super::guard::{LoopGuard, Verdict, action_key};
 use super::hooks::{Approval, ApprovalRequest};
 use super::run::{Clock, Ending, ask_model, check_budgets};
 use super::strategy::AgentParts;
+use super::vote;
 use crate::action::{self, Action};
-use crate::memory::journal::{StepOutcome, now_rfc3339};
+use crate::memory::journal::{StepOutcome, Votes, now_rfc3339};
 use crate::memory::{RunRecord, StepRecord, StopKind, StoreError};
 use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
@@ -56,6 +57,11 @@ pub struct AgentSettings {
     pub observation_chars: usize,
     /// Context window used when the model does not report one.
     pub context_tokens: usize,
+    /// Candidate actions sampled per step; above 1 the majority wins
+    /// ([`super::vote`]).
+    pub samples: u32,
+    /// The temperature candidates are sampled at.
+    pub sample_temperature: f32,
     /// The run's workspace, where a `finish` is verified
     /// ([`super::verify`]); `None` accepts every `finish` as it is.
     pub workspace: Option<std::path::PathBuf>,
@@ -251,21 +257,13 @@ impl ReactAgent {
                 });
             };
             let model_started = Instant::now();
-            let completion = match ask_model(
-                self.parts.model.as_ref(),
-                request,
-                &sink,
-                &self.parts.settings,
-                clock,
-                cancel,
-            )
-            .await
+            let (completion, usage, votes) = match self.choose(request, &sink, clock, cancel).await
             {
                 Ok(c) => c,
                 Err(ending) => return Ok(ending),
             };
             let model_ms = model_started.elapsed().as_millis() as u64;
-            run.usage += completion.usage;
+            run.usage += usage;
 
             let mut step = StepRecord {
                 index,
@@ -276,10 +274,11 @@ impl ReactAgent {
                 observation: String::new(),
                 outcome: StepOutcome::Ok,
                 note: None,
-                usage: completion.usage,
+                usage,
                 model_ms,
                 tool_ms: 0,
                 at: now_rfc3339(),
+                votes,
             };
             let mut ending = None;
 
@@ -544,6 +543,61 @@ impl ReactAgent {
         let result = self.call_tool(action, context, time_left).await;
         step.tool_ms = tool_started.elapsed().as_millis() as u64;
         self.record_result(action, step, result)
+    }
+
+    /// The step's model output: the greedy answer, or with `samples` above
+    /// 1 the majority of that many sampled candidates (greedy without a
+    /// majority; [`super::vote`]). Returns the chosen completion, the usage
+    /// of every call, and the vote.
+    async fn choose(
+        &self,
+        request: CompletionRequest,
+        sink: model::TokenSink<'_>,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Result<(model::Completion, model::Usage, Option<Votes>), Ending> {
+        let settings = &self.parts.settings;
+        let model = self.parts.model.as_ref();
+        let samples = settings.samples;
+        if samples <= 1 {
+            let c = ask_model(model, request, sink, settings, clock, cancel).await?;
+            let usage = c.usage;
+            return Ok((c, usage, None));
+        }
+        let mut usage = model::Usage::default();
+        let mut candidates = Vec::with_capacity(samples as usize);
+        let mut keys = Vec::with_capacity(samples as usize);
+        for _ in 0..samples {
+            let sampled = CompletionRequest {
+                temperature: settings.sample_temperature,
+                ..request.clone()
+            };
+            let c = ask_model(model, sampled, &|_| {}, settings, clock, cancel).await?;
+            usage += c.usage;
+            keys.push(
+                self.check_action(&c.text)
+                    .ok()
+                    .map(|a| action_key(&a.tool, &a.args)),
+            );
+            candidates.push(c);
+        }
+        let (ballots, invalid) = vote::tally(&keys);
+        let winner = vote::majority(&ballots, samples)
+            .and_then(|w| keys.iter().position(|k| k.as_deref() == Some(w)));
+        let votes = vote::votes(samples, settings.sample_temperature, ballots, invalid);
+        let chosen = match winner {
+            Some(i) => {
+                let c = candidates.swap_remove(i);
+                sink(&c.text);
+                c
+            }
+            None => {
+                let c = ask_model(model, request, sink, settings, clock, cancel).await?;
+                usage += c.usage;
+                c
+            }
+        };
+        Ok((chosen, usage, Some(votes)))
     }
 
     /// What a repeated `action` is answered with: the result it had the

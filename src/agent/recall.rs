@@ -286,6 +286,7 @@ mod tests {
             model_ms: 0,
             tool_ms: 0,
             at: String::new(),
+            votes: None,
         };
         hook.run_ended(&run, std::slice::from_ref(&step), &model)
             .await;

@@ -273,6 +273,8 @@ mod tests {
             timeout: Duration::from_secs(60),
             model_timeout: Duration::from_secs(5),
             temperature: 0.0,
+            samples: 1,
+            sample_temperature: 0.0,
             observation_chars: 100,
             context_tokens: 1000,
             workspace: None,

@@ -171,6 +171,8 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
             timeout: Duration::from_secs(3600),
             model_timeout: Duration::from_secs(60),
             temperature: 0.0,
+            samples: 1,
+            sample_temperature: 0.0,
             observation_chars: 4000,
             context_tokens: 8192,
             workspace: None,
@@ -258,6 +260,7 @@ async fn model_speed(
             model,
             engine,
             endpoint: None,
+            samples: None,
         },
         ..Default::default()
     };

@@ -200,6 +200,12 @@ impl Session {
             step_tokens: c.step_tokens,
             timeout_secs: c.timeout_secs,
             temperature: c.temperature as f32,
+            samples: c.samples,
+            sample_temperature: if c.samples > 1 {
+                c.sample_temperature as f32
+            } else {
+                0.0
+            },
             workspace: self.workspace.display().to_string(),
             interactive,
             approvals: crate::agent::approval::RecordedApprovals {
@@ -225,6 +231,8 @@ impl Session {
             timeout: Duration::from_secs(settings.timeout_secs),
             model_timeout: Duration::from_secs(self.config.model_timeout_secs),
             temperature: settings.temperature,
+            samples: settings.samples.max(1),
+            sample_temperature: settings.sample_temperature,
             observation_chars: self.config.observation_chars as usize,
             context_tokens: self.config.context_tokens as usize,
             workspace: (!settings.workspace.is_empty()).then(|| PathBuf::from(&settings.workspace)),

@@ -26,6 +26,11 @@ pub struct ModelFlags {
     /// Engine for local models: auto, llama.cpp or mistral.rs.
     #[arg(long, value_name = "ENGINE")]
     pub engine: Option<String>,
+    /// Sample N candidate actions per step (at `sample_temperature`, 0.7 by
+    /// default) and take the one more than half agree on, else the greedy
+    /// one; N model calls per step. 1 (the default) is greedy alone.
+    #[arg(long, value_name = "N")]
+    pub samples: Option<u32>,
 }
 
 /// How much a run may spend.
@@ -96,6 +101,7 @@ impl RunOptions {
         note("model", m.model.is_some(), "--model");
         note("endpoint", m.endpoint.is_some(), "--endpoint");
         note("engine", m.engine.is_some(), "--engine");
+        note("samples", m.samples.is_some(), "--samples");
         note("max_steps", b.max_steps.is_some(), "--max-steps");
         note("max_tokens", b.max_tokens.is_some(), "--max-tokens");
         note("timeout_secs", b.timeout.is_some(), "--timeout");
@@ -104,6 +110,7 @@ impl RunOptions {
             model: m.model.clone(),
             endpoint: m.endpoint.clone(),
             engine: m.engine.clone(),
+            samples: m.samples,
             max_steps: b.max_steps,
             max_tokens: b.max_tokens,
             timeout_secs: b.timeout,

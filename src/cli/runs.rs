@@ -211,6 +211,21 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                     (Some(t), Some(a)) => println!("  → {t} {}", observation(&a.to_string(), 400)),
                     _ => println!("  raw: {}", observation(&s.raw_output, 400)),
                 }
+                if let Some(v) = &s.votes {
+                    let top = v.ballots.first().map_or(0, |b| b.votes);
+                    println!(
+                        "  # {} of {} samples agreed ({} distinct, {} invalid): {}",
+                        top,
+                        v.samples,
+                        v.ballots.len(),
+                        v.invalid,
+                        if v.chosen == "majority" {
+                            "the majority's action"
+                        } else {
+                            "no majority, the greedy action"
+                        }
+                    );
+                }
                 println!(
                     "  ← {}",
                     strip_terminal_escapes(&s.observation).replace('\n', "\n    ")

@@ -129,6 +129,25 @@ pub struct RunSettings {
     /// refuses to go on with a plugin whose grants changed since.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub grants: std::collections::BTreeMap<String, String>,
+    /// Candidate actions sampled per step (1: the greedy action alone);
+    /// 1 in older records.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub samples: u32,
+    /// The temperature candidates were sampled at.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sample_temperature: f32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+fn is_zero(t: &f32) -> bool {
+    *t == 0.0
 }
 
 /// One run.
@@ -221,6 +240,31 @@ pub struct StepRecord {
     pub model_ms: u64,
     pub tool_ms: u64,
     pub at: String,
+    /// How the action was chosen when several were sampled (`--samples`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub votes: Option<Votes>,
+}
+
+/// The candidates of one step and how one was chosen (`agent::vote`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Votes {
+    /// Candidates sampled.
+    pub samples: u32,
+    pub temperature: f32,
+    /// Each distinct valid action (`tool {sorted args}`) and its votes, most first.
+    pub ballots: Vec<Ballot>,
+    /// Candidates that were not a valid action.
+    pub invalid: u32,
+    /// `majority`, or `greedy` when no action had more than half the votes
+    /// and the step fell back to the greedy (temperature 0) answer.
+    pub chosen: String,
+}
+
+/// One distinct candidate action and how many samples chose it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ballot {
+    pub action: String,
+    pub votes: u32,
 }
 
 /// Read and write runs and steps.
@@ -450,6 +494,7 @@ mod tests {
             model_ms: 1,
             tool_ms: 1,
             at: now_rfc3339(),
+            votes: None,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct ScriptedBackend {
     /// model), when recording was asked for: only tests read them, and
     /// `agent bench agent` must not pay for copies it never reads.
     seen: Option<Mutex<Vec<Vec<ChatMessage>>>>,
+    /// Each request's temperature, alongside `seen`.
+    temperatures: Option<Mutex<Vec<f32>>>,
 }
 
 impl ScriptedBackend {
@@ -90,12 +92,14 @@ impl ScriptedBackend {
             responses,
             next: Mutex::new(0),
             seen: None,
+            temperatures: None,
         }
     }
 
     /// Keep the messages of every request, for [`ScriptedBackend::seen`].
     pub fn recording(mut self) -> Self {
         self.seen = Some(Mutex::new(Vec::new()));
+        self.temperatures = Some(Mutex::new(Vec::new()));
         self
     }
 
@@ -103,6 +107,15 @@ impl ScriptedBackend {
     /// built with [`ScriptedBackend::recording`]).
     pub fn seen(&self) -> Vec<Vec<ChatMessage>> {
         self.seen
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The temperature of every request so far, oldest first (empty unless
+    /// built with [`ScriptedBackend::recording`]).
+    pub fn temperatures(&self) -> Vec<f32> {
+        self.temperatures
             .as_ref()
             .and_then(|s| s.lock().ok().map(|s| s.clone()))
             .unwrap_or_default()
@@ -147,6 +160,9 @@ impl ModelBackend for ScriptedBackend {
         };
         if let Some(Ok(mut seen)) = self.seen.as_ref().map(Mutex::lock) {
             seen.push(request.messages.clone());
+        }
+        if let Some(Ok(mut temperatures)) = self.temperatures.as_ref().map(Mutex::lock) {
+            temperatures.push(request.temperature);
         }
         let (text, delay_ms) = match response {
             ScriptedResponse::Text(t) => (t, 0),

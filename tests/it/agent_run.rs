@@ -889,3 +889,56 @@ fn the_step_that_makes_the_goals_output_says_it_is_done_and_a_repeat_is_told_so(
     );
     assert!(note(1).contains("This is already done"), "{}", note(1));
 }
+
+#[test]
+fn samples_pick_the_majority_action_and_runs_show_the_votes() {
+    let env = TestEnv::new();
+    let write = |c: &str| action("write_file", json!({"path": "a.txt", "content": c}));
+    let model = env.script(
+        "s",
+        &[
+            &write("hi"),
+            &write("hello"),
+            &write("hi"),
+            &finish("wrote hi"),
+            &finish("wrote hi"),
+            &finish("wrote hi"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "run",
+            "--json",
+            "--samples",
+            "3",
+            "--model",
+            &model,
+            "Write hi to a.txt",
+        ],
+        0,
+    );
+    let run_id = events(&out)[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("a.txt")).unwrap(),
+        "hi"
+    );
+    let shown = run_stdout(&env, &["runs", "show", "--json", &run_id], 0);
+    let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+    assert_eq!(shown["run"]["settings"]["samples"], 3);
+    let votes = &shown["steps"][0]["votes"];
+    assert_eq!(votes["chosen"], "majority", "{votes}");
+    assert_eq!(votes["ballots"][0]["votes"], 2, "{votes}");
+    let text = run_stdout(&env, &["runs", "show", &run_id], 0);
+    assert!(
+        String::from_utf8_lossy(&text).contains("2 of 3 samples agreed (2 distinct, 0 invalid)"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    // Out of range is refused, naming the flag.
+    env.agent()
+        .args(["run", "--samples", "0", "--model", &model, "x"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--samples"));
+}

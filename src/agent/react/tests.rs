@@ -79,6 +79,8 @@ fn settings() -> AgentSettings {
         timeout: Duration::from_secs(60),
         model_timeout: Duration::from_secs(30),
         temperature: 0.0,
+        samples: 1,
+        sample_temperature: 0.0,
         observation_chars: 4000,
         context_tokens: 8192,
         workspace: None,
@@ -468,4 +470,43 @@ fn the_system_prompt_steers_to_the_tools_the_run_has() {
         "{system}"
     );
     assert!(!system.contains("with read_file"), "{system}");
+}
+
+#[tokio::test]
+async fn with_samples_the_majority_action_is_taken_and_the_votes_are_journaled() {
+    let mut s = settings();
+    s.samples = 3;
+    s.sample_temperature = 0.7;
+    let responses = [
+        // Step 1: two of three agree.
+        echo("a"),
+        echo("b"),
+        echo("a"),
+        // Step 2: no majority, so the greedy answer (the fourth call) wins.
+        finish("x"),
+        echo("c"),
+        "not json".to_string(),
+        finish("greedy"),
+    ];
+    let mut h = Harness::new(ScriptedBackend::from_texts(responses.to_vec()), s);
+    let r = h.run("g").await;
+    assert_eq!(r.stop, Some(StopKind::Finished), "{r:?}");
+    assert_eq!(r.answer.as_deref(), Some("greedy"));
+    let steps = h.steps(&r);
+    let first = steps[0].votes.as_ref().unwrap();
+    assert_eq!(first.chosen, "majority");
+    assert_eq!(first.samples, 3);
+    assert_eq!((first.ballots[0].votes, first.ballots.len()), (2, 2));
+    assert!(first.ballots[0].action.contains("\"a\""), "{first:?}");
+    assert_eq!(steps[0].observation, "echo: a");
+    let second = steps[1].votes.as_ref().unwrap();
+    assert_eq!(second.chosen, "greedy");
+    assert_eq!(second.invalid, 1);
+    // The samples ran at the sampling temperature, the fallback greedily.
+    assert_eq!(h.model.temperatures(), [0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.0]);
+    // Every call is paid for.
+    assert_eq!(
+        r.usage.total(),
+        steps.iter().map(|s| s.usage.total()).sum::<u64>()
+    );
 }
