@@ -90,6 +90,9 @@ pub struct ConfigLayer {
     /// The temperature the candidates are sampled at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_temperature: Option<f64>,
+    /// Earlier runs with similar goals shown as worked examples (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub past_examples: Option<u32>,
     /// The only directory tools may see.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<PathBuf>,
@@ -136,6 +139,7 @@ pub struct Config {
     pub temperature: f64,
     pub samples: u32,
     pub sample_temperature: f64,
+    pub past_examples: u32,
     pub workspace: PathBuf,
     pub context_tokens: u32,
     pub observation_chars: u32,
@@ -195,6 +199,7 @@ const KEYS: &[&str] = &[
     "temperature",
     "samples",
     "sample_temperature",
+    "past_examples",
     "workspace",
     "context_tokens",
     "observation_chars",
@@ -220,6 +225,7 @@ impl ConfigLayer {
             temperature: Some(0.0),
             samples: Some(1),
             sample_temperature: Some(0.7),
+            past_examples: Some(2),
             workspace: Some(PathBuf::from("workspace")),
             context_tokens: Some(8192),
             observation_chars: Some(4000),
@@ -347,6 +353,7 @@ fn overlay(
         temperature,
         samples,
         sample_temperature,
+        past_examples,
         workspace,
         context_tokens,
         observation_chars,
@@ -424,6 +431,7 @@ impl Config {
             temperature: merged.temperature.unwrap_or(0.0),
             samples: merged.samples.unwrap_or(1),
             sample_temperature: merged.sample_temperature.unwrap_or(0.7),
+            past_examples: merged.past_examples.unwrap_or(2),
             workspace: merged
                 .workspace
                 .unwrap_or_else(|| PathBuf::from("workspace")),
@@ -478,6 +486,12 @@ impl Config {
             return Err(invalid(
                 "samples",
                 &format!("must be between 1 (one greedy action per step) and {MAX_SAMPLES}"),
+            ));
+        }
+        if config.past_examples > 5 {
+            return Err(invalid(
+                "past_examples",
+                "must be between 0 (none) and 5; each example costs prompt tokens",
             ));
         }
         if !(config.sample_temperature > 0.0 && config.sample_temperature <= 2.0) {

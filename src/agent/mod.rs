@@ -14,6 +14,7 @@ pub mod approval;
 pub mod conversation;
 pub mod criterion;
 pub mod events;
+pub mod examples;
 pub mod guard;
 pub mod hooks;
 pub mod plan;

@@ -42,6 +42,10 @@ use history::{HistoryEntry, SUMMARY_TOKENS, Summary, committed_steps, fit_newest
 
 pub use history::summarize;
 
+/// Finishes refused for failed checks before the next one ends the run
+/// `unverified`: one chance to fix what the checks found.
+const MAX_REFUSED_FINISHES: usize = 1;
+
 /// How much of an earlier result a repeated action is shown again.
 const REPEATED_RESULT_CHARS: usize = 600;
 
@@ -62,6 +66,9 @@ pub struct AgentSettings {
     pub samples: u32,
     /// The temperature candidates are sampled at.
     pub sample_temperature: f32,
+    /// Earlier runs with similar goals shown as worked examples
+    /// ([`super::examples`]); 0 shows none.
+    pub past_examples: u32,
     /// The run's workspace, where a `finish` is verified
     /// ([`super::verify`]); `None` accepts every `finish` as it is.
     pub workspace: Option<std::path::PathBuf>,
@@ -178,10 +185,16 @@ impl ReactAgent {
         // The conversation this run continues gets at most a quarter of
         // the window; what it does not use goes to the history.
         let earlier = self.parts.earlier(run, context);
+        let examples = self.past_examples(run, context);
+        let examples_tokens: usize = examples
+            .iter()
+            .map(|e| model::count_tokens(self.parts.model.as_ref(), &e.to_string()))
+            .sum();
         let fixed_tokens = model::count_tokens(self.parts.model.as_ref(), &system)
             + 2 * MESSAGE_OVERHEAD
             + 32
-            + earlier.tokens;
+            + earlier.tokens
+            + examples_tokens;
         let history_budget =
             context.saturating_sub(fixed_tokens + self.parts.settings.step_tokens as usize);
         let mut guard = LoopGuard::new();
@@ -237,7 +250,7 @@ impl ReactAgent {
             }
             let messages = self
                 .messages(
-                    run, &system, &earlier, &history, omitted, &summary, context, &taint,
+                    run, &system, &earlier, &examples, &history, omitted, &summary, context, &taint,
                 )
                 .await?;
 
@@ -419,6 +432,7 @@ impl ReactAgent {
         run: &RunRecord,
         system: &str,
         earlier: &conversation::Earlier,
+        examples: &[serde_json::Value],
         history: &[HistoryEntry],
         omitted: usize,
         summary: &Summary,
@@ -427,7 +441,7 @@ impl ReactAgent {
     ) -> Result<Vec<ChatMessage>, AgentError> {
         let goal_msg = self.prompt.render(
             "goal",
-            &json!({"goal": run.goal, "omitted": omitted, "summary": (omitted > 0).then_some(&summary.text)}),
+            &json!({"goal": run.goal, "omitted": omitted, "summary": (omitted > 0).then_some(&summary.text), "past": examples}),
         )?;
         let mut messages = vec![ChatMessage::system(system.to_string())];
         messages.extend(earlier.messages.iter().cloned());
@@ -600,6 +614,42 @@ impl ReactAgent {
         Ok((chosen, usage, Some(votes)))
     }
 
+    /// Earlier runs with goals like this one's, as worked examples for the
+    /// goal message (not for a plan step, whose goal is the plan's). Each
+    /// is told as a notice, so the transcript says what the model was shown.
+    fn past_examples(&self, run: &RunRecord, context: usize) -> Vec<serde_json::Value> {
+        let k = self.parts.settings.past_examples as usize;
+        if k == 0 || self.criterion.is_some() {
+            return Vec::new();
+        }
+        let budget = (context / 8).min(800);
+        let chosen = super::examples::select(
+            &self.parts.journal,
+            self.parts.model.as_ref(),
+            &run.goal,
+            &run.id,
+            k,
+            budget,
+        );
+        if !chosen.is_empty() {
+            self.emit(Event::Notice {
+                step: run.steps + 1,
+                message: format!(
+                    "worked examples from earlier runs: {}",
+                    chosen
+                        .iter()
+                        .map(|e| e.run_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        chosen
+            .into_iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect()
+    }
+
     /// What a repeated `action` is answered with: the result it had the
     /// last time it ran (so the model need not ask again), and the tools
     /// the run has not used yet (so it sees what else it could do).
@@ -706,8 +756,9 @@ impl ReactAgent {
     }
 
     /// Check a `finish` against what the goal asked for (agent::verify).
-    /// The first failure becomes the step's observation and the run goes
-    /// on; a later one ends the run as `unverified`, keeping the answer.
+    /// The first failure ([`MAX_REFUSED_FINISHES`]) becomes the step's
+    /// observation and the run goes on; a later one ends the run as
+    /// `unverified`, keeping the answer.
     fn verify(
         &self,
         run: &RunRecord,
@@ -720,7 +771,7 @@ impl ReactAgent {
             return Some(finished);
         }
         let unmet = unmet.join("; ");
-        if *refused == 0 {
+        if *refused < MAX_REFUSED_FINISHES {
             *refused += 1;
             step.outcome = StepOutcome::ToolError;
             step.observation = format!(

@@ -275,6 +275,7 @@ mod tests {
             temperature: 0.0,
             samples: 1,
             sample_temperature: 0.0,
+            past_examples: 0,
             observation_chars: 100,
             context_tokens: 1000,
             workspace: None,

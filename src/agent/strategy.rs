@@ -114,16 +114,15 @@ impl AgentParts {
             return Vec::new();
         };
         let mut unmet = verify::unmet(goal, ws);
+        if !unmet.is_empty() {
+            return unmet;
+        }
         let coder = self
             .tools
             .specs()
             .into_iter()
             .find(|s| s.class == ToolClass::Execute)
             .map(|s| s.name.clone());
-        let Some(coder) = coder.filter(|_| unmet.is_empty() && verify::asks_for_a_number(goal))
-        else {
-            return unmet;
-        };
         let outputs = verify::named_outputs(goal);
         let claimed = if outputs.is_empty() {
             answer
@@ -132,14 +131,35 @@ impl AgentParts {
         } else {
             verify::output_texts(goal, ws)
         };
-        let evidence = self.evidence(steps, &outputs);
-        let numbers = verify::unsupported_numbers(goal, &claimed, &evidence);
-        if !numbers.is_empty() {
-            unmet.push(format!(
-                "{} {} in no tool result, so it may be guessed: work it out with {coder}, print it, and use what it prints",
-                numbers.join(", "),
-                if numbers.len() == 1 { "is" } else { "are" }
-            ));
+        let inputs = verify::input_texts(goal, ws);
+        let mut evidence = self.evidence(steps, &outputs);
+        evidence.extend(inputs.iter().map(|(_, text)| text.clone()));
+        if !inputs.is_empty() {
+            let lines = verify::ungrounded_lines(goal, &claimed, &evidence);
+            if let Some((place, _)) = lines.first() {
+                let shown: Vec<String> = lines.iter().take(5).map(|(_, l)| l.clone()).collect();
+                let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+                unmet.push(format!(
+                    "{place} holds {}, which {} and no tool result show: take the values from {} (read it{})",
+                    shown.join(", "),
+                    names.join(", "),
+                    names.join(", "),
+                    coder
+                        .as_deref()
+                        .map(|c| format!(", or work on it with {c}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        if let Some(coder) = coder.filter(|_| verify::asks_for_a_number(goal)) {
+            let numbers = verify::unsupported_numbers(goal, &claimed, &evidence);
+            if !numbers.is_empty() {
+                unmet.push(format!(
+                    "{} {} in no tool result, so it may be guessed: work it out with {coder}, print it, and use what it prints",
+                    numbers.join(", "),
+                    if numbers.len() == 1 { "is" } else { "are" }
+                ));
+            }
         }
         unmet
     }

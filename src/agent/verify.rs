@@ -26,7 +26,16 @@
 //! nothing. (Code that prints an output file it wrote is not told apart;
 //! the check is cheap, not complete.)
 //!
-//! The loop turns the first failed check into an observation and lets the
+//! Values are checked where the goal names an input file that exists (the
+//! goal derives its output from it: "Read people.csv and write the names
+//! ... to older.txt"): an output that reads as a list of values (at most
+//! 50 lines of at most 8 words) must hold only words that the inputs, a
+//! tool result or the goal show, so names made up instead of read ("Alice,
+//! Bob, Charlie") are caught. Prose (a summary) and code are not checked
+//! this way, and neither check looks at outputs that are source files.
+//! The inputs' contents count as evidence for both checks.
+//!
+//! The loop turns the first failed checks into observations and lets the
 //! model go on; a `finish` that still fails the checks ends the run as
 //! `unverified` (see `agent::react`).
 
@@ -274,18 +283,97 @@ pub fn unsupported_numbers(
     out
 }
 
-/// The output files' heads as text, for [`unsupported_numbers`].
+/// Extensions of source code: outputs that are programs, whose numbers
+/// and words are not values read from the inputs.
+const CODE: &[&str] = &[
+    "py", "js", "ts", "rs", "sh", "c", "h", "cc", "cpp", "go", "java", "rb", "php", "pl", "lua",
+    "swift", "kt", "cs", "html", "css", "sql", "r", "jl", "scala",
+];
+
+fn is_code(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| CODE.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
+/// The heads of the goal's output files that hold data (not code), as
+/// (name, text), for [`unsupported_numbers`] and [`ungrounded_lines`].
 pub fn output_texts(goal: &str, workspace: &Path) -> Vec<(String, String)> {
     let Ok(dir) = Confined::open(workspace) else {
         return Vec::new();
     };
     named_outputs(goal)
         .into_iter()
+        .filter(|name| !is_code(name))
         .filter_map(|name| {
             let bytes = dir.read_head(Path::new(&name), HEAD_BYTES).ok()?;
             Some((name, String::from_utf8_lossy(&bytes).into_owned()))
         })
         .collect()
+}
+
+/// The files the goal names that are not its outputs and exist in the
+/// workspace (its inputs: "Read people.csv and ..."), with their heads.
+pub fn input_texts(goal: &str, workspace: &Path) -> Vec<(String, String)> {
+    let Ok(dir) = Confined::open(workspace) else {
+        return Vec::new();
+    };
+    let outputs = named_outputs(goal);
+    let mut seen: Vec<String> = Vec::new();
+    goal.split_whitespace()
+        .filter_map(file_name)
+        .filter(|name| !outputs.iter().any(|o| o == name))
+        .filter_map(|name| {
+            if seen.iter().any(|s| s == name) {
+                return None;
+            }
+            seen.push(name.to_string());
+            let bytes = dir.read_head(Path::new(name), HEAD_BYTES).ok()?;
+            Some((
+                name.to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Most lines an output may have to be checked as a list of values.
+const LIST_LINES: usize = 50;
+/// Most words a line may have to be a value rather than prose.
+const VALUE_WORDS: usize = 8;
+
+/// The lines of `claimed` outputs that hold words no input or tool result
+/// shows ("Alice" in older.txt when people.csv has no Alice), each as
+/// (where, line). Only outputs that read as a list of values are checked:
+/// at most 50 lines of at most 8 words each; prose (a summary, a letter)
+/// is the model's own words. Numbers are left to [`unsupported_numbers`].
+pub fn ungrounded_lines(
+    goal: &str,
+    claimed: &[(String, String)],
+    evidence: &[String],
+) -> Vec<(String, String)> {
+    let known = format!("{}\n{}", goal, evidence.join("\n")).to_lowercase();
+    let mut out = Vec::new();
+    for (place, text) in claimed {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let words = |l: &str| l.split_whitespace().count();
+        if lines.len() > LIST_LINES || lines.iter().any(|l| words(l) > VALUE_WORDS) {
+            continue;
+        }
+        for line in lines {
+            let grounded = line
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| w.chars().any(char::is_alphabetic))
+                .all(|w| known.contains(&w.to_lowercase()));
+            if !grounded {
+                out.push((place.clone(), line.to_string()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -373,6 +461,32 @@ mod tests {
                 )
             ]
         );
+    }
+
+    #[test]
+    fn list_values_must_come_from_an_input_or_a_tool_but_prose_and_code_need_not() {
+        let csv = "name,age\nAva,31\nBen,29\n".to_string();
+        let claimed = |t: &str| vec![("older.txt".to_string(), t.to_string())];
+        let goal = "Read people.csv and write the names older than 30 to older.txt";
+        assert!(ungrounded_lines(goal, &claimed("Ava\n"), std::slice::from_ref(&csv)).is_empty());
+        assert_eq!(
+            ungrounded_lines(goal, &claimed("Alice\nAva\n"), &[csv.clone()]),
+            [("older.txt".to_string(), "Alice".to_string())]
+        );
+        // A sentence is prose, not a list of values.
+        let prose = "The Falcon beta went well and the launch is set for September.";
+        assert!(ungrounded_lines(goal, &claimed(prose), &[csv]).is_empty());
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::write(ws.path().join("people.csv"), "name,age\n").unwrap();
+        std::fs::write(ws.path().join("older.txt"), "x").unwrap();
+        assert_eq!(
+            input_texts(goal, ws.path()),
+            [("people.csv".to_string(), "name,age\n".to_string())]
+        );
+        assert_eq!(output_texts(goal, ws.path()).len(), 1);
+        let code = "Create vowels.py that counts the number of vowels";
+        std::fs::write(ws.path().join("vowels.py"), "n = 0").unwrap();
+        assert!(output_texts(code, ws.path()).is_empty(), "code is not data");
     }
 
     #[test]

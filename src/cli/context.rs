@@ -233,6 +233,7 @@ impl Session {
             temperature: settings.temperature,
             samples: settings.samples.max(1),
             sample_temperature: settings.sample_temperature,
+            past_examples: self.config.past_examples,
             observation_chars: self.config.observation_chars as usize,
             context_tokens: self.config.context_tokens as usize,
             workspace: (!settings.workspace.is_empty()).then(|| PathBuf::from(&settings.workspace)),

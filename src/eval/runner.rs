@@ -287,6 +287,12 @@ impl EvalRunner {
         } else {
             "failed"
         };
+        // The grade stays with the run: a claimed success that failed it is
+        // not an example for later runs (agent::examples).
+        if let Some(mut record) = self.journal.get(&run_id)? {
+            record.graded = Some(result == "passed");
+            self.journal.put_run(&record)?;
+        }
         let stop_reason = if timed_out {
             format!("timed out after {} s", limit.as_secs())
         } else {

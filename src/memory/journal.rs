@@ -180,6 +180,11 @@ pub struct RunRecord {
     /// it outlives steps, plan steps and resumes (security case 39).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tainted: Option<String>,
+    /// What `agent eval` found when it graded this run's workspace (absent
+    /// for runs it did not grade): a run that claimed success and failed
+    /// the grader is not an example to learn from (`agent::examples`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graded: Option<bool>,
 }
 
 impl RunRecord {
@@ -201,6 +206,7 @@ impl RunRecord {
             stop: None,
             earlier: Vec::new(),
             tainted: None,
+            graded: None,
         }
     }
 }

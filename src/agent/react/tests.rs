@@ -81,6 +81,7 @@ fn settings() -> AgentSettings {
         temperature: 0.0,
         samples: 1,
         sample_temperature: 0.0,
+        past_examples: 0,
         observation_chars: 4000,
         context_tokens: 8192,
         workspace: None,
@@ -509,4 +510,106 @@ async fn with_samples_the_majority_action_is_taken_and_the_votes_are_journaled()
         r.usage.total(),
         steps.iter().map(|s| s.usage.total()).sum::<u64>()
     );
+}
+
+#[tokio::test]
+async fn a_similar_past_run_is_shown_as_a_worked_example_within_the_budget() {
+    let mut s = settings();
+    s.past_examples = 2;
+    let mut h = Harness::new(
+        ScriptedBackend::from_texts([finish("done"), finish("done"), finish("done")]),
+        s,
+    );
+    let journal = h.agent.parts.journal.clone();
+    let past = |id: &str, goal: &str, status: RunStatus, graded: Option<bool>, code: &str| {
+        let mut r = RunRecord::new(id.into(), goal.into(), RunSettings::default());
+        let step = StepRecord {
+            index: 1,
+            raw_output: String::new(),
+            thought: Some("compute it".into()),
+            tool: Some("run_python".into()),
+            args: Some(json!({"code": code})),
+            observation: "1234\n".into(),
+            outcome: StepOutcome::Ok,
+            note: None,
+            usage: Default::default(),
+            model_ms: 0,
+            tool_ms: 0,
+            at: String::new(),
+            votes: None,
+        };
+        r.steps = 1;
+        journal.commit_step(&r, &step).unwrap();
+        r.status = status;
+        r.graded = graded;
+        r.answer = Some("the total is 1234".into());
+        journal.put_run(&r).unwrap();
+    };
+    past(
+        "p1",
+        "Add up the numbers in numbers.txt and write the total to sum.txt",
+        RunStatus::Finished,
+        None,
+        "print(sum(map(int, open('numbers.txt').read().split())))",
+    );
+    past(
+        "p2",
+        "Add up the numbers in a.txt and write the total to b.txt",
+        RunStatus::Finished,
+        Some(false),
+        "print('graded as failed')",
+    );
+    past(
+        "p3",
+        "Compute the total of the numbers in values.txt",
+        RunStatus::Finished,
+        None,
+        "print('the same goal')",
+    );
+    past(
+        "p4",
+        "Write a haiku about the sea to haiku.txt",
+        RunStatus::Finished,
+        None,
+        "print('unrelated')",
+    );
+    h.run("Compute the total of the numbers in values.txt")
+        .await;
+    let goal_message = &h.model.seen()[0][1].content;
+    assert!(goal_message.contains("Worked examples"), "{goal_message}");
+    assert!(
+        goal_message.contains("open('numbers.txt')") && goal_message.contains("-> 1234"),
+        "{goal_message}"
+    );
+    for absent in ["graded as failed", "the same goal", "unrelated"] {
+        assert!(!goal_message.contains(absent), "{absent}: {goal_message}");
+    }
+    let notices: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Notice { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n == "worked examples from earlier runs: p1"),
+        "{notices:?}"
+    );
+
+    // A window too small for the example shows none.
+    let mut s = settings();
+    s.past_examples = 2;
+    s.context_tokens = 100;
+    h.agent.parts.settings = s;
+    let r = RunRecord::new(
+        "r2".into(),
+        "Compute the total of the numbers in other.txt".into(),
+        RunSettings::default(),
+    );
+    h.run_with(r, &CancellationToken::new()).await;
+    let goal_message = &h.model.seen()[1][1].content;
+    assert!(!goal_message.contains("Worked examples"), "{goal_message}");
 }
