@@ -470,7 +470,7 @@ mod tests {
         let goal = "Read people.csv and write the names older than 30 to older.txt";
         assert!(ungrounded_lines(goal, &claimed("Ava\n"), std::slice::from_ref(&csv)).is_empty());
         assert_eq!(
-            ungrounded_lines(goal, &claimed("Alice\nAva\n"), &[csv.clone()]),
+            ungrounded_lines(goal, &claimed("Alice\nAva\n"), std::slice::from_ref(&csv)),
             [("older.txt".to_string(), "Alice".to_string())]
         );
         // A sentence is prose, not a list of values.
