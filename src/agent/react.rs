@@ -42,9 +42,11 @@ use history::{HistoryEntry, SUMMARY_TOKENS, Summary, committed_steps, fit_newest
 
 pub use history::summarize;
 
-/// Finishes refused for failed checks before the next one ends the run
-/// `unverified`: one chance to fix what the checks found.
-const MAX_REFUSED_FINISHES: usize = 1;
+/// Most finishes refused for failed checks in one run. Each distinct
+/// problem is refused once, so the model hears of each ("sum.txt does not
+/// exist yet", then "1444 in sum.txt is in no tool result"); a finish with
+/// a problem already told, or past this many, ends the run `unverified`.
+const MAX_REFUSED_FINISHES: usize = 3;
 
 /// How much of an earlier result a repeated action is shown again.
 const REPEATED_RESULT_CHARS: usize = 600;
@@ -213,14 +215,15 @@ impl ReactAgent {
         // What untrusted content the run has read (sticky, case 39): it
         // starts from the run's record, so a resume or a plan step keeps it.
         let taint = Taint::new(run.tainted.clone());
-        // A `finish` that fails verification is refused once; the next one
+        // A `finish` that fails verification is refused once per problem; the next one
         // ends the run as `unverified` (agent::verify).
         // Whether a step has said that the goal's outputs exist.
         let mut announced_done = false;
-        let mut refused_finishes = committed
+        let mut refused_finishes: Vec<String> = committed
             .iter()
             .filter(|s| s.tool.as_deref() == Some(FINISH) && s.outcome != StepOutcome::Ok)
-            .count();
+            .map(|s| s.observation.clone())
+            .collect();
         let mut summary = Summary::default();
 
         loop {
@@ -756,27 +759,29 @@ impl ReactAgent {
     }
 
     /// Check a `finish` against what the goal asked for (agent::verify).
-    /// The first failure ([`MAX_REFUSED_FINISHES`]) becomes the step's
-    /// observation and the run goes on; a later one ends the run as
+    /// A failure not told before (up to [`MAX_REFUSED_FINISHES`]) becomes
+    /// the step's observation and the run goes on; a later one ends the run as
     /// `unverified`, keeping the answer.
     fn verify(
         &self,
         run: &RunRecord,
         finished: Ending,
         step: &mut StepRecord,
-        refused: &mut usize,
+        refused: &mut Vec<String>,
     ) -> Option<Ending> {
         let unmet = self.unmet(run, step, finished.answer.as_deref());
         if unmet.is_empty() {
             return Some(finished);
         }
         let unmet = unmet.join("; ");
-        if *refused < MAX_REFUSED_FINISHES {
-            *refused += 1;
+        let observation = format!(
+            "Not finished: {unmet}. Do that now, then call finish again; if it cannot be done, call finish and say why."
+        );
+        // Each new problem is told once; the same one again ends the run.
+        if refused.len() < MAX_REFUSED_FINISHES && !refused.contains(&observation) {
+            refused.push(observation.clone());
             step.outcome = StepOutcome::ToolError;
-            step.observation = format!(
-                "Not finished: {unmet}. Do that now, then call finish again; if it cannot be done, call finish and say why."
-            );
+            step.observation = observation;
             self.emit(Event::Notice {
                 step: step.index,
                 message: format!("finish refused: {unmet}"),

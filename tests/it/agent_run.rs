@@ -456,6 +456,8 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
     let model = env.script(
         "s",
         &[
+            // Claims before doing anything: told sum.txt is missing.
+            &finish("done"),
             &action("read_file", json!({"path": "numbers.txt"})),
             // Added in the head, wrongly; reading it back proves nothing.
             &action("write_file", json!({"path": "sum.txt", "content": "1444"})),
@@ -477,8 +479,9 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
     let ev = events(&out);
     let refused = ev
         .iter()
-        .find(|e| e["type"] == "observation" && e["step"] == 4)
-        .expect("the first finish");
+        .find(|e| e["type"] == "observation" && e["step"] == 5)
+        .expect("the second finish");
+    // A new problem is told even after an earlier refusal.
     let text = refused["observation"].as_str().unwrap();
     assert!(
         text.contains("1444 in sum.txt is in no tool result") && text.contains("run_python"),
@@ -486,7 +489,7 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
     );
     // Once code printed 1234, the file was not "done" until it held it.
     assert_eq!(finished(&ev)["status"], "finished", "{ev:?}");
-    assert_eq!(finished(&ev)["steps"], 7);
+    assert_eq!(finished(&ev)["steps"], 8);
     assert_eq!(
         std::fs::read_to_string(env.workspace.join("sum.txt")).unwrap(),
         "1234"
@@ -941,4 +944,40 @@ fn samples_pick_the_majority_action_and_runs_show_the_votes() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("--samples"));
+}
+
+#[test]
+fn an_output_that_code_wrote_is_done_without_printing_its_number() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            &action(
+                "run_python",
+                json!({"code": "open('answer.txt', 'w').write(str(sum(i * i for i in range(1, 51))))"}),
+            ),
+            &finish("done"),
+        ],
+    );
+    let goal = "Use Python code to compute the sum of the squares of the integers from 1 to 50, and write just the number to a file called answer.txt";
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--yes", "--model", &model, goal],
+        0,
+    );
+    let ev = events(&out);
+    assert_eq!(finished(&ev)["status"], "finished", "{ev:?}");
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("answer.txt")).unwrap(),
+        "42925"
+    );
+    // The step that wrote it is told the goal's output is done.
+    let run_id = ev[0]["run_id"].as_str().unwrap().to_string();
+    let shown = run_stdout(&env, &["runs", "show", "--json", &run_id], 0);
+    let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+    let note = shown["steps"][0]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("answer.txt now exists as the goal asks"),
+        "{note}"
+    );
 }

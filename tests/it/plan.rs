@@ -322,3 +322,52 @@ fn a_replanner_that_finishes_before_the_goals_outputs_exist_is_kept_going() {
         "bye"
     );
 }
+
+#[test]
+fn a_plan_that_would_finish_with_the_goals_output_missing_gets_a_step_for_it() {
+    let env = TestEnv::new();
+    let plan = json!({"thought": "one step", "steps": [
+        {"description": "think about it", "success_criterion": "it is thought through"}
+    ]})
+    .to_string();
+    let model = env.script(
+        "s",
+        &[
+            &plan,
+            &finish("thought about it"),
+            // Too early: out.txt is not written, and no step is left.
+            &done("done"),
+            &action("write_file", json!({"path": "out.txt", "content": "hi"})),
+            &done("out.txt holds hi"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "run",
+            "--agent",
+            "plan",
+            "--json",
+            "--model",
+            &model,
+            "Write hi to out.txt",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let revised = of_type(&ev, "plan_revised");
+    assert_eq!(revised.len(), 1, "{ev:?}");
+    assert!(
+        revised[0]["steps"][1]["description"]
+            .as_str()
+            .unwrap()
+            .contains("out.txt does not exist yet"),
+        "{}",
+        revised[0]
+    );
+    assert_eq!(finished(&ev)["status"], "finished");
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("out.txt")).unwrap(),
+        "hi"
+    );
+}

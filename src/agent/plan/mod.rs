@@ -362,6 +362,40 @@ impl PlanAgent {
                                 Decision::Keep
                             }
                         }
+                        // No step left to go on with: the missing work
+                        // becomes one more step, while revisions remain.
+                        Decision::Finish(_) if state.replans < self.limits.max_replans => {
+                            let unmet = self.unmet(run, state, None);
+                            if unmet.is_empty() {
+                                decision
+                            } else {
+                                let outputs = super::verify::named_outputs(&run.goal);
+                                self.emit(Event::Notice {
+                                    step: 0,
+                                    message: format!(
+                                        "the replanner would finish, but {}; adding a step for it",
+                                        unmet.join("; ")
+                                    ),
+                                });
+                                Decision::Revise(
+                                    format!("not done yet: {}", unmet.join("; ")),
+                                    vec![PlanStep {
+                                        description: format!(
+                                            "Finish what the goal still needs: {}",
+                                            unmet.join("; ")
+                                        ),
+                                        success_criterion: if outputs.is_empty() {
+                                            "what the goal asks for is done".into()
+                                        } else {
+                                            format!(
+                                                "{} hold what the goal asks",
+                                                outputs.join(", ")
+                                            )
+                                        },
+                                    }],
+                                )
+                            }
+                        }
                         other => other,
                     };
                     match decision {
