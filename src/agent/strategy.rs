@@ -165,6 +165,8 @@ impl AgentParts {
             }
         }
         if let Some(coder) = coder.filter(|_| verify::asks_for_a_number(goal)) {
+            let mut evidence = self.number_evidence(steps, &outputs);
+            evidence.extend(inputs.iter().map(|(_, text)| text.clone()));
             let numbers = verify::unsupported_numbers(goal, &claimed, &evidence);
             if !numbers.is_empty() {
                 unmet.push(format!(
@@ -194,11 +196,45 @@ impl AgentParts {
             .is_some_and(|t| t.spec().class == ToolClass::Execute)
     }
 
+    /// [`Self::evidence`], with what code printed kept only where the code
+    /// did not hold it literally ([`super::verify::computed_numbers`]).
+    fn number_evidence(&self, steps: &[&StepRecord], outputs: &[String]) -> Vec<String> {
+        self.evidence_steps(steps, outputs)
+            .into_iter()
+            .map(|step| {
+                let ran_code = step
+                    .tool
+                    .as_deref()
+                    .and_then(|t| self.tools.get(t))
+                    .is_some_and(|t| t.spec().class == ToolClass::Execute);
+                match (&step.args, ran_code) {
+                    (Some(args), true) => {
+                        super::verify::computed_numbers(&step.observation, &args.to_string())
+                    }
+                    _ => step.observation.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The results of `steps` that can back a value.
+    fn evidence(&self, steps: &[&StepRecord], outputs: &[String]) -> Vec<String> {
+        self.evidence_steps(steps, outputs)
+            .into_iter()
+            .map(|s| s.observation.clone())
+            .collect()
+    }
+
     /// The results of `steps` that can back a number: tools that ran and
     /// are not writes, leaving out reads of the goal's own `outputs`.
-    fn evidence(&self, steps: &[&StepRecord], outputs: &[String]) -> Vec<String> {
+    fn evidence_steps<'a>(
+        &self,
+        steps: &[&'a StepRecord],
+        outputs: &[String],
+    ) -> Vec<&'a StepRecord> {
         steps
             .iter()
+            .copied()
             .filter(|s| s.outcome == StepOutcome::Ok)
             .filter(|s| {
                 let Some(spec) = s.tool.as_deref().and_then(|t| self.tools.get(t)) else {
@@ -217,7 +253,6 @@ impl AgentParts {
                     });
                 class != ToolClass::Write && class != ToolClass::Internal && !reads_an_output
             })
-            .map(|s| s.observation.clone())
             .collect()
     }
 

@@ -21,7 +21,8 @@
 //! tool printed or the goal itself gave, so "1444" written from mental
 //! arithmetic is caught. A number counts as printed when some number in a
 //! tool result rounds to it at its own precision (`76.7` from
-//! `76.666…`). Results of the write tools, and reads of the output files
+//! `76.666…`); a number that code printed counts only when the code does
+//! not hold it literally (`print('0')` worked nothing out). Results of the write tools, and reads of the output files
 //! themselves, are not evidence: reading back what the model wrote proves
 //! nothing. (Code that prints an output file it wrote is not told apart;
 //! the check is cheap, not complete.)
@@ -255,6 +256,19 @@ fn numbers(text: &str) -> Vec<(String, Number)> {
     out
 }
 
+/// The numbers in `output` (what code printed) that `code` does not hold
+/// literally, as text: `print('0')` shows nothing it worked out, while
+/// `print(sum([4738, 915]))` shows 5653.
+pub fn computed_numbers(output: &str, code: &str) -> String {
+    let written: Vec<f64> = numbers(code).into_iter().map(|(_, n)| n.value).collect();
+    numbers(output)
+        .into_iter()
+        .filter(|(_, n)| !written.contains(&n.value))
+        .map(|(shown, _)| shown)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Whether `evidence` rounds to `n` at `n`'s own precision.
 fn rounds_to(evidence: f64, n: Number) -> bool {
     let scale = 10f64.powi(n.decimals.min(12));
@@ -468,6 +482,15 @@ mod tests {
         assert!(named_outputs("Write a summary of https://example.com/a.html").is_empty());
         assert!(named_outputs("Write the version 1.5 in the answer").is_empty());
         assert!(named_outputs("list the files in the workspace").is_empty());
+    }
+
+    #[test]
+    fn code_that_prints_a_number_it_holds_worked_nothing_out() {
+        assert_eq!(computed_numbers("0\n", "sum_txt = '0'\nprint(sum_txt)"), "");
+        assert_eq!(
+            computed_numbers("5653\n", "print(sum([4738, 915]))"),
+            "5653"
+        );
     }
 
     #[test]

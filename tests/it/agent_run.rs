@@ -495,7 +495,8 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
         "1234"
     );
 
-    // A model that insists on its guess ends unverified (exit 4).
+    // A model that insists on its guess ends unverified (exit 4), also
+    // when it has code print the guess back (that works nothing out).
     let env = TestEnv::new();
     std::fs::write(env.workspace.join("numbers.txt"), "1000\n200\n30\n4\n").unwrap();
     let model = env.script(
@@ -503,6 +504,7 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
         &[
             &action("write_file", json!({"path": "sum.txt", "content": "1444"})),
             &finish("the total is 1444"),
+            &action("run_python", json!({"code": "total = '1444'\nprint(total)"})),
             &finish("the total is 1444"),
         ],
     );
