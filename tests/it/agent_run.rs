@@ -504,7 +504,10 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
         &[
             &action("write_file", json!({"path": "sum.txt", "content": "1444"})),
             &finish("the total is 1444"),
-            &action("run_python", json!({"code": "total = '1444'\nprint(total)"})),
+            &action(
+                "run_python",
+                json!({"code": "total = '1444'\nprint(total)"}),
+            ),
             &finish("the total is 1444"),
         ],
     );
