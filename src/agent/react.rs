@@ -225,6 +225,10 @@ impl ReactAgent {
             .map(|s| s.observation.clone())
             .collect();
         let mut summary = Summary::default();
+        // The run's steps so far, kept here so the checks after each step
+        // (verification, "it is done", a plan step's criterion, repeats)
+        // read no journal on the step's path.
+        let mut done = committed;
 
         loop {
             let index = run.steps + 1;
@@ -340,16 +344,17 @@ impl ReactAgent {
                     };
                     let time_left = remaining.saturating_sub(model_started.elapsed());
                     ending = self
-                        .act(&action, &mut step, &mut guard, context, time_left)
+                        .act(&action, &mut step, &done, &mut guard, context, time_left)
                         .await;
                     if let Some(finished) = ending.take_if(|e| e.stop == StopKind::Finished) {
-                        ending = self.verify(run, finished, &mut step, &mut refused_finishes);
+                        ending =
+                            self.verify(run, &done, finished, &mut step, &mut refused_finishes);
                     }
                     // Knowing when it is done: the step that makes the goal's
                     // outputs appear says so, and a repeat after it is
                     // answered with "this is already done".
                     if ending.is_none() && action.tool != FINISH {
-                        match (step.outcome, self.outputs_done(run, &step)) {
+                        match (step.outcome, self.outputs_done(run, &done, &step)) {
                             (StepOutcome::Ok, Some((done, verb))) if !announced_done => {
                                 announced_done = true;
                                 step.note = Some(format!(
@@ -373,8 +378,7 @@ impl ReactAgent {
                     && step.outcome == StepOutcome::Ok
                     && step.tool.as_deref().is_some_and(|t| t != FINISH)
             }) {
-                let committed = self.parts.journal.steps(&run.id).unwrap_or_default();
-                let steps: Vec<&StepRecord> = committed.iter().chain([&step]).collect();
+                let steps: Vec<&StepRecord> = done.iter().chain([&step]).collect();
                 if criterion.check_files(&steps) == Some(true) {
                     step.note = Some(format!("The step is done: {}.", criterion.text));
                     ending = Some(Ending::finished(
@@ -420,6 +424,7 @@ impl ReactAgent {
                 tool_ms: step.tool_ms,
             });
             history.push(self.history_entry(&step, history_budget)?);
+            done.push(step);
             if let Some(ending) = ending {
                 return Ok(ending);
             }
@@ -492,6 +497,7 @@ impl ReactAgent {
         &self,
         action: &Action,
         step: &mut StepRecord,
+        done: &[StepRecord],
         guard: &mut LoopGuard,
         context: ToolContext,
         time_left: Duration,
@@ -521,7 +527,7 @@ impl ReactAgent {
             Verdict::Run => {}
             Verdict::Nudge(message) => {
                 step.outcome = StepOutcome::Repeated;
-                let (observation, untried) = self.repeat_context(&context, action);
+                let (observation, untried) = self.repeat_context(done, action);
                 step.observation = observation;
                 step.note = Some(match untried {
                     Some(tools) => {
@@ -656,12 +662,7 @@ impl ReactAgent {
     /// What a repeated `action` is answered with: the result it had the
     /// last time it ran (so the model need not ask again), and the tools
     /// the run has not used yet (so it sees what else it could do).
-    fn repeat_context(&self, context: &ToolContext, action: &Action) -> (String, Option<String>) {
-        let steps = context
-            .run_id
-            .as_deref()
-            .and_then(|id| self.parts.journal.steps(id).ok())
-            .unwrap_or_default();
+    fn repeat_context(&self, steps: &[StepRecord], action: &Action) -> (String, Option<String>) {
         let key = action_key(&action.tool, &action.args);
         let earlier = steps.iter().rev().find(|s| {
             matches!(s.outcome, StepOutcome::Ok | StepOutcome::ToolError)
@@ -765,11 +766,12 @@ impl ReactAgent {
     fn verify(
         &self,
         run: &RunRecord,
+        done: &[StepRecord],
         finished: Ending,
         step: &mut StepRecord,
         refused: &mut Vec<String>,
     ) -> Option<Ending> {
-        let unmet = self.unmet(run, step, finished.answer.as_deref());
+        let unmet = self.unmet(run, done, step, finished.answer.as_deref());
         if unmet.is_empty() {
             return Some(finished);
         }
@@ -801,10 +803,15 @@ impl ReactAgent {
     /// The outputs the goal names, when there are some and every one of
     /// them passes [`super::verify::unmet`]: their names joined for a
     /// message, and the verb that agrees with them ("exists"/"exist").
-    fn outputs_done(&self, run: &RunRecord, step: &StepRecord) -> Option<(String, &'static str)> {
+    fn outputs_done(
+        &self,
+        run: &RunRecord,
+        steps: &[StepRecord],
+        step: &StepRecord,
+    ) -> Option<(String, &'static str)> {
         self.parts.settings.workspace.as_ref()?;
         let outputs = super::verify::named_outputs(&run.goal);
-        let done = !outputs.is_empty() && self.unmet(run, step, None).is_empty();
+        let done = !outputs.is_empty() && self.unmet(run, steps, step, None).is_empty();
         let verb = if outputs.len() == 1 {
             "exists"
         } else {
@@ -814,14 +821,15 @@ impl ReactAgent {
     }
 
     /// What is not yet true of what the goal asks for, with the run's
-    /// committed steps and `step` (not yet committed) as the evidence.
-    fn unmet(&self, run: &RunRecord, step: &StepRecord, answer: Option<&str>) -> Vec<String> {
-        let committed = self.parts.journal.steps(&run.id).unwrap_or_default();
-        let steps: Vec<&StepRecord> = committed
-            .iter()
-            .filter(|s| s.index != step.index)
-            .chain(std::iter::once(step))
-            .collect();
+    /// committed `steps` and `step` (not yet committed) as the evidence.
+    fn unmet(
+        &self,
+        run: &RunRecord,
+        steps: &[StepRecord],
+        step: &StepRecord,
+        answer: Option<&str>,
+    ) -> Vec<String> {
+        let steps: Vec<&StepRecord> = steps.iter().chain(std::iter::once(step)).collect();
         self.parts.unmet(&run.goal, &steps, answer)
     }
 
