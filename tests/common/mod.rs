@@ -25,6 +25,18 @@ pub fn shared_cache() -> PathBuf {
     dir
 }
 
+/// Hold this while a test runs a real model. llama.cpp's CPU threads spin
+/// at every barrier of a forward pass; two models sharing the 2 cores of a
+/// CI machine (4 spinning threads) each wait out whole time slices, and on
+/// 2026-12-01 the small model's first step took over 300 s that way instead
+/// of 13 s. Tests of one binary run in parallel; binaries run one at a time.
+pub fn one_model_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it leaves it poisoned; the next one
+    // still runs alone.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl TestEnv {
     /// A fresh home and workspace.
     pub fn new() -> Self {
