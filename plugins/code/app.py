@@ -25,6 +25,44 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports.types import ToolInfo
 
+# componentize-py snapshots the interpreter after this file is imported and
+# ships no file system with the component: a module not imported here cannot
+# be imported by the model's code at all (before 2026-12-01 `import csv`
+# failed, and a 1.5B model that reached for csv, statistics or datetime, as
+# it should, lost the run). So the standard library that data work uses is
+# imported now, each on its own: one this CPython build lacks is left out,
+# and the tool's description and its import errors name what is there.
+STANDARD_MODULES = (
+    "abc argparse array base64 binascii bisect calendar cmath collections "
+    "collections.abc colorsys configparser contextlib copy csv dataclasses "
+    "datetime decimal difflib doctest email enum fnmatch fractions functools "
+    "glob graphlib gzip hashlib heapq hmac html html.parser io ipaddress "
+    "itertools json keyword math numbers operator os os.path pathlib pickle "
+    "pprint queue random re secrets shlex shutil statistics string struct "
+    "tempfile textwrap time timeit tomllib types typing unicodedata unittest "
+    "urllib.parse uuid warnings xml.dom.minidom xml.etree.ElementTree zipfile "
+    "zlib"
+).split()
+
+
+def import_standard_modules():
+    """Imports STANDARD_MODULES; returns the names that imported."""
+    import importlib
+
+    present = []
+    for name in STANDARD_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a module this build lacks is left out
+            continue
+        present.append(name)
+    return present
+
+
+AVAILABLE = import_standard_modules()
+# The top-level names, as a model would write them in `import ...`.
+AVAILABLE_TOP = sorted({name.split(".")[0] for name in AVAILABLE})
+
 WORKSPACE = "/workspace"
 # Characters of output kept from the start and from the end of a long run.
 HEAD_CHARS = 48 * 1024
@@ -118,10 +156,25 @@ def run(code):
         if e.code not in (None, 0):
             error = f"exited with status {e.code}"
     except BaseException as e:  # noqa: BLE001 - everything the code raises is reported
-        error = format_exception(e)
+        error = format_exception(e) + advice(e, code)
     finally:
         sys.stdout, sys.stderr = saved
     return out.getvalue(), error
+
+
+def advice(e, code):
+    """A line that tells a model what to do instead, for the errors that
+    come from the sandbox rather than from the code."""
+    if isinstance(e, ImportError):
+        return (
+            "\nThis sandbox has no pip and no third-party packages (no pandas, no numpy); "
+            "use the standard library. Modules you can import: " + ", ".join(AVAILABLE_TOP) + "."
+        )
+    if isinstance(e, SyntaxError) and any(
+        line.lstrip().startswith(("!", "%", "$ ")) for line in code.splitlines()
+    ):
+        return "\nThis runs Python only: shell and notebook commands (!pip, %run) do not work here."
+    return ""
 
 
 def format_exception(e):
@@ -145,7 +198,9 @@ class Tools(exports.Tools):
                 description="Run Python 3 code in a sandbox (no network; the workspace is the "
                 "working directory). Returns what it prints, the value of a final expression, "
                 "or the traceback of an error. Use it for arithmetic, counting, sorting, filtering "
-                "and parsing data (CSV, JSON): compute, do not guess.",
+                "and parsing data (CSV, JSON): compute, do not guess. The standard library is "
+                "there (csv, json, re, math, statistics, datetime, collections, ...); pip and "
+                "third-party packages such as pandas are not.",
                 args_schema=SCHEMA,
             )
         ]

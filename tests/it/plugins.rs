@@ -1060,6 +1060,54 @@ fn case12_non_http_schemes_are_refused() {
     }
 }
 
+/// The model's data work needs the standard library: componentize-py ships
+/// no file system, so only what the plugin imported while it was built can
+/// be imported (`import csv` once failed). A package that is not there gets
+/// an error that says what is, and `!pip` says that only Python runs.
+#[test]
+fn the_code_plugin_offers_the_standard_library_for_data_work() {
+    let env = Env::new();
+    std::fs::write(env.ws.join("scores.csv"), "name,score\nAna,70\nBo,81\n").unwrap();
+    let code = r#"
+import csv, statistics, datetime, json
+from collections import Counter
+from pathlib import Path
+import xml.etree.ElementTree as ET
+import unittest
+with open('scores.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+mean = statistics.mean(int(r['score']) for r in rows)
+Path('mean.json').write_text(json.dumps({'mean': mean}))
+print(mean, datetime.date(2026, 12, 1).isoformat(), Counter('aab')['a'], ET.fromstring('<a>x</a>').text)
+"#;
+    let out = env.call("code", "run_python", json!({"code": code}));
+    assert!(
+        out.code == 0 && out.stdout.contains("75.5 2026-12-01 2 x"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.ws.join("mean.json")).unwrap(),
+        r#"{"mean": 75.5}"#
+    );
+
+    let out = env.call("code", "run_python", json!({"code": "import pandas as pd"}));
+    assert!(
+        out.code == 1
+            && out.stderr.contains("No module named 'pandas'")
+            && out.stderr.contains("no pip and no third-party packages")
+            && out.stderr.contains("csv, dataclasses"),
+        "{}",
+        out.all()
+    );
+    let out = env.call("code", "run_python", json!({"code": "!pip install pandas"}));
+    assert!(
+        out.code == 1 && out.stderr.contains("shell and notebook commands"),
+        "{}",
+        out.all()
+    );
+}
+
 #[test]
 fn case13_the_code_plugin_has_no_network_at_all() {
     let env = Env::new();
