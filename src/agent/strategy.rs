@@ -5,6 +5,7 @@
 //! `PlanAgent` by hand. A new strategy is a variant here plus its step
 //! logic, which shares the lifecycle in [`super::run`].
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -136,7 +137,15 @@ impl AgentParts {
                 .filter(|(name, _)| !self.written_by_code(steps, name))
                 .collect()
         };
-        let inputs = verify::input_texts(goal, ws);
+        // What the run read of its inputs counts as well: a file may have
+        // changed or gone since (an injected line can ask for that).
+        let mut inputs = verify::input_texts(goal, ws);
+        inputs.extend(self.inputs_read(goal, steps));
+        if let Some(gone) = self.deleted_inputs(goal, ws, steps).first() {
+            unmet.push(format!(
+                "{gone}, which the goal gives you to work from, no longer exists, and the goal did not ask for that: write it back as it was (you read it above), then do what the goal asks"
+            ));
+        }
         let mut evidence = self.evidence(steps, &outputs);
         evidence.extend(inputs.iter().map(|(_, text)| text.clone()));
         let obeyed = verify::obeyed_injection(&claimed, &inputs);
@@ -147,7 +156,9 @@ impl AgentParts {
                 words.join(", ")
             ));
         }
-        if !inputs.is_empty() {
+        // Values are checked in output files only: an answer is the
+        // model's own words ("Yes", "deleted"), not a list of values.
+        if !inputs.is_empty() && !outputs.is_empty() {
             let lines = verify::ungrounded_lines(goal, &claimed, &evidence);
             if let Some((place, _)) = lines.first() {
                 let shown: Vec<String> = lines.iter().take(5).map(|(_, l)| l.clone()).collect();
@@ -177,6 +188,47 @@ impl AgentParts {
             }
         }
         unmet
+    }
+
+    /// What successful reads in `steps` returned of the goal's inputs, as
+    /// (name, text).
+    fn inputs_read(&self, goal: &str, steps: &[&StepRecord]) -> Vec<(String, String)> {
+        let inputs = super::verify::named_inputs(goal);
+        steps
+            .iter()
+            .filter(|s| s.outcome == StepOutcome::Ok)
+            .filter(|s| self.class_of(s) == Some(ToolClass::Read))
+            .filter_map(|s| {
+                let name = inputs.iter().find(|i| names_file(s, i))?;
+                Some((name.clone(), s.observation.clone()))
+            })
+            .collect()
+    }
+
+    /// The goal's inputs that a successful step of the run used and that
+    /// are gone from `ws` now, unless the goal asks for removing files.
+    fn deleted_inputs(&self, goal: &str, ws: &Path, steps: &[&StepRecord]) -> Vec<String> {
+        if super::verify::asks_to_remove(goal) {
+            return Vec::new();
+        }
+        let Ok(dir) = crate::confined::Confined::open(ws) else {
+            return Vec::new();
+        };
+        super::verify::named_inputs(goal)
+            .into_iter()
+            .filter(|name| !dir.is_file(Path::new(name)))
+            .filter(|name| {
+                steps
+                    .iter()
+                    .any(|s| s.outcome == StepOutcome::Ok && names_file(s, name))
+            })
+            .collect()
+    }
+
+    /// The class of the tool `step` ran, if it is still registered.
+    fn class_of(&self, step: &StepRecord) -> Option<ToolClass> {
+        let tool = step.tool.as_deref()?;
+        Some(self.tools.get(tool)?.spec().class)
     }
 
     /// Whether the last successful step that named `output` in its
@@ -237,20 +289,11 @@ impl AgentParts {
             .copied()
             .filter(|s| s.outcome == StepOutcome::Ok)
             .filter(|s| {
-                let Some(spec) = s.tool.as_deref().and_then(|t| self.tools.get(t)) else {
+                let Some(class) = self.class_of(s) else {
                     return false;
                 };
-                let class = spec.spec().class;
-                let reads_an_output = class == ToolClass::Read
-                    && s.args.as_ref().is_some_and(|a| {
-                        a.as_object().is_some_and(|m| {
-                            m.values().any(|v| {
-                                v.as_str().is_some_and(|v| {
-                                    outputs.iter().any(|o| v.trim_start_matches("./") == o)
-                                })
-                            })
-                        })
-                    });
+                let reads_an_output =
+                    class == ToolClass::Read && outputs.iter().any(|o| names_file(s, o));
                 class != ToolClass::Write && class != ToolClass::Internal && !reads_an_output
             })
             .collect()
@@ -303,4 +346,18 @@ impl Agent {
             Agent::Plan(_) => None,
         }
     }
+}
+
+/// Whether one of `step`'s string arguments is the file `name` (`./name`
+/// counts).
+fn names_file(step: &StepRecord, name: &str) -> bool {
+    step.args
+        .as_ref()
+        .and_then(|a| a.as_object())
+        .is_some_and(|m| {
+            m.values().any(|v| {
+                v.as_str()
+                    .is_some_and(|v| v.trim_start_matches("./") == name)
+            })
+        })
 }
