@@ -93,6 +93,10 @@ pub struct ConfigLayer {
     /// Earlier runs with similar goals shown as worked examples (0: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub past_examples: Option<u32>,
+    /// New samples drawn when the model's action repeats one the loop
+    /// guard would refuse (0: none; `agent::react`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_resamples: Option<u32>,
     /// The only directory tools may see.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<PathBuf>,
@@ -140,6 +144,7 @@ pub struct Config {
     pub samples: u32,
     pub sample_temperature: f64,
     pub past_examples: u32,
+    pub repeat_resamples: u32,
     pub workspace: PathBuf,
     pub context_tokens: u32,
     pub observation_chars: u32,
@@ -200,6 +205,7 @@ const KEYS: &[&str] = &[
     "samples",
     "sample_temperature",
     "past_examples",
+    "repeat_resamples",
     "workspace",
     "context_tokens",
     "observation_chars",
@@ -226,6 +232,7 @@ impl ConfigLayer {
             samples: Some(1),
             sample_temperature: Some(0.7),
             past_examples: Some(2),
+            repeat_resamples: Some(2),
             workspace: Some(PathBuf::from("workspace")),
             context_tokens: Some(8192),
             observation_chars: Some(4000),
@@ -354,6 +361,7 @@ fn overlay(
         samples,
         sample_temperature,
         past_examples,
+        repeat_resamples,
         workspace,
         context_tokens,
         observation_chars,
@@ -432,6 +440,7 @@ impl Config {
             samples: merged.samples.unwrap_or(1),
             sample_temperature: merged.sample_temperature.unwrap_or(0.7),
             past_examples: merged.past_examples.unwrap_or(2),
+            repeat_resamples: merged.repeat_resamples.unwrap_or(2),
             workspace: merged
                 .workspace
                 .unwrap_or_else(|| PathBuf::from("workspace")),
@@ -486,6 +495,12 @@ impl Config {
             return Err(invalid(
                 "samples",
                 &format!("must be between 1 (one greedy action per step) and {MAX_SAMPLES}"),
+            ));
+        }
+        if config.repeat_resamples > 5 {
+            return Err(invalid(
+                "repeat_resamples",
+                "must be between 0 (never resample a repeated action) and 5",
             ));
         }
         if config.past_examples > 5 {

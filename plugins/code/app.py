@@ -18,6 +18,7 @@ import builtins
 import json
 import linecache
 import os
+import re
 import sys
 import traceback
 
@@ -131,10 +132,19 @@ class CappedOutput:
         return text + self.tail
 
 
+# Modules the model's code may use without importing them: small models
+# forget `import json` as often as not, and a NameError costs them a step.
+PRELUDE = ("csv", "json", "math", "os", "re", "statistics")
+
+
 def run(code):
     """Runs `code`; returns (output, error text or None)."""
     if os.path.isdir(WORKSPACE):
         os.chdir(WORKSPACE)
+        # As `python -c` has the current directory: the workspace's own
+        # modules (`import stats` for stats.py) import.
+        if WORKSPACE not in sys.path:
+            sys.path.insert(0, WORKSPACE)
     out = CappedOutput()
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = out
@@ -147,6 +157,9 @@ def run(code):
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
         scope = {"__name__": "__main__", "__builtins__": builtins}
+        for name in PRELUDE:
+            if name in sys.modules:
+                scope[name] = sys.modules[name]
         exec(compile(tree, "<code>", "exec"), scope)
         if last is not None:
             value = eval(compile(last, "<code>", "eval"), scope)
@@ -162,6 +175,11 @@ def run(code):
     return out.getvalue(), error
 
 
+# A compound statement after `;` (`import csv; with open(...) as f: ...`),
+# which small models write to keep code on one line.
+COMPOUND_AFTER_SEMICOLON = re.compile(r";\s*(with|for|if|while|def|try|class)\b")
+
+
 def advice(e, code):
     """A line that tells a model what to do instead, for the errors that
     come from the sandbox rather than from the code."""
@@ -170,10 +188,15 @@ def advice(e, code):
             "\nThis sandbox has no pip and no third-party packages (no pandas, no numpy); "
             "use the standard library. Modules you can import: " + ", ".join(AVAILABLE_TOP) + "."
         )
-    if isinstance(e, SyntaxError) and any(
-        line.lstrip().startswith(("!", "%", "$ ")) for line in code.splitlines()
-    ):
+    if not isinstance(e, SyntaxError):
+        return ""
+    if any(line.lstrip().startswith(("!", "%", "$ ")) for line in code.splitlines()):
         return "\nThis runs Python only: shell and notebook commands (!pip, %run) do not work here."
+    if COMPOUND_AFTER_SEMICOLON.search(code):
+        return (
+            "\n`with`, `for`, `if`, `while`, `def` and `try` cannot follow `;`: "
+            "write one statement per line (a newline is \\n in the JSON string) and indent the block."
+        )
     return ""
 
 
@@ -199,8 +222,9 @@ class Tools(exports.Tools):
                 "working directory). Returns what it prints, the value of a final expression, "
                 "or the traceback of an error. Use it for arithmetic, counting, sorting, filtering "
                 "and parsing data (CSV, JSON): compute, do not guess. The standard library is "
-                "there (csv, json, re, math, statistics, datetime, collections, ...); pip and "
-                "third-party packages such as pandas are not.",
+                "there (csv, json, re, math, statistics, datetime, collections, ...; csv, json, "
+                "math, os, re and statistics are already imported); pip and third-party packages "
+                "such as pandas are not. The workspace's own modules import.",
                 args_schema=SCHEMA,
             )
         ]

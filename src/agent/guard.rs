@@ -99,6 +99,13 @@ impl LoopGuard {
         }
     }
 
+    /// Whether [`Self::check`] would refuse `key` now (a repeat it would
+    /// nudge about or stop at), without recording anything.
+    pub fn would_refuse(&self, key: &str) -> bool {
+        self.last.as_deref() == Some(key)
+            || self.history.iter().filter(|(k, _)| k == key).count() >= 2
+    }
+
     /// Record an invalid output; `Some(reason)` when the run must stop.
     pub fn invalid(&mut self) -> Option<String> {
         self.invalid_streak += 1;
@@ -120,6 +127,20 @@ mod tests {
             action_key("t", &json!({"a": 1, "b": {"y": 2, "x": 1}})),
             action_key("t", &json!({"b": {"x": 1, "y": 2}, "a": 1}))
         );
+    }
+
+    #[test]
+    fn would_refuse_foretells_check_without_recording() {
+        let mut g = LoopGuard::new();
+        assert!(!g.would_refuse("a"));
+        assert_eq!(g.check(1, "a"), Verdict::Run);
+        assert!(g.would_refuse("a") && !g.would_refuse("b"));
+        assert_eq!(g.check(2, "b"), Verdict::Run);
+        // Twice before, not in a row: the third is nudged.
+        assert_eq!(g.check(3, "a"), Verdict::Run);
+        assert_eq!(g.check(4, "b"), Verdict::Run);
+        assert!(g.would_refuse("a"));
+        assert!(matches!(g.check(5, "a"), Verdict::Nudge(_)));
     }
 
     #[test]

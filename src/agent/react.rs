@@ -45,7 +45,12 @@ pub use history::summarize;
 /// Most finishes refused for failed checks in one run. Each distinct
 /// problem is refused once, so the model hears of each ("sum.txt does not
 /// exist yet", then "1444 in sum.txt is in no tool result"); a finish with
-/// a problem already told, or past this many, ends the run `unverified`.
+/// a problem already told ends the run `unverified` when the model did
+/// nothing since it was told, and so does one past this many. A model that
+/// worked on in between (it read the CSV, it ran the code that printed the
+/// total) is told again: measured 2026-12-01, Qwen2.5-Coder-1.5B computed
+/// 649.99 after its 1000.0 was refused and then finished without writing
+/// it, and was cut off as unverified.
 const MAX_REFUSED_FINISHES: usize = 3;
 
 /// How much of an earlier result a repeated action is shown again.
@@ -71,6 +76,9 @@ pub struct AgentSettings {
     /// Earlier runs with similar goals shown as worked examples
     /// ([`super::examples`]); 0 shows none.
     pub past_examples: u32,
+    /// New samples drawn (at `sample_temperature`) when the model's action
+    /// repeats one the loop guard would refuse; 0 draws none.
+    pub repeat_resamples: u32,
     /// The run's workspace, where a `finish` is verified
     /// ([`super::verify`]); `None` accepts every `finish` as it is.
     pub workspace: Option<std::path::PathBuf>,
@@ -215,10 +223,9 @@ impl ReactAgent {
         // What untrusted content the run has read (sticky, case 39): it
         // starts from the run's record, so a resume or a plan step keeps it.
         let taint = Taint::new(run.tainted.clone());
-        // A `finish` that fails verification is refused once per problem; the next one
-        // ends the run as `unverified` (agent::verify).
         // Whether a step has said that the goal's outputs exist.
         let mut announced_done = false;
+        // The refusals of `finish` so far (Self::verify; agent::verify).
         let mut refused_finishes: Vec<String> = committed
             .iter()
             .filter(|s| s.tool.as_deref() == Some(FINISH) && s.outcome != StepOutcome::Ok)
@@ -277,7 +284,23 @@ impl ReactAgent {
                 });
             };
             let model_started = Instant::now();
+            let request_again = request.clone();
             let (completion, usage, votes) = match self.choose(request, &sink, clock, cancel).await
+            {
+                Ok(c) => c,
+                Err(ending) => return Ok(ending),
+            };
+            let (completion, usage) = match self
+                .unrepeat(
+                    completion,
+                    usage,
+                    &request_again,
+                    &guard,
+                    index,
+                    clock,
+                    cancel,
+                )
+                .await
             {
                 Ok(c) => c,
                 Err(ending) => return Ok(ending),
@@ -623,6 +646,62 @@ impl ReactAgent {
         Ok((chosen, usage, Some(votes)))
     }
 
+    /// A greedy action that repeats one the loop guard would refuse is
+    /// drawn again, up to `repeat_resamples` times at `sample_temperature`,
+    /// and the first new valid action takes its place (told as a notice).
+    /// At temperature 0 a small model stuck on a failing action writes the
+    /// same one at every step until the guard stops the run (seen with
+    /// Qwen2.5-Coder-1.5B, 2026-12-01: the same SyntaxError four times).
+    /// With `samples` above 1 the vote already samples; nothing is redrawn.
+    #[allow(clippy::too_many_arguments)]
+    async fn unrepeat(
+        &self,
+        completion: model::Completion,
+        mut usage: model::Usage,
+        request: &CompletionRequest,
+        guard: &LoopGuard,
+        index: u32,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Result<(model::Completion, model::Usage), Ending> {
+        let settings = &self.parts.settings;
+        let repeats = |text: &str| {
+            self.check_action(text).is_ok_and(|a| {
+                a.tool != FINISH && guard.would_refuse(&action_key(&a.tool, &a.args))
+            })
+        };
+        if settings.samples > 1 || settings.repeat_resamples == 0 || !repeats(&completion.text) {
+            return Ok((completion, usage));
+        }
+        for draw in 1..=settings.repeat_resamples {
+            let sampled = CompletionRequest {
+                temperature: settings.sample_temperature,
+                ..request.clone()
+            };
+            let c = ask_model(
+                self.parts.model.as_ref(),
+                sampled,
+                &|_| {},
+                settings,
+                clock,
+                cancel,
+            )
+            .await?;
+            usage += c.usage;
+            if self.check_action(&c.text).is_ok() && !repeats(&c.text) {
+                self.emit(Event::Notice {
+                    step: index,
+                    message: format!(
+                        "the model repeated an earlier action; draw {draw} at temperature {} chose another",
+                        settings.sample_temperature
+                    ),
+                });
+                return Ok((c, usage));
+            }
+        }
+        Ok((completion, usage))
+    }
+
     /// Earlier runs with goals like this one's, as worked examples for the
     /// goal message (not for a plan step, whose goal is the plan's). Each
     /// is told as a notice, so the transcript says what the model was shown.
@@ -760,8 +839,9 @@ impl ReactAgent {
     }
 
     /// Check a `finish` against what the goal asked for (agent::verify).
-    /// A failure not told before (up to [`MAX_REFUSED_FINISHES`]) becomes
-    /// the step's observation and the run goes on; a later one ends the run as
+    /// A failure not told before, or told before the model last did some
+    /// work (up to [`MAX_REFUSED_FINISHES`] in all), becomes the step's
+    /// observation and the run goes on; any other ends the run as
     /// `unverified`, keeping the answer.
     fn verify(
         &self,
@@ -779,8 +859,15 @@ impl ReactAgent {
         let observation = format!(
             "Not finished: {unmet}. Do that now, then call finish again; if it cannot be done, call finish and say why."
         );
-        // Each new problem is told once; the same one again ends the run.
-        if refused.len() < MAX_REFUSED_FINISHES && !refused.contains(&observation) {
+        // Each new problem is told; the same one again ends the run unless
+        // the model worked on since it was told.
+        let worked_since = done
+            .iter()
+            .rev()
+            .take_while(|s| s.tool.as_deref() != Some(FINISH))
+            .any(|s| s.outcome == StepOutcome::Ok);
+        if refused.len() < MAX_REFUSED_FINISHES && (!refused.contains(&observation) || worked_since)
+        {
             refused.push(observation.clone());
             step.outcome = StepOutcome::ToolError;
             step.observation = observation;

@@ -276,6 +276,7 @@ mod tests {
             samples: 1,
             sample_temperature: 0.0,
             past_examples: 0,
+            repeat_resamples: 0,
             observation_chars: 100,
             context_tokens: 1000,
             workspace: None,

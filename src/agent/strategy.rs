@@ -115,6 +115,16 @@ impl AgentParts {
             return Vec::new();
         };
         let mut unmet = verify::unmet(goal, ws);
+        // An output that was there before the run and that no step wrote
+        // is not the goal's work (FixBug: "stats.py exists" after a run
+        // that never changed it).
+        let untouched: Vec<String> = verify::named_outputs(goal)
+            .into_iter()
+            .filter(|name| !unmet.iter().any(|u| u.starts_with(name.as_str())))
+            .filter(|name| !self.wrote(steps, name))
+            .map(|name| format!("{name} has not been written in this run"))
+            .collect();
+        unmet.extend(untouched);
         if !unmet.is_empty() {
             return unmet;
         }
@@ -188,6 +198,21 @@ impl AgentParts {
             }
         }
         unmet
+    }
+
+    /// Whether a successful step of `steps` wrote `output`: a write tool,
+    /// or code, whose arguments name it.
+    fn wrote(&self, steps: &[&StepRecord], output: &str) -> bool {
+        steps.iter().any(|s| {
+            s.outcome == StepOutcome::Ok
+                && matches!(
+                    self.class_of(s),
+                    Some(ToolClass::Write | ToolClass::Execute)
+                )
+                && s.args
+                    .as_ref()
+                    .is_some_and(|a| a.to_string().contains(output))
+        })
     }
 
     /// What successful reads in `steps` returned of the goal's inputs, as
@@ -349,7 +374,7 @@ impl Agent {
 }
 
 /// Whether one of `step`'s string arguments is the file `name` (`./name`
-/// counts).
+/// and `.\name` count: the `files` plugin reads a backslash as `/`).
 fn names_file(step: &StepRecord, name: &str) -> bool {
     step.args
         .as_ref()
@@ -357,7 +382,7 @@ fn names_file(step: &StepRecord, name: &str) -> bool {
         .is_some_and(|m| {
             m.values().any(|v| {
                 v.as_str()
-                    .is_some_and(|v| v.trim_start_matches("./") == name)
+                    .is_some_and(|v| v.replace('\\', "/").trim_start_matches("./") == name)
             })
         })
 }

@@ -5,7 +5,10 @@
 //!
 //! What is checked today: every file the goal names as an output exists in
 //! the workspace as a regular file (a link does not count: it is read
-//! through [`Confined`]) and is not empty. A file counts as an output when
+//! through [`Confined`]), is not empty (nor only `[]`, `{}`, `null` or an
+//! empty string), and was written by a step of the run (a write tool or
+//! code that names it: a file that was there before and was never touched
+//! is not the goal's work; `agent::strategy`). A file counts as an output when
 //! an output verb (write, save, create, store, append, put, output, produce,
 //! generate, export, record, make) comes before its name in the same
 //! sentence, at most twelve words earlier: "write the sum to sum.txt",
@@ -160,11 +163,17 @@ pub fn unmet(goal: &str, workspace: &Path) -> Vec<String> {
             }
             // The head is enough to tell: this runs after every step.
             match dir.read_head(path, HEAD_BYTES) {
-                Ok(bytes)
-                    if (bytes.len() as u64) < HEAD_BYTES
-                        && bytes.iter().all(|b| b.is_ascii_whitespace()) =>
-                {
-                    Some(format!("{name} is empty"))
+                Ok(bytes) if (bytes.len() as u64) < HEAD_BYTES => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    match text.trim() {
+                        "" => Some(format!("{name} is empty")),
+                        // A placeholder written to make the file exist
+                        // (seen: `[]` for a CSV converted to JSON).
+                        t @ ("[]" | "{}" | "null" | "\"\"" | "''") => {
+                            Some(format!("{name} holds only {t}: nothing was put in it yet"))
+                        }
+                        _ => None,
+                    }
                 }
                 Ok(_) => None,
                 Err(e) => Some(format!("{name} cannot be read: {e}")),
@@ -676,6 +685,12 @@ mod tests {
         std::fs::write(ws.path().join("sum.txt"), "42\n").unwrap();
         std::fs::write(ws.path().join("names.txt"), " \n").unwrap();
         assert_eq!(unmet(goal, ws.path()), ["names.txt is empty"]);
+        // A placeholder only makes the file exist.
+        std::fs::write(ws.path().join("names.txt"), "[]\n").unwrap();
+        assert_eq!(
+            unmet(goal, ws.path()),
+            ["names.txt holds only []: nothing was put in it yet"]
+        );
         std::fs::write(ws.path().join("names.txt"), "ada\n").unwrap();
         assert!(unmet(goal, ws.path()).is_empty());
         #[cfg(unix)]

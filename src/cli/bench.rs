@@ -174,6 +174,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
             samples: 1,
             sample_temperature: 0.0,
             past_examples: 0,
+            repeat_resamples: 0,
             observation_chars: 4000,
             context_tokens: 8192,
             workspace: None,

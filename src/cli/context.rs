@@ -232,8 +232,15 @@ impl Session {
             model_timeout: Duration::from_secs(self.config.model_timeout_secs),
             temperature: settings.temperature,
             samples: settings.samples.max(1),
-            sample_temperature: settings.sample_temperature,
+            // Also what a repeated action is drawn again at, when the run
+            // samples nothing else (recorded as 0 then).
+            sample_temperature: if settings.sample_temperature > 0.0 {
+                settings.sample_temperature
+            } else {
+                self.config.sample_temperature as f32
+            },
             past_examples: self.config.past_examples,
+            repeat_resamples: self.config.repeat_resamples,
             observation_chars: self.config.observation_chars as usize,
             context_tokens: self.config.context_tokens as usize,
             workspace: (!settings.workspace.is_empty()).then(|| PathBuf::from(&settings.workspace)),

@@ -40,10 +40,12 @@ const FILES: &[&str] = &[
 const HOOKS: &str = ".git/hooks";
 
 /// True when a tool argument `path` (relative to the workspace) names a
-/// protected file or anything inside `.git`.
+/// protected file or anything inside `.git`. A backslash separates parts,
+/// as it does for the `files` plugin.
 pub fn is_protected(path: &str) -> bool {
+    let path = path.trim().replace('\\', "/");
     let mut names = Vec::new();
-    for c in Path::new(path.trim()).components() {
+    for c in Path::new(&path).components() {
         match c {
             Component::Normal(n) => names.push(n.to_string_lossy().to_lowercase()),
             Component::ParentDir => {
@@ -176,6 +178,8 @@ mod tests {
             ".gitattributes",
             ".gitmodules",
             ".git",
+            ".git\\hooks\\pre-commit",
+            ".\\.git\\config",
         ] {
             assert!(is_protected(p), "{p}");
         }

@@ -139,6 +139,8 @@ fn a_ten_megabyte_argument_is_rejected_before_dispatch() {
 #[test]
 fn a_repeated_action_is_nudged_then_stopped_with_a_summary() {
     let env = TestEnv::new();
+    // The guard itself: no redraws of the repeated action.
+    env.config("repeat_resamples: 0\n");
     let same = action("list_files", json!({}));
     let model = env.script("s", &[&same, &same, &same, &same, &finish("never")]);
     let out = run_stdout(&env, &["run", "--json", "--model", &model, "g"], 3);
@@ -162,6 +164,50 @@ fn a_repeated_action_is_nudged_then_stopped_with_a_summary() {
         end["summary"].as_str().unwrap().contains("1. list_files"),
         "{end}"
     );
+}
+
+/// A repeated action is drawn again at the sample temperature before the
+/// guard sees it: the scripted model answers each draw in turn, so the
+/// second draw here is a new action, which runs in the repeat's place.
+/// When every draw repeats, the guard's nudge follows as before.
+#[test]
+fn a_repeated_action_is_drawn_again_and_a_new_one_runs_in_its_place() {
+    let env = TestEnv::new();
+    let same = action("list_files", json!({}));
+    let other = action("write_file", json!({"path": "a.txt", "content": "x"}));
+    let model = env.script(
+        "s",
+        &[&same, &same, &same, &other, &finish("a.txt written")],
+    );
+    let out = run_stdout(&env, &["run", "--json", "--yes", "--model", &model, "g"], 0);
+    let ev = events(&out);
+    let notice = ev
+        .iter()
+        .find(|e| e["type"] == "notice" && e["step"] == 2)
+        .expect("a notice at step 2");
+    assert!(
+        notice["message"]
+            .as_str()
+            .unwrap()
+            .contains("repeated an earlier action; draw 2 at temperature 0.7 chose another"),
+        "{notice}"
+    );
+    let steps: Vec<&serde_json::Value> = ev.iter().filter(|e| e["type"] == "step").collect();
+    assert_eq!(steps[1]["tool"], "write_file", "{ev:?}");
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished");
+    assert_eq!(end["steps"], 3);
+
+    let env = TestEnv::new();
+    env.config("repeat_resamples: 1\n");
+    let model = env.script("s", &[&same, &same, &same, &finish("done")]);
+    let out = run_stdout(&env, &["run", "--json", "--model", &model, "g"], 0);
+    let ev = events(&out);
+    let nudged = ev
+        .iter()
+        .any(|e| e["type"] == "notice" && e["message"].as_str().unwrap().contains("not run again"));
+    assert!(nudged, "{ev:?}");
+    assert_eq!(finished(&ev)["steps"], 3);
 }
 
 #[test]
@@ -496,7 +542,8 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
     );
 
     // A model that insists on its guess ends unverified (exit 4), also
-    // when it has code print the guess back (that works nothing out).
+    // when it has code print the guess back (that works nothing out): it
+    // is told again after that work, and the finish after nothing ends it.
     let env = TestEnv::new();
     std::fs::write(env.workspace.join("numbers.txt"), "1000\n200\n30\n4\n").unwrap();
     let model = env.script(
@@ -509,6 +556,7 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
                 json!({"code": "total = '1444'\nprint(total)"}),
             ),
             &finish("the total is 1444"),
+            &finish("the total is 1444"),
         ],
     );
     let out = run_stdout(
@@ -516,8 +564,80 @@ fn a_total_no_tool_printed_is_refused_until_code_prints_it() {
         &["run", "--json", "--yes", "--model", &model, goal],
         4,
     );
-    let end = finished(&events(&out)).clone();
+    let ev = events(&out);
+    let end = finished(&ev).clone();
     assert_eq!(end["status"], "unverified", "{end}");
+    assert_eq!(end["steps"], 5, "{end}");
+    let told_again = ev
+        .iter()
+        .find(|e| e["type"] == "observation" && e["step"] == 4)
+        .unwrap();
+    assert!(
+        told_again["observation"]
+            .as_str()
+            .unwrap()
+            .starts_with("Not finished: 1444 in sum.txt"),
+        "{told_again}"
+    );
+}
+
+/// FixBug as Qwen2.5-Coder-1.5B ran it on 2026-12-01: the output existed
+/// before the run, the model only computed the right average in code and
+/// finished. A file no step wrote is not the goal's work.
+#[test]
+fn an_output_that_no_step_wrote_does_not_count_as_done() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.workspace.join("stats.py"),
+        "def average(xs):\n    return sum(xs) * len(xs)\n",
+    )
+    .unwrap();
+    let goal = "The function average in stats.py has a bug. Fix the bug and save the fixed code in stats.py";
+    let fixed = "def average(xs):\n    return sum(xs) / len(xs)\n";
+    let model = env.script(
+        "s",
+        &[
+            &action(
+                "run_python",
+                json!({"code": "import statistics\nstatistics.mean([2, 4, 6])"}),
+            ),
+            &finish("the average is 4"),
+            &action("write_file", json!({"path": "stats.py", "content": fixed})),
+            &finish("fixed"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--yes", "--model", &model, goal],
+        0,
+    );
+    let ev = events(&out);
+    // No "stats.py now exists" after a step that did not write it; the
+    // step that wrote it says so.
+    let run_id = finished(&ev)["run_id"].as_str().unwrap().to_string();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&run_stdout(&env, &["runs", "show", &run_id, "--json"], 0)).unwrap();
+    let notes: Vec<String> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["note"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(!notes[0].contains("now exists"), "{notes:?}");
+    assert!(notes[2].contains("stats.py now exists"), "{notes:?}");
+    let refused = ev
+        .iter()
+        .find(|e| e["type"] == "observation" && e["step"] == 2)
+        .unwrap();
+    assert!(
+        refused["observation"]
+            .as_str()
+            .unwrap()
+            .contains("stats.py has not been written in this run"),
+        "{refused}"
+    );
+    assert_eq!(finished(&ev)["status"], "finished");
+    assert_eq!(finished(&ev)["steps"], 4);
 }
 
 /// The injected line of SummaryInjection, as Qwen2.5-Coder-1.5B obeyed it
@@ -963,6 +1083,7 @@ fn what_was_done_has_one_short_line_per_step() {
 #[test]
 fn the_step_that_makes_the_goals_output_says_it_is_done_and_a_repeat_is_told_so() {
     let env = TestEnv::new();
+    env.config("repeat_resamples: 0\n");
     let write = action(
         "write_file",
         json!({"path": "haiku.txt", "content": "waves fold into foam"}),

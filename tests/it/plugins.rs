@@ -1106,6 +1106,31 @@ print(mean, datetime.date(2026, 12, 1).isoformat(), Counter('aab')['a'], ET.from
         "{}",
         out.all()
     );
+    // One-line code with a block after `;` is told how to write it.
+    let one_line = "import csv; with open('scores.csv') as f: print(f.read())";
+    let out = env.call("code", "run_python", json!({"code": one_line}));
+    assert!(
+        out.code == 1
+            && out
+                .stderr
+                .contains("cannot follow `;`: write one statement per line"),
+        "{}",
+        out.all()
+    );
+    // The workspace's own modules import, as with `python -c`, and the
+    // common modules need no import.
+    std::fs::write(
+        env.ws.join("stats.py"),
+        "def average(xs):\n    return sum(xs) / len(xs)\n",
+    )
+    .unwrap();
+    let code = "import stats\nprint(stats.average([2, 4, 6]), json.dumps(math.floor(2.5)))";
+    let out = env.call("code", "run_python", json!({"code": code}));
+    assert!(
+        out.code == 0 && out.stdout.contains("4.0 2"),
+        "{}",
+        out.all()
+    );
 }
 
 #[test]

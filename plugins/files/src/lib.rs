@@ -161,12 +161,16 @@ struct WsPath {
     full: PathBuf,
 }
 
-/// Checks a model-supplied path: relative, no `..`, no NUL; `""` and `.` mean the root.
+/// Checks a model-supplied path: relative, no `..`, no NUL; `""` and `.`
+/// mean the root. A backslash separates parts like `/` does: models write
+/// Windows paths (`.\logs`, seen from Qwen2.5-Coder-1.5B), and a workspace
+/// file whose name holds a backslash is rarer than that.
 fn resolve(raw: &str) -> Result<WsPath, String> {
     if raw.contains('\0') {
         return Err("invalid path: it contains a NUL character".to_string());
     }
-    let trimmed = raw.trim();
+    let trimmed = raw.trim().replace('\\', "/");
+    let trimmed = trimmed.as_str();
     let path = Path::new(trimmed);
     let mut parts = Vec::new();
     for component in path.components() {

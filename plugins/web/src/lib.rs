@@ -78,6 +78,16 @@ impl Guest for Web {
 export!(Web);
 
 /// Parses a tool's arguments, turning serde's message into one the model can act on.
+
+/// The error for a search engine that cannot be reached: what failed, and,
+/// for the model, that trying again will not help (Qwen2.5-Coder-1.5B
+/// repeated an unreachable search until the loop guard stopped its run).
+fn unreachable(engine: &str, base: &str, e: &str) -> String {
+    format!(
+        "web_search could not reach {engine} at {base}: {e}. Web search does not work from here right now: do not search again in this run; work with the files and tools you have"
+    )
+}
+
 fn args<T: DeserializeOwned>(tool: &str, json: &str) -> Result<T, String> {
     let json = if json.trim().is_empty() { "{}" } else { json };
     serde_json::from_str(json).map_err(|e| format!("invalid arguments for {tool}: {e}"))
@@ -144,7 +154,7 @@ fn web_search(args: SearchArgs) -> Result<String, String> {
             )?;
             let url = search::searxng_url(&base, query)?;
             let response = get(&url, "application/json")
-                .map_err(|e| format!("web_search could not reach SearXNG at {base}: {e}"))?;
+                .map_err(|e| unreachable("SearXNG", &base, &e))?;
             if response.status == 403 {
                 return Err(format!(
                     "SearXNG at {base} refused the JSON API (HTTP 403): enable `json` under search.formats in its settings.yml"
@@ -162,7 +172,7 @@ fn web_search(args: SearchArgs) -> Result<String, String> {
             let base = env("AGENT_WEB_SEARCH_URL").unwrap_or_else(|| DUCKDUCKGO_URL.to_string());
             let url = search::duckduckgo_url(&base, query)?;
             let response = get(&url, "text/html")
-                .map_err(|e| format!("web_search could not reach DuckDuckGo at {base}: {e}"))?;
+                .map_err(|e| unreachable("DuckDuckGo", &base, &e))?;
             // DuckDuckGo answers 202 with a challenge page when it suspects a bot.
             if response.status == 202 || response.status == 429 || response.status == 403 {
                 return Err(format!(

@@ -82,6 +82,7 @@ fn settings() -> AgentSettings {
         samples: 1,
         sample_temperature: 0.0,
         past_examples: 0,
+        repeat_resamples: 0,
         observation_chars: 4000,
         context_tokens: 8192,
         workspace: None,
