@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::approval::ApprovalConfig;
 use crate::memory::settings::{MemoryLayer, MemorySettings};
 use crate::model::local::Engine;
+use crate::model::roles::{ModelRole, RoleEntry, RoleSpec};
 use crate::plugin::policy::PluginPolicy;
 
 /// The default model reference.
@@ -120,6 +121,16 @@ pub struct ConfigLayer {
     /// `AGENT_EMBED_ENDPOINT` set its first two keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryLayer>,
+    /// A model per role (`default`, `smart`, `fast`, `judge`;
+    /// `crate::model::roles`), merged role by role across layers. A role
+    /// left out is the default model; `models.default` is another way to
+    /// write `model` (and `endpoint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<BTreeMap<String, RoleEntry>>,
+    /// Memory the local models of a run may use together, in MiB (default:
+    /// what the machine has free).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mb: Option<u64>,
 }
 
 /// Serialise a value by its `Display` form.
@@ -152,6 +163,15 @@ pub struct Config {
     pub approvals: ApprovalConfig,
     pub repl: ReplConfig,
     pub memory: MemorySettings,
+    /// The model of each role that has one of its own (`models:`, `--smart`,
+    /// `--fast`); `default` is `model`/`endpoint`, and its price is
+    /// `default_price`.
+    pub models: BTreeMap<ModelRole, RoleSpec>,
+    /// What the default model costs (`models.default.price_in`/`price_out`),
+    /// while `model` is still the one `models.default` named.
+    pub default_price: Option<crate::model::roles::Price>,
+    /// Cap, in MiB, on the memory the local models of a run use together.
+    pub memory_limit_mb: Option<u64>,
     /// Where each key's value came from.
     #[serde(skip)]
     pub sources: BTreeMap<&'static str, Source>,
@@ -213,6 +233,8 @@ const KEYS: &[&str] = &[
     "approvals",
     "repl",
     "memory",
+    "models",
+    "memory_limit_mb",
 ];
 
 impl ConfigLayer {
@@ -240,6 +262,8 @@ impl ConfigLayer {
             approvals: Some(ApprovalConfig::default()),
             repl: Some(ReplConfig::default()),
             memory: Some(MemoryLayer::default()),
+            models: None,
+            memory_limit_mb: None,
         }
     }
 
@@ -275,7 +299,7 @@ impl ConfigLayer {
         for key in KEYS
             .iter()
             .copied()
-            .filter(|k| !matches!(*k, "plugins" | "approvals" | "repl" | "memory"))
+            .filter(|k| !matches!(*k, "plugins" | "approvals" | "repl" | "memory" | "models"))
         {
             let var = format!("AGENT_{}", key.to_ascii_uppercase());
             let Some(value) = get(&var) else { continue };
@@ -373,6 +397,21 @@ fn overlay(
         merged.memory.get_or_insert_default().merge(m);
         sources.insert("memory", source("memory"));
     }
+    keys!(memory_limit_mb);
+    if let Some(models) = &layer.models {
+        let merged_models = merged.models.get_or_insert_default();
+        for (role, entry) in models {
+            merged_models.insert(role.clone(), entry.clone());
+        }
+        sources.insert("models", source("models"));
+        // `models.default` is `model` (and `endpoint`) by another name:
+        // whichever layer sets it last wins.
+        if let Some(RoleEntry(default)) = models.get("default") {
+            merged.model = Some(default.model.clone());
+            merged.endpoint = default.endpoint.clone().or(Some(String::new()));
+            sources.insert("model", source("models"));
+        }
+    }
 }
 
 impl Config {
@@ -384,6 +423,23 @@ impl Config {
         env: Option<(&ConfigLayer, &BTreeMap<&'static str, String>)>,
         flags: Option<(&ConfigLayer, &BTreeMap<&'static str, String>)>,
     ) -> Result<Self, ConfigError> {
+        for (layer, from) in [
+            file.map(|(l, p)| (l, p.display().to_string())),
+            env.map(|(l, _)| (l, "the environment".to_string())),
+            flags.map(|(l, _)| (l, "the flags".to_string())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let default_role = layer.models.as_ref().and_then(|m| m.get("default"));
+            if layer.model.is_some() && default_role.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "models",
+                    source_desc: from,
+                    message: "sets both `model` and `models.default`, which are the same setting; keep one".into(),
+                });
+            }
+        }
         let mut merged = ConfigLayer::defaults();
         let mut sources: BTreeMap<&'static str, Source> =
             KEYS.iter().map(|k| (*k, Source::Default)).collect();
@@ -421,7 +477,7 @@ impl Config {
             message: message.to_string(),
         };
         // Every field is Some after the defaults layer.
-        let config = Config {
+        let mut config = Config {
             model: merged.model.unwrap_or_else(|| DEFAULT_MODEL.into()),
             endpoint: merged.endpoint.filter(|e| !e.is_empty()),
             engine: merged
@@ -461,8 +517,33 @@ impl Config {
                         .unwrap_or_default(),
                     message,
                 })?,
+            models: BTreeMap::new(),
+            default_price: None,
+            memory_limit_mb: merged.memory_limit_mb,
             sources: BTreeMap::new(),
         };
+        for (name, RoleEntry(spec)) in merged.models.unwrap_or_default() {
+            let role = ModelRole::parse(&name).map_err(|message| invalid("models", &message))?;
+            if let Some(problem) = spec.problem() {
+                return Err(invalid("models", &format!("the `{role}` role {problem}")));
+            }
+            if let Some(endpoint) = &spec.endpoint
+                && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "models",
+                    &format!("the `{role}` role's endpoint must be an http:// or https:// URL"),
+                ));
+            }
+            if role == ModelRole::Default {
+                config.default_price = (spec.model == config.model).then(|| spec.price()).flatten();
+            } else {
+                config.models.insert(role, spec);
+            }
+        }
+        if config.memory_limit_mb == Some(0) {
+            return Err(invalid("memory_limit_mb", "must be at least 1 (MiB)"));
+        }
         if config.model.trim().is_empty() {
             return Err(invalid(
                 "model",

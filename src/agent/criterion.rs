@@ -128,6 +128,7 @@ mod tests {
             tool_ms: 0,
             at: now_rfc3339(),
             votes: None,
+            escalated: None,
         }
     }
 

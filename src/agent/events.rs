@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::memory::RunStatus;
 use crate::model::Usage;
+use crate::model::roles::ModelCost;
 
 /// One thing that happened in a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,5 +89,8 @@ pub enum Event {
         elapsed_ms: u64,
         /// What was done, step by step.
         summary: String,
+        /// What each model cost the run (`crate::model::roles`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        cost: Vec<ModelCost>,
     },
 }

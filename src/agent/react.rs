@@ -31,9 +31,10 @@ use super::run::{Clock, Ending, ask_model, check_budgets};
 use super::strategy::AgentParts;
 use super::vote;
 use crate::action::{self, Action};
-use crate::memory::journal::{StepOutcome, Votes, now_rfc3339};
+use crate::memory::journal::{Escalation, StepOutcome, Votes, now_rfc3339};
 use crate::memory::{RunRecord, StepRecord, StopKind, StoreError};
-use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD};
+use crate::model::roles::ModelRole;
+use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD, ModelBackend};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
 use crate::tools::builtin::FINISH;
@@ -225,6 +226,8 @@ impl ReactAgent {
         let taint = Taint::new(run.tainted.clone());
         // Whether a step has said that the goal's outputs exist.
         let mut announced_done = false;
+        // Why the next step goes to the smart model, if it does.
+        let mut escalated: Option<String> = None;
         // The refusals of `finish` so far (Self::verify; agent::verify).
         let mut refused_finishes: Vec<String> = committed
             .iter()
@@ -268,7 +271,28 @@ impl ReactAgent {
                 )
                 .await?;
 
-            // Ask the model.
+            // Ask the model: the default one, or the smart one after the
+            // default one stumbled (model roles).
+            let escalation = escalated
+                .as_ref()
+                .filter(|_| self.parts.roles.has_own(ModelRole::Smart))
+                .map(|reason| Escalation {
+                    model: self.parts.roles.get(ModelRole::Smart).name().to_string(),
+                    reason: reason.clone(),
+                });
+            let model = match &escalation {
+                Some(e) => {
+                    self.emit(Event::Notice {
+                        step: index,
+                        message: format!(
+                            "this step goes to the smart model {}: {}",
+                            e.model, e.reason
+                        ),
+                    });
+                    self.parts.roles.get(ModelRole::Smart).clone()
+                }
+                None => self.parts.model.clone(),
+            };
             self.emit(Event::Thinking { step: index });
             let request = CompletionRequest {
                 messages,
@@ -285,15 +309,17 @@ impl ReactAgent {
             };
             let model_started = Instant::now();
             let request_again = request.clone();
-            let (completion, usage, votes) = match self.choose(request, &sink, clock, cancel).await
+            let (completion, usage, votes) = match self
+                .choose(model.as_ref(), request, &sink, clock, cancel)
+                .await
             {
                 Ok(c) => c,
                 Err(ending) => return Ok(ending),
             };
             let (completion, usage) = match self
                 .unrepeat(
-                    completion,
-                    usage,
+                    model.as_ref(),
+                    (completion, usage),
                     &request_again,
                     &guard,
                     index,
@@ -322,6 +348,7 @@ impl ReactAgent {
                 tool_ms: 0,
                 at: now_rfc3339(),
                 votes,
+                escalated: escalation.clone(),
             };
             let mut ending = None;
 
@@ -414,6 +441,30 @@ impl ReactAgent {
                         "the step's success criterion is met",
                     ));
                 }
+            }
+
+            // Escalation: an invalid or repeated action sends the next step
+            // to the smart model; a step that works brings it back.
+            match step.outcome {
+                StepOutcome::InvalidOutput => {
+                    escalated = Some("the step before wrote an invalid action".into());
+                }
+                StepOutcome::Repeated => {
+                    escalated = Some("the step before repeated an earlier action".into());
+                }
+                StepOutcome::Ok => {
+                    if escalation.is_some() && ending.is_none() {
+                        self.emit(Event::Notice {
+                            step: index,
+                            message: format!(
+                                "the smart model's step worked: back to the default model {}",
+                                self.parts.model.name()
+                            ),
+                        });
+                    }
+                    escalated = None;
+                }
+                _ => {}
             }
 
             // A tool that ran and read a file, a page or code output leaves
@@ -597,13 +648,13 @@ impl ReactAgent {
     /// of every call, and the vote.
     async fn choose(
         &self,
+        model: &dyn ModelBackend,
         request: CompletionRequest,
         sink: model::TokenSink<'_>,
         clock: &Clock,
         cancel: &CancellationToken,
     ) -> Result<(model::Completion, model::Usage, Option<Votes>), Ending> {
         let settings = &self.parts.settings;
-        let model = self.parts.model.as_ref();
         let samples = settings.samples;
         if samples <= 1 {
             let c = ask_model(model, request, sink, settings, clock, cancel).await?;
@@ -656,8 +707,8 @@ impl ReactAgent {
     #[allow(clippy::too_many_arguments)]
     async fn unrepeat(
         &self,
-        completion: model::Completion,
-        mut usage: model::Usage,
+        model: &dyn ModelBackend,
+        (completion, mut usage): (model::Completion, model::Usage),
         request: &CompletionRequest,
         guard: &LoopGuard,
         index: u32,
@@ -678,15 +729,7 @@ impl ReactAgent {
                 temperature: settings.sample_temperature,
                 ..request.clone()
             };
-            let c = ask_model(
-                self.parts.model.as_ref(),
-                sampled,
-                &|_| {},
-                settings,
-                clock,
-                cancel,
-            )
-            .await?;
+            let c = ask_model(model, sampled, &|_| {}, settings, clock, cancel).await?;
             usage += c.usage;
             if self.check_action(&c.text).is_ok() && !repeats(&c.text) {
                 self.emit(Event::Notice {

@@ -287,6 +287,7 @@ mod tests {
             tool_ms: 0,
             at: String::new(),
             votes: None,
+            escalated: None,
         };
         hook.run_ended(&run, std::slice::from_ref(&step), &model)
             .await;

@@ -19,6 +19,7 @@ use super::hooks::MemoryHook;
 use super::react::{AgentError, AgentSettings};
 use crate::memory::journal::now_rfc3339;
 use crate::memory::{RunJournal, RunRecord, RunStatus, StepRecord, StopKind};
+use crate::model::roles::CostAccount;
 use crate::model::{Completion, CompletionRequest, ModelBackend, ModelError, TokenSink};
 use crate::tools::ToolRegistry;
 
@@ -141,6 +142,25 @@ pub(crate) async fn ask_model(
     clock: &Clock,
     cancel: &CancellationToken,
 ) -> Result<Completion, Ending> {
+    // A model opened on first use is pulled and loaded outside the call's
+    // limit (within the run's time budget all the same).
+    let ready = tokio::time::timeout(clock.remaining(), model.ready(cancel)).await;
+    match ready {
+        Ok(Ok(())) => {}
+        Ok(Err(ModelError::Cancelled)) => return Err(Ending::cancelled()),
+        Ok(Err(e)) => {
+            return Err(Ending::new(
+                StopKind::Failed,
+                format!("model error: {} ({e})", model.name()),
+            ));
+        }
+        Err(_) => {
+            return Err(Ending::new(
+                StopKind::TimeBudget,
+                format!("time budget used: {} s", clock.budget_ms / 1000),
+            ));
+        }
+    }
     let limit = settings.model_timeout.min(clock.remaining());
     match tokio::time::timeout(limit, model.complete(request, sink, cancel)).await {
         Ok(Ok(c)) => Ok(c),
@@ -160,6 +180,10 @@ pub(crate) async fn ask_model(
 /// What starting and ending a run needs, borrowed from the strategy.
 pub(crate) struct Lifecycle<'a> {
     pub(crate) model: &'a Arc<dyn ModelBackend>,
+    /// Writes the end-of-run reflection (the `fast` role).
+    pub(crate) reflector: &'a Arc<dyn ModelBackend>,
+    /// What the run's model calls cost so far, in this process.
+    pub(crate) account: &'a CostAccount,
     pub(crate) tools: &'a ToolRegistry,
     pub(crate) journal: &'a RunJournal,
     pub(crate) events: &'a UnboundedSender<Event>,
@@ -175,6 +199,10 @@ impl Lifecycle<'_> {
         resumed_after: Option<u32>,
     ) -> Result<Clock, AgentError> {
         let clock = Clock::new(run, self.settings);
+        // What earlier processes spent is the account's starting point.
+        if self.account.costs().is_empty() {
+            self.account.add(&run.cost);
+        }
         run.status = RunStatus::Running;
         run.stop_reason = None;
         run.stop = None;
@@ -230,6 +258,7 @@ impl Lifecycle<'_> {
         run.stop_reason = Some(ending.reason.clone());
         run.answer = ending.answer.clone();
         run.elapsed_ms = clock.elapsed_ms();
+        run.cost = self.account.costs();
         run.updated_at = now_rfc3339();
         self.journal.put_run(run)?;
         Ok(())
@@ -245,7 +274,16 @@ impl Lifecycle<'_> {
         summary: String,
     ) {
         if let Some(memory) = self.memory {
-            memory.run_ended(run, steps, self.model.as_ref()).await;
+            memory.run_ended(run, steps, self.reflector.as_ref()).await;
+        }
+        // The reflection's calls count too.
+        let cost = self.account.costs();
+        if cost != run.cost {
+            let mut updated = run.clone();
+            updated.cost = cost.clone();
+            if let Err(e) = self.journal.put_run(&updated) {
+                tracing::warn!("cannot record the cost of run {}: {e}", run.id);
+            }
         }
         let _ = self.events.send(Event::RunFinished {
             run_id: run.id.clone(),
@@ -256,6 +294,7 @@ impl Lifecycle<'_> {
             usage: run.usage,
             elapsed_ms: run.elapsed_ms,
             summary,
+            cost,
         });
     }
 }

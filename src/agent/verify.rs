@@ -172,6 +172,10 @@ pub fn unmet(goal: &str, workspace: &Path) -> Vec<String> {
                         t @ ("[]" | "{}" | "null" | "\"\"" | "''") => {
                             Some(format!("{name} holds only {t}: nothing was put in it yet"))
                         }
+                        // Seen: Python's repr appended after `[]`.
+                        t if is_json(&name) => serde_json::from_str::<serde_json::Value>(t)
+                            .err()
+                            .map(|e| format!("{name} is not valid JSON ({e}); write it with json.dump in code")),
                         _ => None,
                     }
                 }
@@ -269,6 +273,79 @@ fn numbers(text: &str) -> Vec<(String, Number)> {
         i = j;
     }
     out
+}
+
+/// `text` without what only locates it: the `path:LINE:` a search puts
+/// before each line and the bracketed notes a read adds (`[... showed
+/// bytes 1-101 of 103 ...]`). Their numbers are positions, not data: a
+/// count guessed as 6 is not backed by a match on line 6.
+pub fn without_positions(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("[..."))
+        .map(|l| match l.split_once(':') {
+            Some((path, rest))
+                if !path.is_empty()
+                    && !path.contains(char::is_whitespace)
+                    && rest.split_once(": ").is_some_and(|(n, _)| {
+                        !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+                    }) =>
+            {
+                rest.split_once(": ").map_or("", |(_, line)| line)
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Words that make a goal ask for the one item that is largest, smallest,
+/// oldest... of a set: found by comparing, which code does and a small
+/// model's eye does not (it read half a CSV and named the wrong city).
+const EXTREME_WORDS: &[&str] = &[
+    "largest", "smallest", "biggest", "highest", "lowest", "oldest", "youngest", "longest",
+    "shortest", "cheapest", "maximum", "minimum", "heaviest", "lightest", "earliest", "latest",
+    "fastest", "slowest",
+];
+
+/// Whether `goal` asks for an extreme of a set ("the city with the largest
+/// population").
+pub fn asks_for_an_extreme(goal: &str) -> bool {
+    goal.split(|c: char| !c.is_alphanumeric())
+        .any(|w| EXTREME_WORDS.contains(&w.to_lowercase().as_str()))
+}
+
+/// The lines of `claimed` outputs that no text of `printed` (what code
+/// printed) holds, each as (where, line): for goals that ask for an
+/// extreme, the answer must be one that code found. Only outputs that
+/// read as a short list of values are checked.
+pub fn not_printed(claimed: &[(String, String)], printed: &[String]) -> Vec<(String, String)> {
+    let printed = printed.join("\n").to_lowercase();
+    let mut out = Vec::new();
+    for (place, text) in claimed {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim().trim_matches(|c: char| !c.is_alphanumeric()))
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.len() > LIST_LINES
+            || lines
+                .iter()
+                .any(|l| l.split_whitespace().count() > VALUE_WORDS)
+        {
+            continue;
+        }
+        for line in lines {
+            if !printed.contains(&line.to_lowercase()) {
+                out.push((place.clone(), line.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `name` must hold JSON (its extension says so).
+fn is_json(name: &str) -> bool {
+    name.to_ascii_lowercase().ends_with(".json")
 }
 
 /// The numbers in `output` (what code printed) that `code` does not hold
@@ -376,8 +453,39 @@ const REMOVING_WORDS: &[&str] = &[
     "delete", "remove", "erase", "move", "rename", "clean", "clear", "archive", "replace",
 ];
 
+/// Words that make a goal ask for a file to be changed in place.
+const CHANGING_WORDS: &[&str] = &[
+    "add",
+    "append",
+    "edit",
+    "change",
+    "update",
+    "modify",
+    "fix",
+    "rewrite",
+    "correct",
+    "insert",
+    "sort",
+    "format",
+    "overwrite",
+    "reset",
+    "truncate",
+    "convert",
+];
+
 /// Whether `goal` asks for some file to be deleted, moved or renamed.
 pub fn asks_to_remove(goal: &str) -> bool {
+    has_word(goal, REMOVING_WORDS)
+}
+
+/// Whether `goal` asks for some file to be changed in place (or removed).
+pub fn asks_to_change(goal: &str) -> bool {
+    asks_to_remove(goal) || has_word(goal, CHANGING_WORDS)
+}
+
+/// Whether `goal` holds one of `words`, in some common inflection
+/// (`deletes`, `deleted`, `deleting`).
+fn has_word(goal: &str, words: &[&str]) -> bool {
     goal.split(|c: char| !c.is_alphanumeric())
         .map(str::to_lowercase)
         .any(|w| {
@@ -389,10 +497,7 @@ pub fn asks_to_remove(goal: &str) -> bool {
                 ing.map(str::to_string),
                 ing.map(|stem| format!("{stem}e")),
             ];
-            forms
-                .iter()
-                .flatten()
-                .any(|f| REMOVING_WORDS.contains(&f.as_str()))
+            forms.iter().flatten().any(|f| words.contains(&f.as_str()))
         })
 }
 
@@ -675,6 +780,46 @@ mod tests {
     }
 
     #[test]
+    fn search_positions_and_read_notes_are_not_numbers_of_the_data() {
+        let search = "server.log:2: 09:00 WARNING a\nserver.log:6: 09:05 WARNING b\n(2 matching lines in 1 file)";
+        let kept = without_positions(search);
+        assert_eq!(
+            kept,
+            "09:00 WARNING a\n09:05 WARNING b\n(2 matching lines in 1 file)"
+        );
+        assert!(!numbers(&kept).iter().any(|(_, n)| n.value == 6.0));
+        let read = "city,population\n[... cities.csv continues: showed bytes 1-101 of 103]";
+        assert_eq!(without_positions(read), "city,population");
+    }
+
+    #[test]
+    fn an_extreme_must_be_one_code_printed() {
+        assert!(asks_for_an_extreme(
+            "Find the city with the largest population"
+        ));
+        assert!(!asks_for_an_extreme("Write at most three lines to a.txt"));
+        let claimed = vec![("largest.txt".to_string(), "Lisbon\n".to_string())];
+        assert_eq!(
+            not_printed(&claimed, &["Madrid 3300000".to_string()]),
+            [("largest.txt".to_string(), "Lisbon".to_string())]
+        );
+        assert!(not_printed(&claimed, &["largest: lisbon".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn changing_words_are_read_in_their_inflections() {
+        assert!(asks_to_change(
+            "Replace every Tuesday with Thursday in letter.txt"
+        ));
+        assert!(asks_to_change("Sort names.txt"));
+        assert!(asks_to_change("Deleting old.txt is the goal"));
+        assert!(!asks_to_change(
+            "Compute the average of scores.csv into average.txt"
+        ));
+        assert!(!asks_to_remove("Add a line to notes.txt"));
+    }
+
+    #[test]
     fn missing_empty_and_linked_outputs_are_unmet() {
         let ws = tempfile::tempdir().unwrap();
         let goal = "write 42 to sum.txt and save the list to names.txt";
@@ -693,6 +838,18 @@ mod tests {
         );
         std::fs::write(ws.path().join("names.txt"), "ada\n").unwrap();
         assert!(unmet(goal, ws.path()).is_empty());
+        // A JSON output must parse.
+        let json_goal = "Convert it and save it to products.json";
+        std::fs::write(ws.path().join("products.json"), "[][{'name': 'pen'}]").unwrap();
+        let problems = unmet(json_goal, ws.path());
+        assert!(
+            problems.len() == 1
+                && problems[0].starts_with("products.json is not valid JSON (")
+                && problems[0].ends_with("write it with json.dump in code"),
+            "{problems:?}"
+        );
+        std::fs::write(ws.path().join("products.json"), r#"[{"name": "pen"}]"#).unwrap();
+        assert!(unmet(json_goal, ws.path()).is_empty());
         #[cfg(unix)]
         {
             std::fs::remove_file(ws.path().join("sum.txt")).unwrap();

@@ -159,12 +159,14 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
         interactive: false,
         ..Default::default()
     };
-    let agent = AgentParts {
-        model: Arc::new(BenchModel(ScriptedBackend::from_texts(responses))),
-        tools: Arc::new(tools),
+    let model: Arc<dyn crate::model::ModelBackend> =
+        Arc::new(BenchModel(ScriptedBackend::from_texts(responses)));
+    let agent = AgentParts::new(
+        &crate::model::roles::RoleModels::single(model),
+        Arc::new(tools),
         journal,
         events,
-        settings: AgentSettings {
+        AgentSettings {
             max_steps: steps,
             max_tokens: u64::MAX,
             step_tokens: 256,
@@ -179,9 +181,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
             context_tokens: 8192,
             workspace: None,
         },
-        approver: None,
-        memory: None,
-    }
+    )
     .build(Strategy::React, &PromptLibrary::new(dir.path()), None)?;
 
     let run = RunRecord::new("bench".into(), "benchmark the loop".into(), settings);
@@ -263,6 +263,7 @@ async fn model_speed(
             engine,
             endpoint: None,
             samples: None,
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -297,7 +298,9 @@ async fn model_speed(
             let tools = session.tools(false).await?;
             let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
             let parts = session.parts(
-                Arc::new(ScriptedBackend::from_texts(Vec::<String>::new())),
+                &crate::model::roles::RoleModels::single(Arc::new(ScriptedBackend::from_texts(
+                    Vec::<String>::new(),
+                ))),
                 Arc::new(tools),
                 events,
                 &settings,

@@ -24,10 +24,12 @@ use crate::agent::{
 use crate::config::Config;
 use crate::memory::journal::RunSettings;
 use crate::memory::{RunJournal, Store};
-use crate::model::ModelBackend;
 use crate::model::open::{BackendOptions, open_backend};
 use crate::model::progress::{ModelEvent, ModelProgress};
+use crate::model::reference::ModelRef;
+use crate::model::roles::{Lazy, ModelRole, RoleModels, RoleSpec, check_fit, estimate_bytes};
 use crate::model::scripted::ScriptedBackend;
+use crate::model::{ModelBackend, ModelError};
 use crate::paths::Dirs;
 use crate::plugin::PluginHost;
 use crate::prompt::PromptLibrary;
@@ -187,6 +189,148 @@ impl Session {
         Ok(backend?)
     }
 
+    /// The models of a run by role: the default one opened now (as
+    /// [`Session::model`]), every other one when it is first called. A role
+    /// naming the default model, or the same model as another role, shares
+    /// its backend. Local models are checked to fit in memory together
+    /// before any is loaded (those already pulled now, the others when they
+    /// are pulled).
+    pub async fn models(
+        &self,
+        settings: &RunSettings,
+        skip_responses: usize,
+    ) -> anyhow::Result<RoleModels> {
+        let resident = Resident::new(self.memory_limit());
+        let mut locals = Vec::new();
+        for (model, endpoint) in std::iter::once((&settings.model, &settings.endpoint))
+            .chain(settings.roles.values().map(|s| (&s.model, &s.endpoint)))
+        {
+            if endpoint.is_none()
+                && let Some(need) = self.local_need(model)?
+                && !locals.iter().any(|(m, _)| m == &need.0)
+            {
+                locals.push(need);
+            }
+        }
+        resident.check(&locals)?;
+        let default = self.model(settings, skip_responses).await?;
+        if settings.endpoint.is_none()
+            && let Some(need) = locals.iter().find(|(m, _)| *m == settings.model)
+        {
+            resident.add(need.clone());
+        }
+        let mut models = RoleModels::single(default.clone());
+        if let Some(price) = self
+            .config
+            .default_price
+            .filter(|_| settings.model == self.config.model)
+        {
+            models = models.priced(ModelRole::Default, price);
+        }
+        let mut opened: Vec<(&RoleSpec, Arc<dyn ModelBackend>)> = Vec::new();
+        for (role, spec) in &settings.roles {
+            if let Some(price) = spec.price() {
+                models = models.priced(*role, price);
+            }
+            let same = |model: &str, endpoint: &Option<String>| {
+                spec.model == model && &spec.endpoint == endpoint
+            };
+            if same(&settings.model, &settings.endpoint) {
+                models = models.with(*role, default.clone());
+                continue;
+            }
+            if let Some((_, backend)) = opened.iter().find(|(s, _)| same(&s.model, &s.endpoint)) {
+                models = models.with(*role, backend.clone());
+                continue;
+            }
+            let backend: Arc<dyn ModelBackend> = Arc::new(self.lazy(*role, spec, &resident)?);
+            opened.push((spec, backend.clone()));
+            models = models.with(*role, backend);
+        }
+        Ok(models)
+    }
+
+    /// The cap on the memory local models may use: `memory_limit_mb`, else
+    /// what the machine has free; `None` where neither is known.
+    fn memory_limit(&self) -> Option<(u64, String)> {
+        match self.config.memory_limit_mb {
+            Some(mb) => Some((mb << 20, format!("memory_limit_mb: {mb}"))),
+            None => crate::model::roles::available_bytes()
+                .map(|b| (b, "what the machine has available now".to_string())),
+        }
+    }
+
+    /// What the local model `model` needs in memory, when it is a GGUF
+    /// file already here (a path, or pulled into the cache); an unknown
+    /// reference is an error naming the choices.
+    fn local_need(&self, model: &str) -> anyhow::Result<Option<(String, u64)>> {
+        let reference = ModelRef::parse(model)?;
+        if matches!(reference, ModelRef::Scripted(_)) {
+            return Ok(None);
+        }
+        let Some(cached) = crate::model::pull::cached(&reference, &self.dirs.models()) else {
+            return Ok(None);
+        };
+        let bytes = estimate_bytes(&cached.path, self.config.context_tokens as usize)
+            .map_err(|e| anyhow::anyhow!("cannot size the model {model}: {e}"))?;
+        Ok(Some((model.to_string(), bytes)))
+    }
+
+    /// The backend of `role`, opened on its first call.
+    fn lazy(&self, role: ModelRole, spec: &RoleSpec, resident: &Resident) -> anyhow::Result<Lazy> {
+        let name = match &spec.endpoint {
+            Some(endpoint) => format!("{}@{endpoint}", spec.model.trim()),
+            None => ModelRef::parse(&spec.model)
+                .with_context(|| format!("the `{role}` model"))?
+                .label(),
+        };
+        let options = BackendOptions {
+            model: spec.model.clone(),
+            endpoint: spec.endpoint.clone(),
+            api_key_env: spec
+                .api_key_env
+                .clone()
+                .unwrap_or_else(|| self.config.api_key_env.clone()),
+            request_timeout: Duration::from_secs(self.config.model_timeout_secs),
+            context_tokens: Some(self.config.context_tokens as usize),
+            force_cpu: false,
+            engine: self.config.engine,
+        };
+        let dirs = self.dirs.clone();
+        let resident = resident.clone();
+        let context = self.config.context_tokens as usize;
+        Ok(Lazy::new(
+            name,
+            Box::new(move || {
+                let (options, dirs, resident) = (options.clone(), dirs.clone(), resident.clone());
+                Box::pin(async move {
+                    tracing::info!(role = %role, model = %options.model, "opening a model on first use");
+                    let progress = PullProgress::new();
+                    if options.endpoint.is_none()
+                        && let Ok(reference) = ModelRef::parse(&options.model)
+                        && !matches!(reference, ModelRef::Scripted(_))
+                    {
+                        // Pulled first (if need be), then sized beside what
+                        // is loaded already, then loaded.
+                        let puller = crate::model::pull::Puller::from_env()
+                            .map_err(crate::model::open::pull_error)?;
+                        let path = puller
+                            .resolve_or_pull(&reference, &dirs.models(), &progress)
+                            .await
+                            .map_err(crate::model::open::pull_error)?;
+                        let bytes = estimate_bytes(&path, context).map_err(ModelError::Load)?;
+                        let need = (options.model.clone(), bytes);
+                        resident.check_with(&need).map_err(ModelError::Load)?;
+                        resident.add(need);
+                    }
+                    let backend = open_backend(&options, &dirs, &progress).await;
+                    progress.clear();
+                    backend
+                })
+            }),
+        ))
+    }
+
     /// The settings a new run records, from the resolved configuration,
     /// `--approve`/`--yes`, and the grants of the plugins [`Session::tools`]
     /// loaded (call it first).
@@ -219,6 +363,7 @@ impl Session {
                 .lock()
                 .map(|p| super::chat::permissions(&p))
                 .unwrap_or_default(),
+            roles: c.models.clone(),
         }
     }
 
@@ -244,6 +389,47 @@ impl Session {
             observation_chars: self.config.observation_chars as usize,
             context_tokens: self.config.context_tokens as usize,
             workspace: (!settings.workspace.is_empty()).then(|| PathBuf::from(&settings.workspace)),
+        }
+    }
+}
+
+/// The local models a run holds in memory, and the cap they must fit under
+/// together (`crate::model::roles::check_fit`). Cloning shares the list.
+#[derive(Clone)]
+struct Resident {
+    limit: Option<(u64, String)>,
+    loaded: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+}
+
+impl Resident {
+    fn new(limit: Option<(u64, String)>) -> Self {
+        Self {
+            limit,
+            loaded: Default::default(),
+        }
+    }
+
+    /// Refuse `needs` (models not loaded yet) if they do not fit.
+    fn check(&self, needs: &[(String, u64)]) -> anyhow::Result<()> {
+        let Some((limit, source)) = &self.limit else {
+            return Ok(());
+        };
+        check_fit(needs, *limit, source).map_err(anyhow::Error::msg)
+    }
+
+    /// Refuse `need` if it does not fit beside the models loaded already.
+    fn check_with(&self, need: &(String, u64)) -> Result<(), String> {
+        let Some((limit, source)) = &self.limit else {
+            return Ok(());
+        };
+        let mut all = self.loaded.lock().map(|l| l.clone()).unwrap_or_default();
+        all.push(need.clone());
+        check_fit(&all, *limit, source)
+    }
+
+    fn add(&self, need: (String, u64)) {
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.push(need);
         }
     }
 }
@@ -298,7 +484,7 @@ impl Session {
     /// journal, the run's limits, and the given approver and memory.
     pub fn parts(
         &self,
-        model: Arc<dyn ModelBackend>,
+        models: &RoleModels,
         tools: Arc<ToolRegistry>,
         events: UnboundedSender<Event>,
         settings: &RunSettings,
@@ -306,13 +492,15 @@ impl Session {
         memory: Option<Arc<dyn MemoryHook>>,
     ) -> AgentParts {
         AgentParts {
-            model,
-            tools,
-            journal: self.journal.clone(),
-            events,
-            settings: self.agent_settings(settings),
             approver,
             memory,
+            ..AgentParts::new(
+                models,
+                tools,
+                self.journal.clone(),
+                events,
+                self.agent_settings(settings),
+            )
         }
     }
 

@@ -15,6 +15,7 @@ use crate::agent::Strategy;
 use crate::agent::plan::PlanStore;
 use crate::eval::runner::ProgressFn;
 use crate::eval::{EvalOptions, EvalRunner, Report, load_suite};
+use crate::model::roles::{ModelRole, RoleSpec};
 use crate::prompt::PromptLibrary;
 
 /// `agent eval`.
@@ -117,16 +118,17 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     // Each attempt gets its own workspace; the runner sets it.
     let mut settings = session.run_settings(false);
     settings.workspace = String::new();
-    let model = session.model(&settings, 0).await?;
-    let judge = match &args.judge {
-        None => None,
-        Some(name) => {
-            let mut judge_settings = settings.clone();
-            judge_settings.model = name.clone();
-            Some(session.model(&judge_settings, 0).await?)
-        }
-    };
-    let model_name = model.name().to_string();
+    if let Some(name) = &args.judge {
+        settings
+            .roles
+            .insert(ModelRole::Judge, RoleSpec::named(name.clone()));
+    }
+    let roles = session.models(&settings, 0).await?;
+    // Grading with the model under test would be no grading at all.
+    let judge = roles
+        .has_own(ModelRole::Judge)
+        .then(|| roles.get(ModelRole::Judge).clone());
+    let model_name = roles.get(ModelRole::Default).name().to_string();
     let progress: Option<ProgressFn> = (!args.json || std::io::stderr().is_terminal()).then(|| {
         Box::new(|o: &crate::eval::Outcome| {
             eprintln!(
@@ -145,7 +147,7 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }) as ProgressFn
     });
     let runner = EvalRunner {
-        model,
+        roles,
         dirs: session.dirs.clone(),
         plugins: session.config.plugins.clone(),
         prompts: PromptLibrary::new(&session.dirs.prompts),

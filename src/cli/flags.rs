@@ -12,6 +12,7 @@ use clap::Args;
 use crate::agent::Strategy;
 use crate::agent::approval::Policy;
 use crate::config::ConfigLayer;
+use crate::model::roles::{RoleEntry, RoleSpec};
 
 /// Which model answers.
 #[derive(Debug, Clone, Default, Args)]
@@ -31,6 +32,13 @@ pub struct ModelFlags {
     /// one; N model calls per step. 1 (the default) is greedy alone.
     #[arg(long, value_name = "N")]
     pub samples: Option<u32>,
+    /// The model for planning, replanning and the step after the default
+    /// model stumbles (an invalid or repeated action); any model reference.
+    #[arg(long, value_name = "MODEL")]
+    pub smart: Option<String>,
+    /// The model for history summaries and end-of-run reflections.
+    #[arg(long, value_name = "MODEL")]
+    pub fast: Option<String>,
 }
 
 /// How much a run may spend.
@@ -102,6 +110,18 @@ impl RunOptions {
         note("endpoint", m.endpoint.is_some(), "--endpoint");
         note("engine", m.engine.is_some(), "--engine");
         note("samples", m.samples.is_some(), "--samples");
+        let roles: BTreeMap<String, RoleEntry> = [("smart", &m.smart), ("fast", &m.fast)]
+            .into_iter()
+            .filter_map(|(role, model)| {
+                Some((role.to_string(), RoleEntry(RoleSpec::named(model.clone()?))))
+            })
+            .collect();
+        let flags: Vec<&str> = [("--smart", &m.smart), ("--fast", &m.fast)]
+            .into_iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(f, _)| f)
+            .collect();
+        note("models", !flags.is_empty(), &flags.join(", "));
         note("max_steps", b.max_steps.is_some(), "--max-steps");
         note("max_tokens", b.max_tokens.is_some(), "--max-tokens");
         note("timeout_secs", b.timeout.is_some(), "--timeout");
@@ -111,6 +131,7 @@ impl RunOptions {
             endpoint: m.endpoint.clone(),
             engine: m.engine.clone(),
             samples: m.samples,
+            models: (!roles.is_empty()).then_some(roles),
             max_steps: b.max_steps,
             max_tokens: b.max_tokens,
             timeout_secs: b.timeout,

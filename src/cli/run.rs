@@ -17,7 +17,7 @@ use crate::agent::Strategy;
 use crate::agent::plan::PlanStore;
 use crate::memory::journal::{RunSettings, new_run_id};
 use crate::memory::{RunRecord, RunStatus, StepRecord};
-use crate::model::ModelBackend;
+use crate::model::roles::RoleModels;
 use crate::model::scripted::ScriptedBackend;
 use crate::tools::ToolRegistry;
 use crate::ui::human::Human;
@@ -61,12 +61,12 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         return dry_run(&session, &args.goal, tools, &settings, args.json);
     }
 
-    let model = session.model(&settings, 0).await?;
+    let models = session.models(&settings, 0).await?;
     let run = RunRecord::new(new_run_id(), args.goal.clone(), settings);
     drive_run(
         &session,
         Start::New(run, args.strategy.agent),
-        model,
+        models,
         tools,
         args.json,
         global,
@@ -86,7 +86,7 @@ fn dry_run(
 ) -> anyhow::Result<ExitCode> {
     let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
     let parts = session.parts(
-        Arc::new(ScriptedBackend::from_texts(Vec::<String>::new())),
+        &RoleModels::single(Arc::new(ScriptedBackend::from_texts(Vec::<String>::new()))),
         Arc::new(tools),
         events,
         settings,
@@ -139,7 +139,7 @@ pub enum Start {
 pub async fn drive_run(
     session: &Session,
     start: Start,
-    model: Arc<dyn ModelBackend>,
+    models: RoleModels,
     tools: ToolRegistry,
     json: bool,
     global: &GlobalArgs,
@@ -181,19 +181,19 @@ pub async fn drive_run(
         },
     };
     // A scripted model resumes after every response the plan used.
-    let model = if !fresh
+    let models = if !fresh
         && strategy == Strategy::Plan
         && run.settings.endpoint.is_none()
         && run.settings.model.starts_with("scripted:")
     {
         let used = plans.responses_used(&session.journal, &run.id)?;
-        session.model(&run.settings, used).await?
+        session.models(&run.settings, used).await?
     } else {
-        model
+        models
     };
     let approver = session.approver(run.settings.interactive && !json);
     let parts = session.parts(
-        model,
+        &models,
         Arc::new(tools),
         events,
         &run.settings,

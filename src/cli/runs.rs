@@ -195,6 +195,10 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                 run.usage.completion_tokens,
                 run.elapsed_ms as f64 / 1000.0
             );
+            for (i, cost) in run.cost.iter().enumerate() {
+                let head = if i == 0 { "cost" } else { "" };
+                println!("{head:<8} {}", strip_terminal_escapes(&cost.line()));
+            }
             if let Some(answer) = &run.answer {
                 println!("answer   {}", strip_terminal_escapes(answer));
             }
@@ -207,6 +211,13 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                         .map(strip_terminal_escapes)
                         .unwrap_or_else(|| "(no valid action)".into())
                 );
+                if let Some(e) = &s.escalated {
+                    println!(
+                        "  # taken by the smart model {}: {}",
+                        strip_terminal_escapes(&e.model),
+                        strip_terminal_escapes(&e.reason)
+                    );
+                }
                 match (&s.tool, &s.args) {
                     (Some(t), Some(a)) => println!("  → {t} {}", observation(&a.to_string(), 400)),
                     _ => println!("  raw: {}", observation(&s.raw_output, 400)),
@@ -317,11 +328,11 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                 .map(|p| super::chat::permissions(&p))
                 .unwrap_or_default();
             check_grants(&run, &now)?;
-            let model = session.model(&run.settings, steps.len()).await?;
+            let models = session.models(&run.settings, steps.len()).await?;
             drive_run(
                 &session,
                 Start::Resume(run, steps),
-                model,
+                models,
                 tools,
                 json,
                 global,

@@ -271,6 +271,7 @@ mod tests {
             run_id: None,
             answer: None,
             grade: None,
+            cost: Vec::new(),
         }
     }
 

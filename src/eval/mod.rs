@@ -23,6 +23,8 @@ pub mod runner;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::roles::{ModelCost, merge_costs};
+
 pub use challenge::{Challenge, ChallengeError, load_suite};
 pub use grade::Grade;
 pub use runner::{EvalOptions, EvalRunner};
@@ -52,6 +54,9 @@ pub struct Outcome {
     /// The final answer the agent gave, if any.
     pub answer: Option<String>,
     pub grade: Option<Grade>,
+    /// What each model cost the run, by role (`crate::model::roles`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cost: Vec<ModelCost>,
 }
 
 impl Outcome {
@@ -141,17 +146,25 @@ pub struct Report {
     #[serde(default)]
     pub challenges: Vec<ChallengeTotals>,
     pub totals: Totals,
+    /// What each model cost over every attempt, with the roles it took, so
+    /// a split (`--smart`, `--fast`) compares with one model alone.
+    #[serde(default)]
+    pub models: Vec<ModelCost>,
 }
 
 impl Report {
     /// A report over `results` (totals computed).
     pub fn new(model: String, strategy: String, results: Vec<Outcome>) -> Self {
+        let models = results
+            .iter()
+            .fold(Vec::new(), |sum, r| merge_costs(&sum, &r.cost));
         let mut report = Self {
             model,
             strategy,
             totals: Totals::over(&results),
             results,
             challenges: Vec::new(),
+            models,
         };
         report.challenges = report.per_challenge();
         report
@@ -238,6 +251,9 @@ impl Report {
             self.model,
             self.strategy
         ));
+        for cost in &self.models {
+            out.push_str(&format!("  {}\n", cost.line()));
+        }
         out
     }
 
@@ -265,6 +281,7 @@ mod tests {
             run_id: None,
             answer: None,
             grade: None,
+            cost: Vec::new(),
         }
     }
 

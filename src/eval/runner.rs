@@ -19,6 +19,7 @@ use crate::confined::{Confined, copy_tree_into};
 use crate::memory::journal::{RunSettings, new_run_id};
 use crate::memory::{RunJournal, RunRecord, RunStatus, StopKind};
 use crate::model::ModelBackend;
+use crate::model::roles::RoleModels;
 use crate::paths::Dirs;
 use crate::plugin::PluginHost;
 use crate::plugin::policy::PluginPolicy;
@@ -67,7 +68,9 @@ pub type ProgressFn = Box<dyn Fn(&Outcome) + Send + Sync>;
 
 /// Runs challenges with one shared model.
 pub struct EvalRunner {
-    pub model: Arc<dyn ModelBackend>,
+    /// The models by role (`--smart`, `--fast`); every attempt's calls are
+    /// counted in its own run's account.
+    pub roles: RoleModels,
     pub dirs: Dirs,
     /// The user's plugin policy (e.g. `allow_local` for a fixture server).
     pub plugins: PluginPolicy,
@@ -136,6 +139,7 @@ impl EvalRunner {
             run_id: None,
             answer: None,
             grade: None,
+            cost: Vec::new(),
         }
     }
 
@@ -216,15 +220,13 @@ impl EvalRunner {
         // Nobody watches the events; the journal keeps the transcript.
         let (events, _) = tokio::sync::mpsc::unbounded_channel();
         let stop = cancel.child_token();
-        let parts = AgentParts {
-            model: self.model.clone(),
-            tools: tools.clone(),
-            journal: self.journal.clone(),
+        let parts = AgentParts::new(
+            &self.roles,
+            tools.clone(),
+            self.journal.clone(),
             events,
-            settings: agent_settings,
-            approver: None,
-            memory: None,
-        };
+            agent_settings,
+        );
         let plan = PlanParts {
             plans: self.plans.clone(),
             reviewer: None,
@@ -289,9 +291,11 @@ impl EvalRunner {
         };
         // The grade stays with the run: a claimed success that failed it is
         // not an example for later runs (agent::examples).
+        let mut cost = Vec::new();
         if let Some(mut record) = self.journal.get(&run_id)? {
             record.graded = Some(result == "passed");
             self.journal.put_run(&record)?;
+            cost = record.cost;
         }
         let stop_reason = if timed_out {
             format!("timed out after {} s", limit.as_secs())
@@ -312,6 +316,7 @@ impl EvalRunner {
             run_id: Some(run_id),
             answer,
             grade: Some(grade),
+            cost,
         })
     }
 }

@@ -136,6 +136,11 @@ pub struct RunSettings {
     /// The temperature candidates were sampled at.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sample_temperature: f32,
+    /// The model of each role other than `default` (`model`), where the
+    /// run had one; a resume opens the same ones. Absent in older records.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub roles:
+        std::collections::BTreeMap<crate::model::roles::ModelRole, crate::model::roles::RoleSpec>,
 }
 
 fn one() -> u32 {
@@ -185,6 +190,10 @@ pub struct RunRecord {
     /// the grader is not an example to learn from (`agent::examples`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graded: Option<bool>,
+    /// What each model cost the run (calls, tokens, seconds, money), summed
+    /// over every process that worked on it; absent in older records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cost: Vec<crate::model::roles::ModelCost>,
 }
 
 impl RunRecord {
@@ -207,6 +216,7 @@ impl RunRecord {
             earlier: Vec::new(),
             tainted: None,
             graded: None,
+            cost: Vec::new(),
         }
     }
 }
@@ -249,6 +259,19 @@ pub struct StepRecord {
     /// How the action was chosen when several were sampled (`--samples`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub votes: Option<Votes>,
+    /// The model that took the step when it was not the run's default
+    /// one, and why (an escalation to `smart`; `crate::model::roles`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated: Option<Escalation>,
+}
+
+/// A step that went to the `smart` model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// The model's name.
+    pub model: String,
+    /// Why: what the default model did at the step before.
+    pub reason: String,
 }
 
 /// The candidates of one step and how one was chosen (`agent::vote`).
@@ -501,6 +524,7 @@ mod tests {
             tool_ms: 1,
             at: now_rfc3339(),
             votes: None,
+            escalated: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod roles;
 pub mod scripted;
 pub mod template;
 
@@ -143,6 +144,13 @@ pub enum ModelError {
 pub trait ModelBackend: Send + Sync {
     /// A short label for transcripts and the journal (`smollm2-135m`, `scripted:demo.yaml`).
     fn name(&self) -> &str;
+
+    /// Get ready to answer: a model opened on first use ([`roles::Lazy`])
+    /// pulls and loads here, so that the caller can keep that out of the
+    /// time limit of a call. Others are always ready.
+    async fn ready(&self, _cancel: &CancellationToken) -> Result<(), ModelError> {
+        Ok(())
+    }
 
     /// Generate one completion, calling `on_token` with each fragment as it
     /// comes, and stopping early when `cancel` fires.

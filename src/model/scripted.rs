@@ -86,6 +86,15 @@ impl ScriptedBackend {
         )
     }
 
+    /// A backend called `name` replaying `responses` (for unit tests of
+    /// several models at once).
+    pub fn named(name: &str, responses: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            name: name.to_string(),
+            ..Self::from_texts(responses)
+        }
+    }
+
     fn new(name: String, responses: Vec<ScriptedResponse>) -> Self {
         Self {
             name,

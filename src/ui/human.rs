@@ -327,9 +327,21 @@ impl Renderer for Human {
                 usage,
                 elapsed_ms,
                 summary,
+                cost,
             } => {
                 self.stop_spinner();
                 let secs = *elapsed_ms as f64 / 1000.0;
+                // With several models (roles), what each cost.
+                if (cost.len() > 1 || cost.iter().any(|c| c.money.is_some())) && !self.quiet() {
+                    let mut out = anstream::AutoStream::auto(std::io::stderr());
+                    for c in cost {
+                        let _ = writeln!(
+                            out,
+                            "{DIM}cost: {}{DIM:#}",
+                            strip_terminal_escapes(&c.line())
+                        );
+                    }
+                }
                 if let Some(answer) = answer.as_ref().filter(|_| *status != RunStatus::Unverified) {
                     let answer = strip_terminal_escapes(answer);
                     if self.quiet() {

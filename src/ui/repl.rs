@@ -21,7 +21,16 @@ use crate::config::{EditMode, ReplConfig};
 /// Every slash command with its arguments and what it does (for `/help`).
 pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("/help", "", "show this list"),
-    ("/model", "[REF]", "show the model, or load another one"),
+    (
+        "/model",
+        "[REF]",
+        "show the model of each role, or load another default one",
+    ),
+    (
+        "/cost",
+        "",
+        "what each model cost this session: calls, tokens, seconds, money",
+    ),
     ("/tools", "", "list the tools and their approval policies"),
     ("/plugins", "", "list the plugins and their permissions"),
     ("/memory", "[QUERY]", "search long-term memory"),

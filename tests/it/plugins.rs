@@ -2122,7 +2122,19 @@ fn list_inspect_and_call_work_on_the_builtin_plugins() {
     );
     let out = env.call("files", "search_files", json!({"pattern": "plugin"}));
     assert!(
-        out.code == 0 && out.stdout.contains("notes/a.txt"),
+        out.code == 0
+            && out.stdout.contains("notes/a.txt:1: hello plugin")
+            && out.stdout.contains("(1 matching line in 1 file)"),
+        "{}",
+        out.all()
+    );
+    // A file's name searched as text finds nothing, and says the file is
+    // there (a model once took "no matches" for "no such file").
+    let out = env.call("files", "search_files", json!({"pattern": "a.txt"}));
+    assert!(
+        out.code == 0
+            && out.stdout.contains("notes/a.txt is a file here")
+            && out.stdout.contains("read_file"),
         "{}",
         out.all()
     );

@@ -490,13 +490,36 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
                 ". Note: search_files looks for the exact text `{}`; it is not a condition, a comparison or a regular expression. To filter, compare, count or compute, read the file in code (run_python, when it is available) and print the result.",
                 args.pattern
             ));
+        } else if let Some((_, name)) = files.iter().find(|(_, shown)| {
+            let pattern = args.pattern.trim().trim_start_matches("./");
+            shown == pattern || shown.ends_with(&format!("/{pattern}"))
+        }) {
+            // Measured: the 1.5B model searched for `scores.csv`, read "no
+            // matches" as "the file does not exist" and wrote a made-up one
+            // over it.
+            out.push_str(&format!(
+                ". Note: {name} is a file here; search_files looks for text inside files, not for file names. Read it with read_file."
+            ));
         }
         return Ok(out);
     }
+    let matched: std::collections::BTreeSet<&str> = hits
+        .iter()
+        .filter_map(|h| h.split(':').next())
+        .collect();
+    let count = hits.len();
     let mut out = hits.join("\n");
     if more {
         out.push_str(&format!(
             "\n[... stopped after {SEARCH_MAX} matches; search a narrower path or a more specific pattern]"
+        ));
+    } else {
+        // The count, so that "how many lines ..." need not be counted by eye.
+        out.push_str(&format!(
+            "\n({count} matching line{} in {} file{})",
+            if count == 1 { "" } else { "s" },
+            matched.len(),
+            if matched.len() == 1 { "" } else { "s" }
         ));
     }
     Ok(out)

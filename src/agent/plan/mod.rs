@@ -46,6 +46,7 @@ use super::run::{Clock, Ending, ask_model, check_budgets};
 use super::strategy::AgentParts;
 use crate::memory::journal::now_rfc3339;
 use crate::memory::{RunRecord, RunStatus, StepRecord, StopKind};
+use crate::model::roles::ModelRole;
 use crate::model::{ChatMessage, CompletionRequest};
 use crate::prompt::{Prompt, PromptError, PromptLibrary};
 use crate::sanitize;
@@ -481,8 +482,9 @@ impl PlanAgent {
             temperature: self.parts.settings.temperature,
             json_schema: Some(schema),
         };
+        // Planning and replanning are the smart model's (model roles).
         let completion = match ask_model(
-            self.parts.model.as_ref(),
+            self.parts.roles.get(ModelRole::Smart).as_ref(),
             request,
             &|_| {},
             &self.parts.settings,

@@ -159,7 +159,7 @@ impl PlanAgent {
                     .memory
                     .clone()
                     .map(|m| Arc::new(RecallOnly(m)) as Arc<dyn MemoryHook>),
-                ..self.parts.clone()
+                ..self.parts.with_own_account()
             },
             &self.prompts.library,
         )?;

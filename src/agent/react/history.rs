@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{AgentError, ReactAgent};
 use crate::memory::journal::StepOutcome;
 use crate::memory::{RunRecord, StepRecord};
+use crate::model::roles::ModelRole;
 use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD, Usage};
 use crate::prompt::PromptError;
 use crate::sanitize;
@@ -120,10 +121,14 @@ impl ReactAgent {
                     temperature: 0.0,
                     json_schema: None,
                 };
-                match tokio::time::timeout(
-                    self.parts.settings.model_timeout,
-                    self.parts.model.complete(request, &|_: &str| {}, cancel),
-                )
+                // Summaries are the fast model's (model roles); one opened
+                // on first use loads outside the call's limit.
+                let fast = self.parts.roles.get(ModelRole::Fast);
+                let ready = fast.ready(cancel).await;
+                match tokio::time::timeout(self.parts.settings.model_timeout, async {
+                    ready?;
+                    fast.complete(request, &|_: &str| {}, cancel).await
+                })
                 .await
                 {
                     Ok(Ok(c)) if !c.text.trim().is_empty() => {

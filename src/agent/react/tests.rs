@@ -16,6 +16,7 @@ use crate::memory::sessions::Exchange;
 use crate::memory::{RunStatus, Store};
 use crate::model::ModelBackend;
 use crate::model::Role;
+use crate::model::roles::RoleModels;
 use crate::model::scripted::ScriptedBackend;
 use crate::tools::builtin::Finish;
 use crate::tools::{Tool, ToolRegistry, ToolSpec};
@@ -109,15 +110,13 @@ impl Harness {
         tools.register(echo.clone()).unwrap();
         let model = Arc::new(model.recording());
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let parts = AgentParts {
-            model: model.clone(),
-            tools: Arc::new(tools),
+        let parts = AgentParts::new(
+            &RoleModels::single(model.clone()),
+            Arc::new(tools),
             journal,
-            events: tx,
+            tx,
             settings,
-            approver: None,
-            memory: None,
-        };
+        );
         let agent =
             ReactAgent::new(parts, &PromptLibrary::new(&dir.path().join("prompts"))).unwrap();
         Self {
@@ -538,6 +537,7 @@ async fn a_similar_past_run_is_shown_as_a_worked_example_within_the_budget() {
             tool_ms: 0,
             at: String::new(),
             votes: None,
+            escalated: None,
         };
         r.steps = 1;
         journal.commit_step(&r, &step).unwrap();

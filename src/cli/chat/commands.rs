@@ -3,6 +3,7 @@
 //! search`, from the functions those subcommands use.
 
 use super::*;
+use crate::model::roles::ModelRole;
 
 impl Chat<'_> {
     /// Handle a slash command; `false` means leave.
@@ -14,6 +15,19 @@ impl Chat<'_> {
             }
             "exit" => return Ok(false),
             "model" => self.model_command(arg).await,
+            "cost" => {
+                let costs = self.cost.costs();
+                let text = if costs.is_empty() {
+                    "  no model calls yet in this session".to_string()
+                } else {
+                    costs
+                        .iter()
+                        .map(|c| format!("  {}", c.line()))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                self.say(&text);
+            }
             "tools" => {
                 let mut lines = Vec::new();
                 for spec in self.tools.specs() {
@@ -126,16 +140,22 @@ impl Chat<'_> {
 
     async fn model_command(&mut self, arg: &str) {
         if arg.is_empty() {
-            let m = self.model.name();
-            self.say(&format!("model: {m} ({})", self.settings.model));
+            // The default model, then each role that has one of its own.
+            let mut line = format!("model: {}", self.models.get(ModelRole::Default).name());
+            for (role, name) in self.models.names() {
+                if role != ModelRole::Default && self.models.has_own(role) {
+                    line.push_str(&format!(" · {role}: {name}"));
+                }
+            }
+            self.say(&line);
             return;
         }
         let mut settings = self.settings.clone();
         settings.model = arg.to_string();
         self.note(&format!("loading model {arg} …"));
-        match self.session.model(&settings, 0).await {
-            Ok(model) => {
-                self.model = model;
+        match self.session.models(&settings, 0).await {
+            Ok(models) => {
+                self.models = models;
                 self.settings = settings;
                 self.say(&format!("model: {arg}"));
             }

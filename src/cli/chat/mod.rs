@@ -42,6 +42,7 @@ use crate::memory::journal::{RunSettings, new_run_id, now_rfc3339};
 use crate::memory::sessions::{SavedSession, SavedTurn, Sessions};
 use crate::memory::{RunRecord, StepRecord};
 use crate::model::ModelBackend;
+use crate::model::roles::{CostAccount, RoleModels};
 use crate::plugin::{GrantSummary, PluginInfo};
 use crate::sanitize::{one_line, strip_terminal_escapes};
 use crate::tools::ToolRegistry;
@@ -175,7 +176,8 @@ struct Chat<'a> {
     session: &'a Session,
     verbosity: Verbosity,
     settings: RunSettings,
-    model: Arc<dyn ModelBackend>,
+    /// The models by role; `/model` changes the default one.
+    models: RoleModels,
     tools: Arc<ToolRegistry>,
     plugins: Vec<PluginInfo>,
     approver: Arc<PolicyApprover>,
@@ -185,6 +187,8 @@ struct Chat<'a> {
     sessions: Sessions,
     /// Tokens spent by the goals of this process.
     tokens: u64,
+    /// What the goals of this process cost, by model (`/cost`).
+    cost: CostAccount,
     out: anstream::AutoStream<std::io::Stdout>,
     /// `/agent plan`: new goals run plan-and-execute (the plan is shown for
     /// approval first) instead of plain ReAct.
@@ -265,7 +269,7 @@ impl Chat<'_> {
             Strategy::React
         };
         let parts = self.session.parts(
-            self.model.clone(),
+            &self.models,
             self.tools.clone(),
             events,
             &self.settings,
@@ -315,6 +319,7 @@ impl Chat<'_> {
             }
         };
         self.tokens += run.usage.total();
+        self.cost.add(&run.cost);
         let outcome = run
             .answer
             .clone()
@@ -362,7 +367,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
     });
     // Fail at the start, not at the first goal, when a template is broken.
     session.prompts().load("react")?;
-    let model = session.model(&settings, 0).await?;
+    let models = session.models(&settings, 0).await?;
 
     let pump = Arc::new(Mutex::new(Pump {
         rx: None,
@@ -410,7 +415,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         session: &session,
         verbosity,
         settings,
-        model,
+        models,
         tools: Arc::new(tools),
         plugins,
         approver,
@@ -419,6 +424,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         saved,
         sessions,
         tokens: 0,
+        cost: CostAccount::new(),
         out: anstream::AutoStream::auto(std::io::stdout()),
         plan: false,
     };
