@@ -8,7 +8,8 @@
 //!      │ run, runs resume, chat (REPL), eval, bench
 //!      ▼
 //!  cli::context (the one composition root) ── opens config, store, journal;
-//!      │   builds tools (plugins, memory, kb, finish, ask_human), the model,
+//!      │   builds tools (plugins, memory, kb, finish, ask_human), the models
+//!      │   by role (model::roles: default now, smart/fast/judge on first use),
 //!      │   the approver (agent::approval), the memory hook and Ctrl-C
 //!      ▼
 //!  agent::strategy ── Strategy::React | Strategy::Plan → Agent
@@ -23,7 +24,10 @@
 //!      │   guard        repetition and invalid-output limits
 //!      │ uses
 //!      │   prompt   templates from prompts/*.yaml (user overrides win)
-//!      │   model    ModelBackend: llama.cpp | mistral.rs GGUF | OpenAI-compatible | scripted
+//!      │   model    ModelBackend: llama.cpp | mistral.rs GGUF | OpenAI-compatible | scripted;
+//!      │            roles: a model per role, each call metered into the
+//!      │            run's CostAccount (react escalates to smart after a
+//!      │            bad step; plan asks smart; summaries ask fast)
 //!      │   action   JSON schema "oneOf the live tools" + tolerant parse (json_extract)
 //!      │   tools    ToolRegistry: finish, ask_human, memory, WASM plugins (plugin host;
 //!      │            plugin::protect puts back what a call changed in .git)

@@ -248,8 +248,19 @@ impl AgentParts {
             let missing = verify::not_printed(&claimed, &printed);
             if let Some((place, _)) = missing.first() {
                 let shown: Vec<&str> = missing.iter().take(3).map(|(_, l)| l.as_str()).collect();
+                // A shape to start from, with the goal's own input.
+                let example = inputs
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .find(|name| name.ends_with(".csv"))
+                    .map(|csv| {
+                        format!(
+                            " (for example: import csv; rows = list(csv.DictReader(open('{csv}'))); print(max(rows, key=lambda r: float(r['COLUMN']))) with the right column, and min for the smallest)"
+                        )
+                    })
+                    .unwrap_or_default();
                 unmet.push(format!(
-                    "{} in {place} was not found by code: compare the values with {coder} (read the whole file there), print the one the goal asks for, and use what it prints",
+                    "{} in {place} was not found by code: compare the values with {coder} (read the whole file there){example}, print the one the goal asks for, and use what it prints",
                     shown.join(", ")
                 ));
             }

@@ -172,10 +172,21 @@ pub fn unmet(goal: &str, workspace: &Path) -> Vec<String> {
                         t @ ("[]" | "{}" | "null" | "\"\"" | "''") => {
                             Some(format!("{name} holds only {t}: nothing was put in it yet"))
                         }
-                        // Seen: Python's repr appended after `[]`.
-                        t if is_json(&name) => serde_json::from_str::<serde_json::Value>(t)
-                            .err()
-                            .map(|e| format!("{name} is not valid JSON ({e}); write it with json.dump in code")),
+                        // Seen: Python's repr appended after `[]`, and
+                        // then that text dumped as one JSON string.
+                        t if is_json(&name) => match serde_json::from_str::<serde_json::Value>(t) {
+                            Err(e) => Some(format!(
+                                "{name} is not valid JSON ({e}); write it with json.dump in code"
+                            )),
+                            Ok(serde_json::Value::String(inner))
+                                if inner.trim_start().starts_with(['[', '{']) =>
+                            {
+                                Some(format!(
+                                    "{name} holds one JSON string that reads like data, not the data itself: build the list or object in code (json.loads or csv) and json.dump that"
+                                ))
+                            }
+                            Ok(_) => None,
+                        },
                         _ => None,
                     }
                 }
@@ -847,6 +858,10 @@ mod tests {
                 && problems[0].starts_with("products.json is not valid JSON (")
                 && problems[0].ends_with("write it with json.dump in code"),
             "{problems:?}"
+        );
+        std::fs::write(ws.path().join("products.json"), r#""[{'name': 'pen'}]""#).unwrap();
+        assert!(
+            unmet(json_goal, ws.path())[0].contains("holds one JSON string that reads like data")
         );
         std::fs::write(ws.path().join("products.json"), r#"[{"name": "pen"}]"#).unwrap();
         assert!(unmet(json_goal, ws.path()).is_empty());

@@ -532,7 +532,7 @@ pub fn check_fit(needs: &[(String, u64)], available: u64, source: &str) -> Resul
         .map(|(name, b)| format!("{name} needs about {}", show_bytes(*b)))
         .collect();
     Err(format!(
-        "the local models of this run do not fit in memory: {} ({} together), and {} is free ({source}). \
+        "the local models of this run do not fit in memory: {} ({} together), and the limit is {} ({source}). \
          Give a role a smaller model or an endpoint, or raise memory_limit_mb",
         each.join(", "),
         show_bytes(total),
@@ -661,7 +661,7 @@ mod tests {
         check_fit(&needs, 600 << 20, "free").unwrap();
         let e = check_fit(&needs, 400 << 20, "memory_limit_mb: 400").unwrap_err();
         assert!(
-            e.contains("a needs about 300 MB, b needs about 200 MB (500 MB together), and 400 MB is free (memory_limit_mb: 400)"),
+            e.contains("a needs about 300 MB, b needs about 200 MB (500 MB together), and the limit is 400 MB (memory_limit_mb: 400)"),
             "{e}"
         );
     }

@@ -17,4 +17,5 @@ mod openai;
 mod plan;
 mod plugins;
 mod repl;
+mod roles;
 mod security;

@@ -233,6 +233,11 @@ fn a_two_goal_conversation_with_slash_commands() {
     s.line("/model");
     s.expect("model: scripted", LONG);
     s.prompt();
+    // What the session's goal cost, by model.
+    s.line("/cost");
+    let cost = s.expect(" tokens, ", LONG);
+    assert!(cost.contains("s.yaml (default): 1 call, "), "{cost}");
+    s.prompt();
     s.line("/tools");
     s.expect("write_file", LONG);
     s.prompt();
