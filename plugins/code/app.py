@@ -188,6 +188,14 @@ def advice(e, code):
             "\nThis sandbox has no pip and no third-party packages (no pandas, no numpy); "
             "use the standard library. Modules you can import: " + ", ".join(AVAILABLE_TOP) + "."
         )
+    if isinstance(e, NameError) and not isinstance(e, UnboundLocalError):
+        # Seen: `sum(... for order in orders)` after read_file showed
+        # orders.json, as if that had defined `orders`.
+        return (
+            "\nEach run_python call starts afresh: nothing from an earlier call, and nothing "
+            "read_file showed, is defined here. Read the data in this code (for example "
+            "json.load(open('data.json')) or csv.DictReader(open('table.csv')))."
+        )
     if not isinstance(e, SyntaxError):
         return ""
     if any(line.lstrip().startswith(("!", "%", "$ ")) for line in code.splitlines()):

@@ -443,14 +443,22 @@ impl ReactAgent {
                 }
             }
 
-            // Escalation: an invalid or repeated action sends the next step
-            // to the smart model; a step that works brings it back.
+            // Escalation: an invalid or repeated action, or a finish that
+            // failed its checks, sends the next step to the smart model; a
+            // step that works brings it back.
             match step.outcome {
                 StepOutcome::InvalidOutput => {
                     escalated = Some("the step before wrote an invalid action".into());
                 }
                 StepOutcome::Repeated => {
                     escalated = Some("the step before repeated an earlier action".into());
+                }
+                // Measured 2026-12-01: the 135M model's failures are mostly
+                // finishes that fail their checks, not invalid actions.
+                StepOutcome::ToolError if step.tool.as_deref() == Some(FINISH) => {
+                    escalated = Some(
+                        "the step before claimed the goal was done and its checks failed".into(),
+                    );
                 }
                 StepOutcome::Ok => {
                     if escalation.is_some() && ending.is_none() {

@@ -222,15 +222,37 @@ impl AgentParts {
                         names.push(name);
                     }
                 }
+                // Where the values are to come from, and how: the model
+                // once read back its own output instead of the input.
+                let from = names.join(", ");
+                let how = match coder.as_deref() {
+                    Some(c) => format!(
+                        "work on {from} with {c} (open and parse it there), print the values the goal asks for, and write those to {place}"
+                    ),
+                    None => {
+                        format!("read {from} and write the values the goal asks for to {place}")
+                    }
+                };
                 unmet.push(format!(
-                    "{place} holds {}, which {} and no tool result show: take the values from {} (read it{})",
+                    "{place} holds {}, which neither {from} nor any tool result shows: the values must come from {from}, not from {place}; {how}",
                     shown.join(", "),
-                    names.join(", "),
-                    names.join(", "),
-                    coder
-                        .as_deref()
-                        .map(|c| format!(", or work on it with {c}"))
-                        .unwrap_or_default()
+                ));
+            }
+        }
+        // A number asked for and none written, a file's name asked for and
+        // none written (seen from the 135M model: our own notice copied
+        // into total.txt and found.txt).
+        if !outputs.is_empty() && verify::asks_for_a_number(goal) {
+            for place in verify::without_numbers(&claimed) {
+                unmet.push(format!(
+                    "{place} holds no number, and the goal asks for one"
+                ));
+            }
+        }
+        if !outputs.is_empty() && verify::asks_for_a_file_name(goal) {
+            for place in verify::without_file_names(&claimed) {
+                unmet.push(format!(
+                    "{place} names no file (a name like notes.txt), and the goal asks for a file's name"
                 ));
             }
         }
@@ -473,8 +495,9 @@ impl Agent {
     }
 }
 
-/// Whether one of `step`'s string arguments is the file `name` (`./name`
-/// and `.\name` count: the `files` plugin reads a backslash as `/`).
+/// Whether one of `step`'s string arguments is the file `name` (` name`,
+/// `./name` and `.\name` count: the `files` plugin trims the path and
+/// reads a backslash as `/`).
 fn names_file(step: &StepRecord, name: &str) -> bool {
     step.args
         .as_ref()
@@ -482,7 +505,7 @@ fn names_file(step: &StepRecord, name: &str) -> bool {
         .is_some_and(|m| {
             m.values().any(|v| {
                 v.as_str()
-                    .is_some_and(|v| v.replace('\\', "/").trim_start_matches("./") == name)
+                    .is_some_and(|v| v.trim().replace('\\', "/").trim_start_matches("./") == name)
             })
         })
 }

@@ -145,6 +145,7 @@ pub fn named_outputs(goal: &str) -> Vec<String> {
 /// does not exist yet"); empty when every check passes.
 pub fn unmet(goal: &str, workspace: &Path) -> Vec<String> {
     let outputs = named_outputs(goal);
+    let called = called_names(goal);
     if outputs.is_empty() {
         return Vec::new();
     }
@@ -171,6 +172,19 @@ pub fn unmet(goal: &str, workspace: &Path) -> Vec<String> {
                         // (seen: `[]` for a CSV converted to JSON).
                         t @ ("[]" | "{}" | "null" | "\"\"" | "''") => {
                             Some(format!("{name} holds only {t}: nothing was put in it yet"))
+                        }
+                        // Seen from the 135M model: vowels.py holding
+                        // the text "vowels.txt".
+                        t if is_code(&name) && called.iter().any(|c| !t.contains(c.as_str())) => {
+                            let missing: Vec<&str> = called
+                                .iter()
+                                .map(String::as_str)
+                                .filter(|c| !t.contains(c))
+                                .collect();
+                            Some(format!(
+                                "{name} does not define {}, which the goal names: write the code that does",
+                                missing.join(", ")
+                            ))
                         }
                         // Seen: Python's repr appended after `[]`, and
                         // then that text dumped as one JSON string.
@@ -352,6 +366,56 @@ pub fn not_printed(claimed: &[(String, String)], printed: &[String]) -> Vec<(Str
         }
     }
     out
+}
+
+/// The names the goal calls (`count_vowels(text)`, `average([2, 4, 6])`):
+/// a code output must at least mention them.
+pub fn called_names(goal: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in goal.split_whitespace() {
+        let Some((head, _)) = word.split_once('(') else {
+            continue;
+        };
+        let name = head.trim_start_matches(|c: char| !c.is_alphanumeric() && c != '_');
+        let name = name.rsplit('.').next().unwrap_or(name);
+        let ident = name.len() >= 2
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if ident && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+/// The places among `claimed` outputs that hold no number at all, for a
+/// goal that asks for one ("total.txt" holding a sentence).
+pub fn without_numbers(claimed: &[(String, String)]) -> Vec<String> {
+    claimed
+        .iter()
+        .filter(|(_, text)| numbers(text).is_empty())
+        .map(|(place, _)| place.clone())
+        .collect()
+}
+
+/// Whether `goal` asks for the name of a file ("Write the name of that
+/// file to found.txt").
+pub fn asks_for_a_file_name(goal: &str) -> bool {
+    let goal = goal.to_lowercase();
+    goal.contains("name of") && goal.contains("file")
+}
+
+/// The places among `claimed` outputs that name no file (no word in them
+/// reads as `name.ext`).
+pub fn without_file_names(claimed: &[(String, String)]) -> Vec<String> {
+    claimed
+        .iter()
+        .filter(|(_, text)| !text.split_whitespace().any(|w| file_name(w).is_some()))
+        .map(|(place, _)| place.clone())
+        .collect()
 }
 
 /// Whether `name` must hold JSON (its extension says so).
@@ -815,6 +879,45 @@ mod tests {
             [("largest.txt".to_string(), "Lisbon".to_string())]
         );
         assert!(not_printed(&claimed, &["largest: lisbon".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn code_must_mention_what_the_goal_calls_and_answers_must_hold_what_is_asked() {
+        let goal = "Create vowels.py that defines a function count_vowels(text) which returns the number of vowels";
+        assert_eq!(called_names(goal), ["count_vowels"]);
+        assert_eq!(
+            called_names("average([2, 4, 6]) should return 4; see math.floor(x)"),
+            ["average", "floor"]
+        );
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::write(ws.path().join("vowels.py"), "vowels.txt").unwrap();
+        assert_eq!(
+            unmet(goal, ws.path()),
+            [
+                "vowels.py does not define count_vowels, which the goal names: write the code that does"
+            ]
+        );
+        std::fs::write(
+            ws.path().join("vowels.py"),
+            "def count_vowels(text):\n    return 0\n",
+        )
+        .unwrap();
+        assert!(unmet(goal, ws.path()).is_empty());
+
+        let out = |t: &str| vec![("total.txt".to_string(), t.to_string())];
+        assert_eq!(
+            without_numbers(&out("The total.txt file now exists")),
+            ["total.txt"]
+        );
+        assert!(without_numbers(&out("649.99")).is_empty());
+        assert!(asks_for_a_file_name(
+            "Write the name of that file to found.txt"
+        ));
+        assert_eq!(
+            without_file_names(&out("The file is found.")),
+            ["total.txt"]
+        );
+        assert!(without_file_names(&out("wednesday.txt")).is_empty());
     }
 
     #[test]

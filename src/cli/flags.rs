@@ -33,7 +33,8 @@ pub struct ModelFlags {
     #[arg(long, value_name = "N")]
     pub samples: Option<u32>,
     /// The model for planning, replanning and the step after the default
-    /// model stumbles (an invalid or repeated action); any model reference.
+    /// model stumbles (an invalid or repeated action, a finish that failed
+    /// its checks); any model reference.
     #[arg(long, value_name = "MODEL")]
     pub smart: Option<String>,
     /// The model for history summaries and end-of-run reflections.

@@ -640,6 +640,66 @@ fn an_output_that_no_step_wrote_does_not_count_as_done() {
     assert_eq!(finished(&ev)["steps"], 4);
 }
 
+/// OlderPeople as Qwen2.5-Coder-1.5B ran it on 2026-12-01: it searched for
+/// `age>30`, wrote "No matches found" as the list and finished. The list
+/// holds words of its own, so the finish is refused and told where the
+/// values must come from; reading back the output proves nothing.
+#[test]
+fn a_list_of_words_no_input_holds_is_refused_until_code_reads_the_input() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.workspace.join("people.csv"),
+        "name,age\nAva,52\nBen,29\nZoe,34\n",
+    )
+    .unwrap();
+    let goal = "Read people.csv and find everyone older than 30. Write their names to a file called older.txt, one name per line";
+    let code = "import csv\nfor r in csv.DictReader(open('people.csv')):\n    if int(r['age']) > 30:\n        print(r['name'])";
+    let model = env.script(
+        "s",
+        &[
+            &action(
+                "write_file",
+                json!({"path": "older.txt", "content": "No matches found for age>30."}),
+            ),
+            &finish("no one"),
+            &action("read_file", json!({"path": " older.txt"})),
+            &finish("no one"),
+            &action("run_python", json!({"code": code})),
+            &action(
+                "write_file",
+                json!({"path": "older.txt", "content": "Ava\nZoe\n"}),
+            ),
+            &finish("Ava and Zoe"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--yes", "--model", &model, goal],
+        0,
+    );
+    let ev = events(&out);
+    let told = |step: u64| {
+        ev.iter()
+            .find(|e| e["type"] == "observation" && e["step"] == step)
+            .and_then(|e| e["observation"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        told(2).contains("older.txt holds No matches found for age>30., which neither people.csv nor any tool result shows: the values must come from people.csv, not from older.txt; work on people.csv with run_python"),
+        "{}",
+        told(2)
+    );
+    // Reading the output back (even as " older.txt") is no evidence.
+    assert!(
+        told(4).starts_with("Not finished: older.txt holds No matches"),
+        "{}",
+        told(4)
+    );
+    assert_eq!(finished(&ev)["status"], "finished");
+    assert_eq!(finished(&ev)["steps"], 7);
+}
+
 /// AverageScore and LargestCity as Qwen2.5-Coder-1.5B ran them on
 /// 2026-12-01: it wrote made-up scores over the input it was to average,
 /// and named a city it had not compared. Neither finish is accepted.

@@ -22,13 +22,10 @@ fn cost_of<'a>(end: &'a Value, script: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no cost for {script} in {end}"))
 }
 
-#[test]
-fn an_invalid_action_sends_the_next_step_to_smart_and_a_working_step_brings_it_back() {
-    let env = TestEnv::new();
-    let default = env.script(
-        "default",
-        &["this is not an action", &finish("a.txt holds hi")],
-    );
+/// `agent run "Write hi to a.txt"` with `default` answering as given and a
+/// smart model that writes a.txt (once); its events.
+fn write_hi_with_a_smart_model(env: &TestEnv, default: &[&str]) -> Vec<Value> {
+    let default = env.script("default", default);
     let smart = env.script(
         "smart",
         &[&action(
@@ -36,21 +33,18 @@ fn an_invalid_action_sends_the_next_step_to_smart_and_a_working_step_brings_it_b
             json!({"path": "a.txt", "content": "hi"}),
         )],
     );
-    let out = run_stdout(
-        &env,
-        &[
-            "run",
-            "--json",
-            "--yes",
-            "--model",
-            &default,
-            "--smart",
-            &smart,
-            "Write hi to a.txt",
-        ],
-        0,
-    );
-    let ev = events(&out);
+    let args = [
+        "run", "--json", "--yes", "--model", &default, "--smart", &smart,
+    ];
+    let out = run_stdout(env, &[&args[..], &["Write hi to a.txt"]].concat(), 0);
+    events(&out)
+}
+
+#[test]
+fn an_invalid_action_sends_the_next_step_to_smart_and_a_working_step_brings_it_back() {
+    let env = TestEnv::new();
+    let ev =
+        write_hi_with_a_smart_model(&env, &["this is not an action", &finish("a.txt holds hi")]);
     let notices: Vec<&str> = ev
         .iter()
         .filter(|e| e["type"] == "notice")
@@ -108,6 +102,24 @@ fn an_invalid_action_sends_the_next_step_to_smart_and_a_working_step_brings_it_b
         Some(2),
         "{json}"
     );
+}
+
+#[test]
+fn a_finish_that_fails_its_checks_also_sends_the_next_step_to_smart() {
+    let env = TestEnv::new();
+    let ev = write_hi_with_a_smart_model(&env, &[&finish("done"), &finish("a.txt holds hi")]);
+    assert!(
+        ev.iter().any(|e| e["type"] == "notice"
+            && e["step"] == 2
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("the step before claimed the goal was done and its checks failed")),
+        "{ev:?}"
+    );
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished");
+    assert_eq!(cost_of(end, "smart.yaml")["calls"], 1);
 }
 
 #[test]
