@@ -250,9 +250,14 @@ impl AgentParts {
             }
         }
         if !outputs.is_empty() && verify::asks_for_a_file_name(goal) {
-            for place in verify::without_file_names(&claimed) {
+            let dir = crate::confined::Confined::open(ws).ok();
+            let known = |name: &str| {
+                dir.as_ref().is_some_and(|d| d.is_file(Path::new(name)))
+                    || evidence.iter().any(|e| e.contains(name))
+            };
+            for place in verify::without_file_names(&claimed, known) {
                 unmet.push(format!(
-                    "{place} names no file (a name like notes.txt), and the goal asks for a file's name"
+                    "{place} names no file that is here (a name a listing or a search showed), and the goal asks for a file's name"
                 ));
             }
         }

@@ -408,12 +408,24 @@ pub fn asks_for_a_file_name(goal: &str) -> bool {
     goal.contains("name of") && goal.contains("file")
 }
 
-/// The places among `claimed` outputs that name no file (no word in them
-/// reads as `name.ext`).
-pub fn without_file_names(claimed: &[(String, String)]) -> Vec<String> {
+/// The places among `claimed` outputs that name no file that is there:
+/// no word in them reads as `name.ext` and `known` (the file exists, or a
+/// tool showed its name). A bare word (`app3`) is given the benefit of the
+/// doubt; a sentence, or a file name nothing showed, is not (seen from the
+/// 135M model: "The file is found.", and a made-up journal/lighthouse.txt).
+pub fn without_file_names(
+    claimed: &[(String, String)],
+    known: impl Fn(&str) -> bool,
+) -> Vec<String> {
     claimed
         .iter()
-        .filter(|(_, text)| !text.split_whitespace().any(|w| file_name(w).is_some()))
+        .filter(|(_, text)| {
+            let names: Vec<&str> = text.split_whitespace().filter_map(file_name).collect();
+            if names.iter().any(|n| known(n)) {
+                return false;
+            }
+            !names.is_empty() || text.split_whitespace().count() > 3
+        })
         .map(|(place, _)| place.clone())
         .collect()
 }
@@ -913,11 +925,17 @@ mod tests {
         assert!(asks_for_a_file_name(
             "Write the name of that file to found.txt"
         ));
+        let seen = |n: &str| n == "wednesday.txt";
         assert_eq!(
-            without_file_names(&out("The file is found.")),
+            without_file_names(&out("The file is found here."), seen),
             ["total.txt"]
         );
-        assert!(without_file_names(&out("wednesday.txt")).is_empty());
+        assert_eq!(
+            without_file_names(&out("journal/lighthouse.txt"), seen),
+            ["total.txt"]
+        );
+        assert!(without_file_names(&out("wednesday.txt"), seen).is_empty());
+        assert!(without_file_names(&out("app3"), seen).is_empty());
     }
 
     #[test]
