@@ -586,3 +586,64 @@ async fn a_stalled_server_times_out() {
     assert!(matches!(r, Err(ModelError::Timeout(_))), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// An endpoint can take a role beside a local (here scripted) default
+/// model: the step after a refused finish goes to it, with the role's model
+/// id and key, and its calls are priced in the cost account.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_takes_the_smart_role_and_its_calls_are_priced() {
+    let write = json!({"thought": "write it", "tool": "write_file", "args": {"path": "a.txt", "content": "hi"}}).to_string();
+    let mock = Mock::start(vec![ok_stream(&[&write])]).await;
+    let env = crate::common::TestEnv::new();
+    env.config(&format!(
+        "models:\n  smart:\n    model: served-smart\n    endpoint: {}\n    api_key_env: ROLE_KEY\n    price_in: 1000\n    price_out: 2000\n",
+        mock.base
+    ));
+    let finish =
+        |a: &str| json!({"thought": "t", "tool": "finish", "args": {"answer": a}}).to_string();
+    let model = env.script("default", &[&finish("done"), &finish("a.txt holds hi")]);
+    let out = tokio::task::spawn_blocking(move || {
+        let out = env
+            .agent()
+            .env("ROLE_KEY", "sk-role")
+            .args([
+                "run",
+                "--json",
+                "--yes",
+                "--model",
+                &model,
+                "Write hi to a.txt",
+            ])
+            .output()
+            .unwrap();
+        (env, out)
+    })
+    .await
+    .unwrap();
+    let (env, out) = out;
+    let ev = crate::common::events(&out.stdout);
+    let end = crate::common::finished(&ev);
+    assert_eq!(end["status"], "finished", "{end}");
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("a.txt")).unwrap(),
+        "hi"
+    );
+    let seen = mock.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body["model"], "served-smart");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer sk-role"));
+    let smart = end["cost"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["roles"] == json!(["smart"]))
+        .unwrap_or_else(|| panic!("{end}"));
+    // 12 prompt tokens at 1000 and 1 completion token at 2000 per million.
+    assert_eq!(smart["prompt_tokens"], 12);
+    assert_eq!(smart["completion_tokens"], 1);
+    let money = smart["money"].as_f64().unwrap();
+    assert!(
+        (money - (12.0 * 1000.0 + 2000.0) / 1e6).abs() < 1e-9,
+        "{smart}"
+    );
+}
