@@ -206,3 +206,12 @@ pub fn run_json(env: &TestEnv, args: &[&str], timeout: std::time::Duration) -> J
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     events(text.as_bytes())
 }
+
+/// The observation of step `n` in `--json` events.
+pub fn observation(ev: &[serde_json::Value], n: u64) -> String {
+    ev.iter()
+        .find(|e| e["type"] == "observation" && e["step"] == n)
+        .and_then(|e| e["observation"].as_str())
+        .unwrap_or_else(|| panic!("no observation for step {n}: {ev:?}"))
+        .to_string()
+}

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{TestEnv, action, events, finished, run_stdout, stdout};
+use crate::common::{TestEnv, action, events, finished, observation, run_stdout, stdout};
 use predicates::prelude::*;
 use serde_json::json;
 
@@ -678,13 +678,7 @@ fn a_list_of_words_no_input_holds_is_refused_until_code_reads_the_input() {
         0,
     );
     let ev = events(&out);
-    let told = |step: u64| {
-        ev.iter()
-            .find(|e| e["type"] == "observation" && e["step"] == step)
-            .and_then(|e| e["observation"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let told = |step: u64| observation(&ev, step);
     assert!(
         told(2).contains("older.txt holds No matches found for age>30., which neither people.csv nor any tool result shows: the values must come from people.csv, not from older.txt; work on people.csv with run_python"),
         "{}",

@@ -5,7 +5,7 @@
 //! provenance (43). Runs are scripted and non-interactive (`--json`), so
 //! "ask" means "refused", which is what the assertions look for.
 
-use crate::common::{TestEnv, action, events, finished};
+use crate::common::{TestEnv, action, events, finished, observation};
 use serde_json::{Value, json};
 
 fn finish(answer: &str) -> String {
@@ -33,15 +33,6 @@ fn events_or_panic(stdout: &[u8], stderr: &[u8]) -> Vec<Value> {
         panic!("no events; stderr: {}", String::from_utf8_lossy(stderr));
     }
     events(stdout)
-}
-
-/// The observation of step `n`.
-fn observation(ev: &[Value], n: u64) -> String {
-    ev.iter()
-        .find(|e| e["type"] == "observation" && e["step"] == n)
-        .and_then(|e| e["observation"].as_str())
-        .unwrap_or_else(|| panic!("no observation for step {n}: {ev:?}"))
-        .to_string()
 }
 
 fn run_id(ev: &[Value]) -> String {
