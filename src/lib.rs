@@ -73,6 +73,7 @@ pub mod model;
 pub mod paths;
 pub mod plugin;
 pub mod prompt;
+pub mod recipe;
 pub mod sanitize;
 pub mod tools;
 pub mod ui;
