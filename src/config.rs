@@ -98,6 +98,10 @@ pub struct ConfigLayer {
     /// guard would refuse (0: none; `agent::react`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat_resamples: Option<u32>,
+    /// Offer every recipe on the search path (`./recipes/`, the config
+    /// directory's `recipes/`) to runs as a tool `recipe_NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipe_tools: Option<bool>,
     /// The only directory tools may see.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<PathBuf>,
@@ -156,6 +160,7 @@ pub struct Config {
     pub sample_temperature: f64,
     pub past_examples: u32,
     pub repeat_resamples: u32,
+    pub recipe_tools: bool,
     pub workspace: PathBuf,
     pub context_tokens: u32,
     pub observation_chars: u32,
@@ -226,6 +231,7 @@ const KEYS: &[&str] = &[
     "sample_temperature",
     "past_examples",
     "repeat_resamples",
+    "recipe_tools",
     "workspace",
     "context_tokens",
     "observation_chars",
@@ -255,6 +261,7 @@ impl ConfigLayer {
             sample_temperature: Some(0.7),
             past_examples: Some(2),
             repeat_resamples: Some(2),
+            recipe_tools: Some(true),
             workspace: Some(PathBuf::from("workspace")),
             context_tokens: Some(8192),
             observation_chars: Some(4000),
@@ -386,6 +393,7 @@ fn overlay(
         sample_temperature,
         past_examples,
         repeat_resamples,
+        recipe_tools,
         workspace,
         context_tokens,
         observation_chars,
@@ -497,6 +505,7 @@ impl Config {
             sample_temperature: merged.sample_temperature.unwrap_or(0.7),
             past_examples: merged.past_examples.unwrap_or(2),
             repeat_resamples: merged.repeat_resamples.unwrap_or(2),
+            recipe_tools: merged.recipe_tools.unwrap_or(true),
             workspace: merged
                 .workspace
                 .unwrap_or_else(|| PathBuf::from("workspace")),

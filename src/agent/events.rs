@@ -20,6 +20,10 @@ pub enum Event {
         tools: Vec<String>,
         /// Set when an interrupted run continues after this many steps.
         resumed_after: Option<u32>,
+        /// The recipe the run carries out and its parameters
+        /// (`NAME key=value ...`), when it does.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recipe: Option<String>,
     },
     /// The model is being asked for step `step`.
     Thinking { step: u32 },
@@ -92,5 +96,14 @@ pub enum Event {
         /// What each model cost the run (`crate::model::roles`).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         cost: Vec<ModelCost>,
+    },
+    /// A recipe run ended, after its checks and retries: its answer as data.
+    RecipeFinished {
+        run_id: String,
+        recipe: String,
+        status: RunStatus,
+        attempts: u32,
+        checks: Vec<crate::agent::recipe::CheckResult>,
+        answer: Option<serde_json::Value>,
     },
 }

@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod plan;
 pub mod react;
 pub mod recall;
+pub mod recipe;
 pub mod run;
 pub mod strategy;
 pub mod verify;

@@ -83,6 +83,9 @@ pub struct AgentSettings {
     /// The run's workspace, where a `finish` is verified
     /// ([`super::verify`]); `None` accepts every `finish` as it is.
     pub workspace: Option<std::path::PathBuf>,
+    /// A recipe's instructions, shown after the tools in the system
+    /// message (`crate::recipe`).
+    pub instructions: Option<String>,
 }
 
 /// Failures that stop the agent from even recording a run.
@@ -145,9 +148,16 @@ impl ReactAgent {
             })
             .collect();
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        let system = self
+        let mut system = self
             .prompt
             .render("system", &json!({"tools": tools, "tool_names": names}))?;
+        // A recipe's instructions: in code, not in the template, so that a
+        // user's own `react` prompt cannot lose them.
+        if let Some(instructions) = &self.parts.settings.instructions {
+            system.push_str(&format!(
+                "\n\nInstructions for this task (from the recipe the user runs):\n{instructions}"
+            ));
+        }
         Ok((
             system,
             action::action_schema(&specs, self.max_string_chars()),

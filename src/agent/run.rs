@@ -214,6 +214,7 @@ impl Lifecycle<'_> {
             model: self.model.name().to_string(),
             tools: self.tools.names().iter().map(|s| s.to_string()).collect(),
             resumed_after,
+            recipe: run.settings.recipe.as_ref().map(|r| r.label()),
         });
         Ok(clock)
     }
@@ -319,6 +320,7 @@ mod tests {
             observation_chars: 100,
             context_tokens: 1000,
             workspace: None,
+            instructions: None,
         }
     }
 

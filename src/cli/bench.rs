@@ -180,6 +180,7 @@ async fn agent_overhead(steps: u32, flush: bool) -> anyhow::Result<(Duration, u3
             observation_chars: 4000,
             context_tokens: 8192,
             workspace: None,
+            instructions: None,
         },
     )
     .build(Strategy::React, &PromptLibrary::new(dir.path()), None)?;

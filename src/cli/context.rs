@@ -50,6 +50,9 @@ pub struct Session {
     pub continuous: bool,
     /// The plugins and their grants, as [`Session::tools`] found them.
     pub plugins: std::sync::Mutex<Vec<crate::plugin::PluginInfo>>,
+    /// What runs recipes, set each time [`Session::parts`] builds parts;
+    /// the recipe tools of [`Session::tools`] find it here.
+    pub recipes: crate::agent::recipe::tool::Slot,
 }
 
 /// Refuse a workspace that holds agent's own files or lies inside them:
@@ -98,6 +101,7 @@ impl Session {
             approve: None,
             continuous: false,
             plugins: Default::default(),
+            recipes: Default::default(),
         })
     }
 
@@ -157,7 +161,68 @@ impl Session {
         if let Ok(mut p) = self.plugins.lock() {
             *p = host.list();
         }
+        if self.config.recipe_tools {
+            self.recipe_tools(&mut registry);
+        }
         Ok(registry)
+    }
+
+    /// Where recipes are found: `./recipes/`, the config directory's
+    /// `recipes/`, the built-in ones.
+    pub fn library(&self) -> crate::recipe::Library {
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        crate::recipe::Library::new(&here, &self.dirs.config)
+    }
+
+    /// Offer the user's recipes (project and config directory; the
+    /// built-in ones are run by name, not offered to every run) as tools
+    /// `recipe_NAME`. A recipe that does not load is reported and left out.
+    fn recipe_tools(&self, registry: &mut ToolRegistry) {
+        use crate::agent::recipe::tool::{RecipeTool, Target};
+        use crate::recipe::Source;
+        for listed in self.library().list() {
+            if !matches!(listed.source, Source::Project | Source::User) {
+                continue;
+            }
+            let recipe = match listed.recipe {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!(
+                        "warning: recipe `{}` is not offered as a tool: {}",
+                        crate::sanitize::one_line(&listed.name, 64),
+                        crate::sanitize::one_line(&e.to_string(), 500)
+                    );
+                    continue;
+                }
+            };
+            let loaded = crate::recipe::Loaded {
+                name: listed.name,
+                source: listed.source,
+                path: listed.path,
+                recipe,
+            };
+            let name = loaded.tool_name();
+            let tool = RecipeTool::new(
+                Target::Slot(self.recipes.clone()),
+                loaded,
+                name.clone(),
+                None,
+                Default::default(),
+                0,
+            );
+            if let Err(e) = registry.register(Arc::new(tool)) {
+                eprintln!("warning: recipe tool `{name}` is left out: {e}");
+            }
+        }
+    }
+
+    /// What runs recipes for the parts [`Session::parts`] built last.
+    pub fn kit(&self) -> anyhow::Result<Arc<crate::agent::recipe::RecipeKit>> {
+        self.recipes
+            .lock()
+            .ok()
+            .and_then(|k| k.clone())
+            .context("the session has no parts yet to run a recipe with")
     }
 
     /// Open the model backend the settings name, pulling it on first use.
@@ -364,6 +429,7 @@ impl Session {
                 .map(|p| super::chat::permissions(&p))
                 .unwrap_or_default(),
             roles: c.models.clone(),
+            recipe: None,
         }
     }
 
@@ -389,6 +455,10 @@ impl Session {
             observation_chars: self.config.observation_chars as usize,
             context_tokens: self.config.context_tokens as usize,
             workspace: (!settings.workspace.is_empty()).then(|| PathBuf::from(&settings.workspace)),
+            instructions: settings
+                .recipe
+                .as_ref()
+                .and_then(|r| r.instructions.clone()),
         }
     }
 }
@@ -491,17 +561,42 @@ impl Session {
         approver: Option<Arc<dyn Approver>>,
         memory: Option<Arc<dyn MemoryHook>>,
     ) -> AgentParts {
-        AgentParts {
+        let parts = AgentParts {
             approver,
             memory,
             ..AgentParts::new(
                 models,
-                tools,
+                tools.clone(),
                 self.journal.clone(),
                 events,
                 self.agent_settings(settings),
             )
+        };
+        // Recipes run by these parts, or called as tools, use the same
+        // models, approver, memory and events, with the session's tools.
+        let kit = crate::agent::recipe::RecipeKit {
+            parts: AgentParts {
+                tools: Arc::new(ToolRegistry::new()),
+                ..parts.clone()
+            },
+            settings: settings.clone(),
+            tools: tools
+                .tools()
+                .into_iter()
+                .filter(|t| {
+                    let spec = t.spec();
+                    spec.name != crate::tools::builtin::FINISH
+                        && !spec.source.starts_with("recipe:")
+                })
+                .collect(),
+            prompts: self.prompts(),
+            plans: PlanStore::new(&self.store).ok(),
+            library: self.library(),
+        };
+        if let Ok(mut slot) = self.recipes.lock() {
+            *slot = Some(Arc::new(kit));
         }
+        parts
     }
 
     /// The agent of `strategy` from `parts`; a plan run gets this

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod plugin;
 pub mod prompts;
+pub mod recipe;
 pub mod run;
 pub mod runs;
 
@@ -74,6 +75,9 @@ pub enum Command {
     /// List and show prompt templates.
     #[command(subcommand)]
     Prompts(prompts::PromptsCommand),
+    /// List, show, check, write and run recipes: reusable YAML runs and chains.
+    #[command(subcommand)]
+    Recipe(recipe::RecipeCommand),
     /// Run a suite of challenges (AutoGPT's format) and report how the agent did.
     Eval(eval::EvalArgs),
     /// List, show and resume runs from the journal.
@@ -149,6 +153,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Memory(cmd)) => memory::execute(cmd),
         Some(Command::Kb(cmd)) => kb::execute(cmd),
         Some(Command::Eval(args)) => eval::execute(args).await,
+        Some(Command::Recipe(cmd)) => recipe::execute(cmd, &global).await,
         Some(Command::Bench(cmd)) => bench::execute(cmd).await,
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "agent", &mut std::io::stdout());

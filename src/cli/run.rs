@@ -127,11 +127,23 @@ fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// What [`drive_run`] drives: a new run with its strategy, or a run to
-/// resume after its committed steps.
+/// What [`drive_run`] drives: a new run with its strategy, a run to
+/// resume after its committed steps, or a recipe with its values (a new
+/// run `id`, or a recipe run to resume).
 pub enum Start {
     New(RunRecord, Strategy),
     Resume(RunRecord, Vec<StepRecord>),
+    Recipe(
+        Box<crate::recipe::Loaded>,
+        crate::recipe::Values,
+        Box<RunSettings>,
+    ),
+    ResumeRecipe(
+        Box<crate::recipe::Loaded>,
+        crate::recipe::Values,
+        RunRecord,
+        Vec<StepRecord>,
+    ),
 }
 
 /// Drive a run with a renderer attached and Ctrl-C wired to cancellation;
@@ -164,10 +176,56 @@ pub async fn drive_run(
     let cancel = CancellationToken::new();
     let ctrl_c = on_ctrl_c(&cancel, true);
 
+    // A recipe: run (or resume) by the session's recipe kit.
+    let start = match start {
+        Start::Recipe(loaded, values, settings) => {
+            let approver = session.approver(settings.interactive && !json);
+            let _ = session.parts(
+                &models,
+                Arc::new(tools),
+                events,
+                &settings,
+                Some(approver),
+                Some(session.memory_hook()?),
+            );
+            let call = crate::agent::recipe::Call {
+                id: new_run_id(),
+                ..Default::default()
+            };
+            let result = session.kit()?.run(&loaded, &values, call, &cancel).await;
+            session.recipes.lock().map(|mut k| k.take()).ok();
+            drop(ctrl_c);
+            let _ = ui.await;
+            return Ok(exit_code(result?.run.status));
+        }
+        Start::ResumeRecipe(loaded, values, run, steps) => {
+            let approver = session.approver(run.settings.interactive && !json);
+            let _ = session.parts(
+                &models,
+                Arc::new(tools),
+                events,
+                &run.settings,
+                Some(approver),
+                Some(session.memory_hook()?),
+            );
+            let result = session
+                .kit()?
+                .resume(&loaded, &values, run, steps, &cancel)
+                .await;
+            session.recipes.lock().map(|mut k| k.take()).ok();
+            drop(ctrl_c);
+            let _ = ui.await;
+            return Ok(exit_code(result?.run.status));
+        }
+        other => other,
+    };
     // A run being resumed keeps its strategy: a plan-and-execute run (or one
     // of its steps, named by the resume) continues at its current step.
     let plans = PlanStore::new(&session.store)?;
     let (run, steps, strategy, fresh) = match start {
+        Start::Recipe(..) | Start::ResumeRecipe(..) => {
+            bail!("a recipe run reached the plain run path")
+        }
         Start::New(run, strategy) => (run, Vec::new(), strategy, true),
         Start::Resume(run, steps) => match plans.owner(&run.id)? {
             Some(parent) => {
@@ -207,10 +265,16 @@ pub async fn drive_run(
         agent.resume(run, steps, &cancel).await
     };
     drop(agent);
+    // The kit holds the events channel too; the transcript ends when both go.
+    session.recipes.lock().map(|mut k| k.take()).ok();
     drop(ctrl_c);
     let _ = ui.await;
-    let run = result?;
-    Ok(match run.status {
+    Ok(exit_code(result?.status))
+}
+
+/// The exit code for a run's final status.
+pub fn exit_code(status: RunStatus) -> ExitCode {
+    match status {
         RunStatus::Finished => ExitCode::SUCCESS,
         RunStatus::Failed => ExitCode::from(1),
         RunStatus::Unverified => ExitCode::from(super::EXIT_UNVERIFIED),
@@ -218,5 +282,5 @@ pub async fn drive_run(
         | RunStatus::BudgetExhausted
         | RunStatus::Stopped
         | RunStatus::Cancelled => ExitCode::from(super::EXIT_STOPPED),
-    })
+    }
 }

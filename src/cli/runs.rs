@@ -129,7 +129,13 @@ pub fn run_line(r: &RunRecord) -> String {
         shown_status(r.status),
         r.steps,
         r.usage.total(),
-        one_line(&r.goal, GOAL_COLUMN)
+        match &r.settings.recipe {
+            Some(recipe) => one_line(
+                &format!("[recipe {}] {}", recipe.label(), r.goal),
+                GOAL_COLUMN
+            ),
+            None => one_line(&r.goal, GOAL_COLUMN),
+        }
     )
 }
 
@@ -171,6 +177,18 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             }
             println!("run      {}", run.id);
             println!("goal     {}", strip_terminal_escapes(&run.goal));
+            if let Some(recipe) = &run.settings.recipe {
+                println!(
+                    "recipe   {} ({}{})",
+                    strip_terminal_escapes(&recipe.label()),
+                    strip_terminal_escapes(&recipe.location),
+                    if recipe.attempt > 1 {
+                        format!(", attempt {}", recipe.attempt)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             if let Some(last) = run.earlier.last() {
                 println!(
                     "after    {} earlier exchanges of a conversation, the last: {}",
@@ -251,8 +269,13 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                     .as_deref()
                     .map(strip_terminal_escapes)
                     .unwrap_or_default();
+                let what = match child.id.rsplit('.').next().and_then(|t| t.chars().next()) {
+                    Some('a') => "attempt",
+                    Some('r') => "recipe call",
+                    _ => "plan step",
+                };
                 println!(
-                    "\nplan step {}: {}  ({}{})",
+                    "\n{what} {}: {}  ({}{})",
                     child.id,
                     strip_terminal_escapes(&child.goal)
                         .lines()
@@ -329,15 +352,19 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                 .unwrap_or_default();
             check_grants(&run, &now)?;
             let models = session.models(&run.settings, steps.len()).await?;
-            drive_run(
-                &session,
-                Start::Resume(run, steps),
-                models,
-                tools,
-                json,
-                global,
-            )
-            .await
+            let start = match run.settings.recipe.clone() {
+                Some(recipe) => {
+                    let loaded = session.library().load(&recipe.location)?;
+                    let values = loaded.recipe.bind(
+                        &crate::agent::recipe::recorded_values(&run),
+                        &Default::default(),
+                        &super::recipe::Terminal { ask: false },
+                    )?;
+                    Start::ResumeRecipe(Box::new(loaded), values, run, steps)
+                }
+                None => Start::Resume(run, steps),
+            };
+            drive_run(&session, start, models, tools, json, global).await
         }
     }
 }

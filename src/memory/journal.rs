@@ -141,6 +141,10 @@ pub struct RunSettings {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub roles:
         std::collections::BTreeMap<crate::model::roles::ModelRole, crate::model::roles::RoleSpec>,
+    /// The recipe this run carries out, with its parameters, instructions,
+    /// response schema and plugins; absent for a plain goal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<crate::recipe::RecipeRun>,
 }
 
 fn one() -> u32 {
@@ -455,18 +459,24 @@ impl RunJournal {
         Ok(out)
     }
 
-    /// A plan run's child runs (`ID.s1`, `ID.s2`, ...), in execution order.
+    /// A run's child runs, in execution order: a plan's steps (`ID.s1`,
+    /// `ID.s2`, ...), a recipe's further attempts (`ID.a2`) and recipes it
+    /// called (`ID.r3`, at step 3).
     pub fn children(&self, run_id: &str) -> Result<Vec<RunRecord>, StoreError> {
         let prefix = format!("{run_id}.");
         let mut out: Vec<RunRecord> = Vec::new();
         for item in self.runs.scan_prefix(prefix.as_bytes()) {
             let (k, v) = item?;
+            // A child's own children are its business.
+            if k[prefix.len()..].contains(&b'.') {
+                continue;
+            }
             out.push(decode(&k, &v)?);
         }
         // `.s10` sorts before `.s2` as bytes; order by the number.
         out.sort_by_key(|r| {
             r.id[prefix.len()..]
-                .trim_start_matches('s')
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
                 .parse::<u32>()
                 .unwrap_or(u32::MAX)
         });

@@ -276,8 +276,8 @@ impl Recipe {
             origin: origin.to_string(),
             problems,
         };
-        let mut value: serde_yaml::Value = serde_yaml::from_str(text)
-            .map_err(|e| bad(vec![format!("not valid YAML: {e}")]))?;
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| bad(vec![format!("not valid YAML: {e}")]))?;
         if let Some(inner) = value.get("recipe").filter(|r| r.is_mapping()).cloned()
             && value.get("title").is_none()
         {
@@ -331,10 +331,21 @@ impl Recipe {
         if let Some(retry) = &self.retry {
             for (i, check) in retry.checks.iter().enumerate() {
                 match check {
-                    Check::Python { code } => out.push((format!("retry.checks[{i}].code"), code.as_str())),
-                    Check::File { path, contains, not_contains, matches } => {
+                    Check::Python { code } => {
+                        out.push((format!("retry.checks[{i}].code"), code.as_str()))
+                    }
+                    Check::File {
+                        path,
+                        contains,
+                        not_contains,
+                        matches,
+                    } => {
                         out.push((format!("retry.checks[{i}].path"), path.as_str()));
-                        for (key, v) in [("contains", contains), ("not_contains", not_contains), ("matches", matches)] {
+                        for (key, v) in [
+                            ("contains", contains),
+                            ("not_contains", not_contains),
+                            ("matches", matches),
+                        ] {
                             if let Some(v) = v {
                                 out.push((format!("retry.checks[{i}].{key}"), v.as_str()));
                             }
@@ -395,10 +406,16 @@ impl Recipe {
             }
             Kind::Chain => {
                 if self.steps.is_empty() {
-                    p.push("a `kind: chain` recipe needs `steps:` (each `{name, prompt, output}`)".into());
+                    p.push(
+                        "a `kind: chain` recipe needs `steps:` (each `{name, prompt, output}`)"
+                            .into(),
+                    );
                 }
                 if self.prompt.is_some() {
-                    p.push("`prompt` is for agent recipes: a chain's prompts are its steps' `prompt`s".into());
+                    p.push(
+                        "`prompt` is for agent recipes: a chain's prompts are its steps' `prompt`s"
+                            .into(),
+                    );
                 }
                 for (key, set) in [
                     ("sub_recipes", !self.sub_recipes.is_empty()),
@@ -417,7 +434,9 @@ impl Recipe {
         if let Some(r) = &self.response
             && let Err(e) = jsonschema::validator_for(&r.json_schema)
         {
-            p.push(format!("`response.json_schema` is not a valid JSON schema: {e}"));
+            p.push(format!(
+                "`response.json_schema` is not a valid JSON schema: {e}"
+            ));
         }
         let mut names = BTreeSet::new();
         for s in &self.sub_recipes {
@@ -450,17 +469,19 @@ impl Recipe {
             match &retry.on_failure {
                 None => {}
                 Some(Value::String(_)) => p.push("`retry.on_failure` is a string (goose runs it as a shell command): agent never runs the host shell; give `{type: python, code: ...}` to clean up in the sandbox".into()),
-                Some(v) => {
-                    if !serde_json::from_value::<Check>(v.clone()).is_ok_and(|c| matches!(c, Check::Python { .. })) {
-                        p.push("`retry.on_failure` must be `{type: python, code: ...}`".into());
-                    }
+                Some(v) if !serde_json::from_value::<Check>(v.clone()).is_ok_and(|c| matches!(c, Check::Python { .. })) => {
+                    p.push("`retry.on_failure` must be `{type: python, code: ...}`".into());
                 }
+                Some(_) => {}
             }
         }
         let mut step_names = BTreeSet::new();
         for step in &self.steps {
             if !is_identifier(&step.name) {
-                p.push(format!("chain step name `{}` must be a name templates can use (letters, digits, `_`)", step.name));
+                p.push(format!(
+                    "chain step name `{}` must be a name templates can use (letters, digits, `_`)",
+                    step.name
+                ));
             }
             if !step_names.insert(step.name.as_str()) {
                 p.push(format!("chain step `{}` is named twice", step.name));
@@ -471,18 +492,30 @@ impl Recipe {
             if let Output::Kind(k) = &step.output
                 && k != "text"
             {
-                p.push(format!("`steps.{}.output` is `{k}`: use `text` or `{{json_schema: ...}}`", step.name));
+                p.push(format!(
+                    "`steps.{}.output` is `{k}`: use `text` or `{{json_schema: ...}}`",
+                    step.name
+                ));
             }
             if let Some(schema) = step.output.schema()
                 && let Err(e) = jsonschema::validator_for(schema)
             {
-                p.push(format!("`steps.{}.output.json_schema` is not a valid JSON schema: {e}", step.name));
+                p.push(format!(
+                    "`steps.{}.output.json_schema` is not a valid JSON schema: {e}",
+                    step.name
+                ));
             }
             if step.samples == 0 || step.samples > MAX_SAMPLES {
-                p.push(format!("`steps.{}.samples` is {}: use 1 to {MAX_SAMPLES}", step.name, step.samples));
+                p.push(format!(
+                    "`steps.{}.samples` is {}: use 1 to {MAX_SAMPLES}",
+                    step.name, step.samples
+                ));
             }
             if step.select.is_some() && step.samples < 2 {
-                p.push(format!("`steps.{}.select` needs `samples` of 2 or more", step.name));
+                p.push(format!(
+                    "`steps.{}.select` needs `samples` of 2 or more",
+                    step.name
+                ));
             }
         }
         p
@@ -493,7 +526,9 @@ impl Recipe {
         for param in &self.parameters {
             let k = &param.key;
             if !is_identifier(k) {
-                p.push(format!("parameter `{k}`: a key is letters, digits and `_`, not starting with a digit"));
+                p.push(format!(
+                    "parameter `{k}`: a key is letters, digits and `_`, not starting with a digit"
+                ));
             }
             if !keys.insert(k.as_str()) {
                 p.push(format!("parameter `{k}` is declared twice"));
@@ -508,7 +543,9 @@ impl Recipe {
                 p.push(format!("parameter `{k}` is a select and needs `options`"));
             }
             if param.input_type != InputType::Select && !param.options.is_empty() {
-                p.push(format!("parameter `{k}` has `options` but is not `input_type: select`"));
+                p.push(format!(
+                    "parameter `{k}` has `options` but is not `input_type: select`"
+                ));
             }
             if let Some(default) = &param.default
                 && param.input_type != InputType::File
@@ -530,7 +567,8 @@ impl Recipe {
                 Ok(t) => {
                     for name in t.undeclared_variables(false) {
                         if !declared.contains(name.as_str()) && !also.contains(name.as_str()) {
-                            let known: Vec<&str> = declared.iter().chain(also.iter()).copied().collect();
+                            let known: Vec<&str> =
+                                declared.iter().chain(also.iter()).copied().collect();
                             p.push(format!(
                                 "`{place}` uses `{name}`, which is not a declared parameter{}: declare it under `parameters:` or fix the name",
                                 if known.is_empty() { String::new() } else { format!(" (known: {})", known.join(", ")) }
@@ -552,7 +590,12 @@ impl Recipe {
             check(&place, source, &none, p);
         }
         for step in &self.steps {
-            check(&format!("steps.{}.prompt", step.name), &step.prompt, &earlier_steps, p);
+            check(
+                &format!("steps.{}.prompt", step.name),
+                &step.prompt,
+                &earlier_steps,
+                p,
+            );
             earlier_steps.insert(step.name.as_str());
         }
         for param in &self.parameters {

@@ -14,7 +14,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "summarize-folder",
         include_str!("../../recipes/summarize-folder.yaml"),
     ),
-    ("csv-summary", include_str!("../../recipes/csv-summary.yaml")),
+    (
+        "csv-summary",
+        include_str!("../../recipes/csv-summary.yaml"),
+    ),
     (
         "research-note",
         include_str!("../../recipes/research-note.yaml"),
@@ -229,6 +232,9 @@ fn builtin(name: &str) -> Option<Loaded> {
 }
 
 fn load_file(path: &Path, source: Source) -> Result<Loaded, RecipeError> {
+    // Absolute, so that a run records where its recipe is for a resume
+    // from another directory.
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let text = std::fs::read_to_string(path).map_err(|e| RecipeError::Read {
         path: path.to_path_buf(),
         source: e,

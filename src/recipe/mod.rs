@@ -136,12 +136,12 @@ impl Recipe {
             .map(|(i, c)| {
                 Ok(match c {
                     Check::Python { code } => Check::Python {
-                        code: values::environment()
-                            .render_str(code, &ctx)
-                            .map_err(|e| RecipeError::Render {
+                        code: values::environment().render_str(code, &ctx).map_err(|e| {
+                            RecipeError::Render {
                                 place: format!("retry.checks[{i}].code"),
                                 detail: e.to_string(),
-                            })?,
+                            }
+                        })?,
                     },
                     Check::File {
                         path,
@@ -187,27 +187,39 @@ impl Recipe {
     }
 
     /// The JSON schema of the arguments a tool call of this recipe takes:
-    /// its parameters less the `pinned` ones.
+    /// its parameters, the `pinned` ones optional and said to be replaced
+    /// (the author's pins win over the model's arguments).
     pub fn args_schema(&self, pinned: &BTreeMap<String, Value>) -> Value {
         use format::{InputType, Requirement};
         let mut props = serde_json::Map::new();
         let mut required = Vec::new();
-        for p in self.parameters.iter().filter(|p| !pinned.contains_key(&p.key)) {
+        for p in &self.parameters {
             let mut schema = match p.input_type {
                 InputType::Number => serde_json::json!({"type": "number"}),
                 InputType::Boolean => serde_json::json!({"type": "boolean"}),
                 InputType::Select => serde_json::json!({"type": "string", "enum": p.options}),
-                InputType::Date => serde_json::json!({"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}),
+                InputType::Date => {
+                    serde_json::json!({"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})
+                }
                 InputType::File | InputType::String => serde_json::json!({"type": "string"}),
             };
             let mut description = p.description.clone();
             if p.input_type == InputType::File {
-                description = format!("{description} (a file in the workspace)").trim().to_string();
+                description = format!("{description} (a file in the workspace)")
+                    .trim()
+                    .to_string();
+            }
+            if let Some(pin) = pinned.get(&p.key) {
+                description =
+                    format!("pinned by the recipe to {pin}; a value given here is replaced");
             }
             if !description.is_empty() {
                 schema["description"] = Value::String(description);
             }
-            if p.default.is_none() && p.requirement != Requirement::Optional {
+            if p.default.is_none()
+                && p.requirement != Requirement::Optional
+                && !pinned.contains_key(&p.key)
+            {
                 required.push(p.key.clone());
             }
             props.insert(p.key.clone(), schema);

@@ -54,7 +54,12 @@ fn a_recipe_renders_typed_values_and_file_contents() {
     let r = Recipe::parse(GOOD, "t.yaml").unwrap();
     let values = r
         .bind(
-            &given(&[("topic", "owls"), ("day", "2026-12-01"), ("src", "in.txt"), ("n", "5")]),
+            &given(&[
+                ("topic", "owls"),
+                ("day", "2026-12-01"),
+                ("src", "in.txt"),
+                ("n", "5"),
+            ]),
             &BTreeMap::new(),
             &NoOne,
         )
@@ -64,7 +69,10 @@ fn a_recipe_renders_typed_values_and_file_contents() {
         rendered.goal,
         "Write 5 lines about owls on 2026-12-01 (False, plain) from file text."
     );
-    assert_eq!(rendered.instructions.as_deref(), Some("Be brief about owls."));
+    assert_eq!(
+        rendered.instructions.as_deref(),
+        Some("Be brief about owls.")
+    );
     assert_eq!(values.shown["src"], "in.txt", "the journal keeps the path");
     assert_eq!(values.context["n"], json!(5));
 }
@@ -85,17 +93,26 @@ fn bad_values_are_named() {
         v
     };
     let e = bind(&with(("n", "many")));
-    assert!(e.contains("parameter `n` (number): `many` is not a number"), "{e}");
+    assert!(
+        e.contains("parameter `n` (number): `many` is not a number"),
+        "{e}"
+    );
     let e = bind(&with(("day", "tomorrow")));
     assert!(e.contains("`day`") && e.contains("YYYY-MM-DD"), "{e}");
     let e = bind(&with(("style", "loud")));
-    assert!(e.contains("`style`") && e.contains("one of: plain, fancy"), "{e}");
+    assert!(
+        e.contains("`style`") && e.contains("one of: plain, fancy"),
+        "{e}"
+    );
     let e = bind(&with(("loud", "maybe")));
     assert!(e.contains("`loud`") && e.contains("true or false"), "{e}");
     let e = bind(&with(("colour", "red")));
     assert!(e.contains("unknown parameter `colour`"), "{e}");
     let e = bind(&[("day", "2026-12-01"), ("src", "in.txt")]);
-    assert!(e.contains("missing required parameter `topic` (what)"), "{e}");
+    assert!(
+        e.contains("missing required parameter `topic` (what)"),
+        "{e}"
+    );
     let e = bind(&with(("src", "gone.txt")));
     assert!(e.contains("`src` (file): gone.txt does not exist"), "{e}");
 }
@@ -112,9 +129,15 @@ fn pinned_values_win_over_given_ones() {
         )
         .unwrap();
     assert_eq!(v.context["topic"], json!("cats"));
-    // And a pinned parameter is not among the tool's arguments.
+    // And a pinned parameter is not a required argument of the tool.
     let schema = r.args_schema(&pinned);
-    assert!(schema["properties"].get("topic").is_none(), "{schema}");
+    let topic = schema["properties"]["topic"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        topic.contains("pinned by the recipe to \"cats\""),
+        "{schema}"
+    );
     assert_eq!(schema["properties"]["n"]["type"], "number");
     assert_eq!(schema["required"], json!(["day", "src"]));
 }
@@ -130,14 +153,20 @@ fn a_user_prompt_parameter_with_nobody_to_ask_is_an_error() {
         .bind(&BTreeMap::new(), &BTreeMap::new(), &NoOne)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`who` is asked of the user") && e.contains("--param who="), "{e}");
+    assert!(
+        e.contains("`who` is asked of the user") && e.contains("--param who="),
+        "{e}"
+    );
 }
 
 #[test]
 fn every_invalid_recipe_is_refused_with_the_key_named() {
     let cases: &[(&str, &str)] = &[
         ("title: t", "neither `prompt` nor `instructions`"),
-        ("title: t\nprompt: '{{ x }}'", "uses `x`, which is not a declared parameter"),
+        (
+            "title: t\nprompt: '{{ x }}'",
+            "uses `x`, which is not a declared parameter",
+        ),
         (
             "title: t\nprompt: hi\nparameters: [{key: x}]",
             "parameter `x` is declared but no template uses it",
@@ -158,8 +187,14 @@ fn every_invalid_recipe_is_refused_with_the_key_named() {
             "title: t\nprompt: '{{ x }}'\nparameters: [{key: x, input_type: number, default: lots}]",
             "the default of parameter `x` (number)",
         ),
-        ("title: t\nprompt: '{{ x'", "`prompt` is not a valid template"),
-        ("title: t\nprompt: hi\ncolour: red", "unknown field `colour`"),
+        (
+            "title: t\nprompt: '{{ x'",
+            "`prompt` is not a valid template",
+        ),
+        (
+            "title: t\nprompt: hi\ncolour: red",
+            "unknown field `colour`",
+        ),
         (
             "title: t\nprompt: hi\nextensions: [{type: stdio, cmd: npx}]",
             "`extensions`",
@@ -193,11 +228,17 @@ fn every_invalid_recipe_is_refused_with_the_key_named() {
             "title: t\nkind: chain\nplugins: [files]\nsteps: [{name: a, prompt: hi}]",
             "`plugins` does not apply to a chain",
         ),
-        ("title: t\nprompt: hi\nsettings: {agent: swarm}", "`settings.agent`"),
+        (
+            "title: t\nprompt: hi\nsettings: {agent: swarm}",
+            "`settings.agent`",
+        ),
     ];
     for (yaml, expected) in cases {
         let e = problems(yaml);
-        assert!(e.contains(expected), "{yaml}\n=> {e}\n(expected {expected})");
+        assert!(
+            e.contains(expected),
+            "{yaml}\n=> {e}\n(expected {expected})"
+        );
     }
 }
 
@@ -302,16 +343,26 @@ fn the_search_path_prefers_the_project_then_the_user_then_built_ins() {
         "title: mine\nprompt: hi",
     )
     .unwrap();
-    std::fs::write(config.path().join("recipes/other.yml"), "title: o\nprompt: hi").unwrap();
+    std::fs::write(
+        config.path().join("recipes/other.yml"),
+        "title: o\nprompt: hi",
+    )
+    .unwrap();
     std::fs::write(config.path().join("recipes/broken.yaml"), "title: b").unwrap();
     let lib = Library::new(project.path(), config.path());
     let l = lib.load("classify").unwrap();
-    assert_eq!((l.source, l.recipe.title.as_str()), (Source::Project, "mine"));
+    assert_eq!(
+        (l.source, l.recipe.title.as_str()),
+        (Source::Project, "mine")
+    );
     assert_eq!(lib.load("other").unwrap().source, Source::User);
     assert_eq!(lib.load("csv-summary").unwrap().source, Source::Builtin);
     let listed = lib.list();
     let broken = listed.iter().find(|l| l.name == "broken").unwrap();
     assert!(broken.recipe.is_err());
     let e = lib.load("nope").unwrap_err().to_string();
-    assert!(e.contains("no recipe `nope`") && e.contains("csv-summary"), "{e}");
+    assert!(
+        e.contains("no recipe `nope`") && e.contains("csv-summary"),
+        "{e}"
+    );
 }

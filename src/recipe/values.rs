@@ -84,7 +84,7 @@ pub fn coerce(param: &Parameter, value: &Value) -> Result<Value, String> {
             .map(|d| json!(d.format("%Y-%m-%d").to_string()))
             .map_err(|_| wrong("a date (YYYY-MM-DD)")),
         InputType::Select => {
-            if param.options.iter().any(|o| *o == text) {
+            if param.options.contains(&text) {
                 Ok(json!(text))
             } else {
                 Err(wrong(&format!("one of: {}", param.options.join(", "))))

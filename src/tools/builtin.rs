@@ -45,6 +45,47 @@ impl Tool for Finish {
     }
 }
 
+/// `finish(answer)` whose answer must match a recipe's `response` schema:
+/// a constraining backend can only write such an answer, and any other is
+/// refused by the registry's argument check with the reason, like a bad
+/// argument of any tool. The run's answer is the value as JSON text.
+pub struct StructuredFinish {
+    spec: ToolSpec,
+}
+
+impl StructuredFinish {
+    /// `finish` with `answer` of `schema`.
+    pub fn new(schema: serde_json::Value) -> Self {
+        Self {
+            spec: ToolSpec {
+                name: FINISH.into(),
+                description: "End the run and give the final answer, as data of the required shape (or explain why the goal cannot be reached within it).".into(),
+                args_schema: json!({
+                    "type": "object",
+                    "properties": {"answer": schema},
+                    "required": ["answer"],
+                    "additionalProperties": false
+                }),
+                class: ToolClass::Internal,
+                source: "builtin".into(),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Tool for StructuredFinish {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    async fn call(&self, args: serde_json::Value, _ctx: &ToolContext) -> Result<String, ToolError> {
+        args.get("answer")
+            .map(|a| a.to_string())
+            .ok_or_else(|| ToolError::Observation("`finish` needs {\"answer\": ...}".into()))
+    }
+}
+
 /// Where `ask_human` gets its answers: the terminal in the CLI, a queue in tests.
 #[async_trait]
 pub trait Human: Send + Sync {

@@ -230,6 +230,15 @@ impl ToolRegistry {
             .collect()
     }
 
+    /// Every tool, in registration order.
+    pub fn tools(&self) -> Vec<Arc<dyn Tool>> {
+        self.order
+            .iter()
+            .filter_map(|n| self.entries.get(n))
+            .map(|e| e.tool.clone())
+            .collect()
+    }
+
     /// Names of every tool, in registration order.
     pub fn names(&self) -> Vec<&str> {
         self.order.iter().map(String::as_str).collect()

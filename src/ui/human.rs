@@ -171,6 +171,7 @@ impl Renderer for Human {
                 model,
                 tools,
                 resumed_after,
+                recipe,
             } => {
                 if self.quiet() {
                     return;
@@ -184,6 +185,12 @@ impl Renderer for Human {
                     "{BOLD}▶ {how}{BOLD:#} {DIM}· model {model} · tools: {}{DIM:#}",
                     tools.join(", ")
                 ));
+                if let Some(recipe) = recipe {
+                    self.line(&format!(
+                        "{BOLD}  recipe:{BOLD:#} {}",
+                        strip_terminal_escapes(recipe)
+                    ));
+                }
                 self.line(&format!(
                     "{BOLD}  goal:{BOLD:#} {}",
                     indented(&goal, "        ")
@@ -395,6 +402,44 @@ impl Renderer for Human {
                         );
                     }
                 }
+            }
+            Event::RecipeFinished {
+                run_id,
+                recipe,
+                status,
+                attempts,
+                checks,
+                answer: _,
+            } => {
+                self.stop_spinner();
+                if self.quiet() {
+                    return;
+                }
+                let mut out = anstream::AutoStream::auto(std::io::stderr());
+                for c in checks {
+                    let (mark, style) = if c.passed { ("✔", OK) } else { ("✘", ERR) };
+                    let detail = if c.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", strip_terminal_escapes(&c.detail))
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{style}{mark}{style:#} {}{detail}",
+                        strip_terminal_escapes(&c.check)
+                    );
+                }
+                let tries = if *attempts == 1 {
+                    "1 attempt".to_string()
+                } else {
+                    format!("{attempts} attempts")
+                };
+                let _ = writeln!(
+                    out,
+                    "{DIM}recipe {} {} after {tries} · run {run_id}{DIM:#}",
+                    strip_terminal_escapes(recipe),
+                    status.as_str()
+                );
             }
         }
     }

@@ -56,6 +56,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "",
         "forget the conversation and start a new session",
     ),
+    (
+        "/recipe",
+        "NAME [KEY=VALUE ...]",
+        "run a recipe (agent recipe list names them); parameters it asks for are asked here",
+    ),
     ("/save", "FILE", "write the conversation as Markdown"),
     ("/last", "", "show the last observation whole"),
     ("/exit", "", "leave (Ctrl-D also leaves)"),
@@ -218,6 +223,8 @@ pub struct ReplHelper {
     pub tools: Vec<String>,
     /// The workspace, for path completion.
     pub workspace: PathBuf,
+    /// Recipe names and their parameter keys, for `/recipe`.
+    pub recipes: Vec<(String, Vec<String>)>,
 }
 
 impl ReplHelper {
@@ -266,6 +273,31 @@ impl ReplHelper {
                 .filter(|c| c.starts_with(word))
                 .collect();
             return (0, found);
+        }
+        if let Some(rest) = before.strip_prefix("/recipe ") {
+            let mut words = rest.split_whitespace();
+            let name = words.next().unwrap_or("");
+            // The name, then `KEY=` for each parameter not given yet.
+            let found = if start == "/recipe ".len() {
+                self.recipes
+                    .iter()
+                    .filter(|(n, _)| n.starts_with(word))
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            } else {
+                self.recipes
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, keys)| {
+                        keys.iter()
+                            .filter(|k| !rest.contains(&format!(" {k}=")))
+                            .map(|k| format!("{k}="))
+                            .filter(|k| k.starts_with(word))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            return (start, found);
         }
         if before.starts_with("/approve ") {
             let found = ["auto", "ask", "deny"]
@@ -453,7 +485,16 @@ mod tests {
         let h = ReplHelper {
             tools: vec!["read_file".into(), "write_file".into()],
             workspace: ws.path().to_path_buf(),
+            recipes: vec![
+                ("classify".into(), vec!["text".into(), "labels".into()]),
+                ("csv-summary".into(), vec!["csv".into()]),
+            ],
         };
+        assert_eq!(h.candidates("/recipe cl", 10), (8, vec!["classify".into()]));
+        assert_eq!(
+            h.candidates("/recipe classify text=hi ", 25),
+            (25, vec!["labels=".into()])
+        );
         assert_eq!(h.candidates("/mo", 3), (0, vec!["/model".to_string()]));
         assert_eq!(
             h.candidates("/approve a", 10),

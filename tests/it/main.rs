@@ -16,6 +16,7 @@ mod memory;
 mod openai;
 mod plan;
 mod plugins;
+mod recipes;
 mod repl;
 mod roles;
 mod security;

@@ -87,6 +87,7 @@ fn settings() -> AgentSettings {
         observation_chars: 4000,
         context_tokens: 8192,
         workspace: None,
+        instructions: None,
     }
 }
 

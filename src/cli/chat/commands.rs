@@ -113,6 +113,7 @@ impl Chat<'_> {
                 }
             }
             "budget" => self.budget_command(arg),
+            "recipe" => self.recipe_command(arg).await?,
             "clear" => {
                 self.saved = SavedSession::new();
                 self.approver.forget_always();

@@ -290,34 +290,107 @@ impl Chat<'_> {
         };
         let cancel = CancellationToken::new();
         let ctrl_c = on_ctrl_c(&cancel, false);
-        let result = {
-            let drive = agent.start(run, &cancel);
-            tokio::pin!(drive);
-            let pump = self.pump.clone();
-            loop {
-                tokio::select! {
-                    r = &mut drive => break r,
-                    () = std::future::poll_fn(|cx| lock(&pump).poll(cx)) => {}
-                }
-            }
-        };
+        let result = pumped(&self.pump, agent.start(run, &cancel)).await;
         drop(ctrl_c);
         drop(agent);
-        {
-            let mut p = lock(&self.pump);
-            p.drain();
-            p.rx = None;
-            p.renderer.close();
-        }
-        let run = match result {
-            Ok(run) => run,
+        self.end_pump();
+        match result {
+            Ok(run) => self.record_turn(words, &run),
             Err(e) => {
                 self.warn(&format!(
                     "error: the run {run_id} could not be recorded: {e}"
                 ));
+                Ok(())
+            }
+        }
+    }
+
+    /// Show the rest of a run's events and close its transcript.
+    fn end_pump(&mut self) {
+        // The recipe kit holds the run's events channel too.
+        self.session.recipes.lock().map(|mut k| k.take()).ok();
+        let mut p = lock(&self.pump);
+        p.drain();
+        p.rx = None;
+        p.renderer.close();
+    }
+
+    /// `/recipe NAME KEY=VALUE ...`: run a recipe as this session's next
+    /// turn, with its models, tools, approvals and memory.
+    async fn recipe_command(&mut self, arg: &str) -> anyhow::Result<()> {
+        let words = split_words(arg);
+        let Some((name, pairs)) = words.split_first() else {
+            let names: Vec<String> = self
+                .session
+                .library()
+                .list()
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            self.say(&format!(
+                "usage: /recipe NAME KEY=VALUE ... (recipes: {})",
+                names.join(", ")
+            ));
+            return Ok(());
+        };
+        let loaded = match self.session.library().load(name) {
+            Ok(l) => l,
+            Err(e) => {
+                self.warn(&format!("error: {e}"));
                 return Ok(());
             }
         };
+        let ask = crate::cli::recipe::Terminal {
+            ask: self.settings.interactive,
+        };
+        let values = match crate::recipe::values::parse_pairs(pairs)
+            .and_then(|given| loaded.recipe.bind(&given, &BTreeMap::new(), &ask))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                self.warn(&format!("error: {e}"));
+                return Ok(());
+            }
+        };
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        {
+            let mut p = lock(&self.pump);
+            p.rx = Some(rx);
+            p.renderer = Human::new(self.verbosity);
+        }
+        let mut settings = self.settings.clone();
+        settings.approvals = self.approver.record().to_json();
+        let _ = self.session.parts(
+            &self.models,
+            self.tools.clone(),
+            events,
+            &settings,
+            Some(self.approver.clone()),
+            Some(self.memory.clone()),
+        );
+        let kit = self.session.kit()?;
+        let call = crate::agent::recipe::Call {
+            id: new_run_id(),
+            tainted: self.saved.tainted.clone(),
+            ..Default::default()
+        };
+        let cancel = CancellationToken::new();
+        let ctrl_c = on_ctrl_c(&cancel, false);
+        let result = pumped(&self.pump, kit.run(&loaded, &values, call, &cancel)).await;
+        drop(ctrl_c);
+        drop(kit);
+        self.end_pump();
+        match result {
+            Ok(outcome) => self.record_turn(&format!("/recipe {arg}"), &outcome.run),
+            Err(e) => {
+                self.warn(&format!("error: {e}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Count a finished run and keep it as a turn of the conversation.
+    fn record_turn(&mut self, words: &str, run: &RunRecord) -> anyhow::Result<()> {
         self.tokens += run.usage.total();
         self.cost.add(&run.cost);
         let outcome = run
@@ -338,6 +411,47 @@ impl Chat<'_> {
         }
         Ok(())
     }
+}
+
+/// Drive `fut` while showing the run's events as they come.
+async fn pumped<F: std::future::Future>(pump: &Arc<Mutex<Pump>>, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => break r,
+            () = std::future::poll_fn(|cx| lock(pump).poll(cx)) => {}
+        }
+    }
+}
+
+/// Words of a REPL line; `"..."` or `'...'` keep spaces in one word
+/// (`text="two words"`).
+fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            (None, c) => word.push(c),
+        }
+    }
+    if any || !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 /// `agent chat` (and `agent` with no subcommand).
@@ -396,6 +510,21 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
     let helper = ReplHelper {
         tools: tools.specs().iter().map(|s| s.name.clone()).collect(),
         workspace: session.workspace.clone(),
+        recipes: session
+            .library()
+            .list()
+            .into_iter()
+            .filter_map(|l| {
+                let keys = l
+                    .recipe
+                    .ok()?
+                    .parameters
+                    .into_iter()
+                    .map(|p| p.key)
+                    .collect();
+                Some((l.name, keys))
+            })
+            .collect(),
     };
     let ctrl_c = CtrlC::default();
     let mut editor = repl::editor(&session.config.repl, helper, ctrl_c.clone())

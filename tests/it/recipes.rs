@@ -1,0 +1,582 @@
+//! Recipes end to end with scripted models: parameters substituted into a
+//! journaled run that `runs list` names; a failed check retried with a
+//! fresh history and told what failed; a `response` schema enforced and
+//! printed as data; a sub-recipe called as a tool with the author's pinned
+//! values winning; a chain whose outputs flow, with three samples voting;
+//! recipes offered to `agent run` as tools; and the errors a user meets.
+
+use crate::common::{TestEnv, action, events, run_stdout};
+use serde_json::{Value, json};
+
+fn finish(answer: &str) -> String {
+    action("finish", json!({"answer": answer}))
+}
+
+/// Write `./recipes/NAME.yaml` (the project's recipes) in `env`, with
+/// end-of-run reflections off: each would take the next scripted response
+/// meant for the next run of the recipe.
+fn recipe(env: &TestEnv, name: &str, yaml: &str) {
+    env.config("memory:\n  reflect: false\n");
+    let dir = env.root.path().join("recipes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
+}
+
+fn of_type<'a>(ev: &'a [Value], t: &str) -> Vec<&'a Value> {
+    ev.iter().filter(|e| e["type"] == t).collect()
+}
+
+const NOTE: &str = r#"
+title: Note
+description: Write a note about a topic.
+instructions: Keep it to one line.
+prompt: Write a note about {{ topic }} to {{ file }}.
+parameters:
+  - {key: topic, description: what about}
+  - {key: file, requirement: optional, default: note.md}
+plugins: [files]
+retry:
+  max_retries: 1
+  checks:
+    - {type: file, path: "{{ file }}", contains: "{{ topic }}"}
+"#;
+
+#[test]
+fn a_recipe_run_substitutes_its_parameters_and_is_listed_with_them() {
+    let env = TestEnv::new();
+    recipe(&env, "note", NOTE);
+    let model = env.script(
+        "m",
+        &[
+            &action(
+                "write_file",
+                json!({"path": "owls.md", "content": "owls hunt at night"}),
+            ),
+            &finish("wrote owls.md"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe",
+            "run",
+            "note",
+            "-p",
+            "topic=owls",
+            "-p",
+            "file=owls.md",
+            "--model",
+            &model,
+            "--yes",
+            "--json",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let started = of_type(&ev, "run_started")[0];
+    assert_eq!(started["goal"], "Write a note about owls to owls.md.");
+    assert_eq!(started["recipe"], "note file=owls.md topic=owls");
+    // The recipe narrows the tools to its plugins (and the built-ins).
+    let tools: Vec<&str> = started["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"write_file") && !tools.contains(&"run_python"),
+        "{tools:?}"
+    );
+    let end = of_type(&ev, "recipe_finished")[0];
+    assert_eq!(end["status"], "finished");
+    assert_eq!(end["checks"][0]["passed"], true);
+    let list = String::from_utf8(run_stdout(&env, &["runs", "list"], 0)).unwrap();
+    assert!(
+        list.contains("[recipe note file=owls.md topic=owls]"),
+        "{list}"
+    );
+}
+
+#[test]
+fn a_failed_check_retries_with_a_fresh_history_told_what_failed() {
+    let env = TestEnv::new();
+    recipe(&env, "note", NOTE);
+    let model = env.script(
+        "m",
+        &[
+            &action(
+                "write_file",
+                json!({"path": "note.md", "content": "cats purr"}),
+            ),
+            &finish("done"),
+            &action(
+                "write_file",
+                json!({"path": "note.md", "content": "owls hunt"}),
+            ),
+            &finish("done again"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe",
+            "run",
+            "note",
+            "-p",
+            "topic=owls",
+            "--model",
+            &model,
+            "--yes",
+            "--json",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let starts = of_type(&ev, "run_started");
+    assert_eq!(starts.len(), 2, "{ev:?}");
+    let second = &starts[1];
+    assert!(
+        second["run_id"].as_str().unwrap().ends_with(".a2"),
+        "{second}"
+    );
+    let goal = second["goal"].as_str().unwrap();
+    assert!(
+        goal.starts_with("Write a note about owls to note.md.")
+            && goal.contains("note.md does not contain \"owls\""),
+        "{goal}"
+    );
+    let end = of_type(&ev, "recipe_finished")[0];
+    assert_eq!(
+        (end["status"].as_str(), end["attempts"].as_u64()),
+        (Some("finished"), Some(2))
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("note.md")).unwrap(),
+        "owls hunt"
+    );
+    // The second attempt started afresh: its first step is step 1.
+    let steps: Vec<u64> = of_type(&ev, "step")
+        .iter()
+        .map(|s| s["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 1, 2]);
+    // The listing shows the recipe run as finished, and `show` its attempt.
+    let id = starts[0]["run_id"].as_str().unwrap();
+    let shown = String::from_utf8(run_stdout(&env, &["runs", "show", id], 0)).unwrap();
+    assert!(shown.contains(&format!("attempt {id}.a2")), "{shown}");
+}
+
+#[test]
+fn checks_that_keep_failing_end_the_run_unverified() {
+    let env = TestEnv::new();
+    recipe(&env, "note", NOTE);
+    let model = env.script(
+        "m",
+        &[
+            &action("write_file", json!({"path": "note.md", "content": "cats"})),
+            &finish("done"),
+            &action("write_file", json!({"path": "note.md", "content": "dogs"})),
+            &finish("done"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe",
+            "run",
+            "note",
+            "-p",
+            "topic=owls",
+            "--model",
+            &model,
+            "--yes",
+            "--json",
+        ],
+        4,
+    );
+    let ev = events(&out);
+    let end = of_type(&ev, "recipe_finished")[0];
+    assert_eq!(
+        (end["status"].as_str(), end["attempts"].as_u64()),
+        (Some("unverified"), Some(2))
+    );
+    assert_eq!(end["checks"][0]["passed"], false);
+}
+
+#[test]
+fn a_response_schema_is_enforced_and_the_answer_printed_as_data() {
+    let env = TestEnv::new();
+    recipe(
+        &env,
+        "count",
+        r#"
+title: Title
+prompt: Give a title for a story about {{ text }}.
+parameters: [{key: text}]
+response:
+  json_schema:
+    type: object
+    properties: {title: {type: string}}
+    required: [title]
+    additionalProperties: false
+"#,
+    );
+    let model = env.script(
+        "m",
+        &[
+            &action("finish", json!({"answer": "Night Owls"})),
+            &action("finish", json!({"answer": {"title": "Night Owls"}})),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe",
+            "run",
+            "count",
+            "-p",
+            "text=a b c",
+            "--model",
+            &model,
+            "--yes",
+            "--json",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let told = of_type(&ev, "observation")[0]["observation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(told.contains("invalid arguments for `finish`"), "{told}");
+    let end = of_type(&ev, "recipe_finished")[0];
+    assert_eq!(end["answer"], json!({"title": "Night Owls"}));
+}
+
+#[test]
+fn a_sub_recipe_is_a_tool_whose_pinned_values_win() {
+    let env = TestEnv::new();
+    recipe(
+        &env,
+        "writer",
+        r#"
+title: Writer
+prompt: Write {{ text }} to {{ file }}.
+parameters: [{key: text}, {key: file}]
+plugins: [files]
+"#,
+    );
+    recipe(
+        &env,
+        "boss",
+        r#"
+title: Boss
+prompt: Get {{ word }} written down.
+parameters: [{key: word}]
+sub_recipes:
+  - name: write_down
+    path: writer.yaml
+    values: {file: pinned.txt}
+"#,
+    );
+    // One script for the whole tree: the parent's call, the child's two
+    // steps, the parent's finish.
+    let model = env.script(
+        "m",
+        &[
+            &action("write_down", json!({"text": "hello", "file": "chosen.txt"})),
+            &action(
+                "write_file",
+                json!({"path": "pinned.txt", "content": "hello"}),
+            ),
+            &finish("wrote it"),
+            &finish("it is written"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe",
+            "run",
+            "boss",
+            "-p",
+            "word=hello",
+            "--model",
+            &model,
+            "--yes",
+            "--json",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let starts = of_type(&ev, "run_started");
+    assert_eq!(starts.len(), 2, "{ev:?}");
+    let parent = starts[0]["run_id"].as_str().unwrap();
+    assert!(
+        starts[0]["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("write_down"))
+    );
+    // The author's pin won over the model's `file`.
+    assert_eq!(starts[1]["goal"], "Write hello to pinned.txt.");
+    assert_eq!(starts[1]["run_id"], format!("{parent}.r1"));
+    let back = of_type(&ev, "observation")
+        .into_iter()
+        .find(|o| o["tool"] == "write_down")
+        .unwrap()["observation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        back.contains("finished") && back.contains("wrote it"),
+        "{back}"
+    );
+    assert!(env.workspace.join("pinned.txt").is_file());
+    assert!(!env.workspace.join("chosen.txt").exists());
+    let shown = String::from_utf8(run_stdout(&env, &["runs", "show", parent], 0)).unwrap();
+    assert!(
+        shown.contains(&format!("recipe call {parent}.r1")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_chain_passes_outputs_on_and_three_samples_vote() {
+    let env = TestEnv::new();
+    recipe(
+        &env,
+        "chain",
+        r#"
+title: Three steps
+kind: chain
+parameters: [{key: topic}]
+steps:
+  - name: facts
+    prompt: Give one fact about {{ topic }}.
+  - name: count
+    prompt: "How many words in: {{ facts }}"
+    output: {json_schema: {type: object, properties: {n: {type: integer}}, required: [n]}}
+  - name: verdict
+    prompt: "Is {{ count.n }} a lot for {{ topic }}?"
+    output: {json_schema: {type: object, properties: {lot: {type: boolean}}, required: [lot]}}
+    samples: 3
+    select: vote
+"#,
+    );
+    let model = env.script(
+        "m",
+        &[
+            "Owls fly silently",
+            r#"{"n": 3}"#,
+            r#"{"lot": false}"#,
+            r#"{"lot": true}"#,
+            r#"{ "lot" : false }"#,
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe",
+            "run",
+            "chain",
+            "-p",
+            "topic=owls",
+            "--model",
+            &model,
+            "--json",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let end = of_type(&ev, "recipe_finished")[0];
+    assert_eq!(
+        end["answer"],
+        json!({"facts": "Owls fly silently", "count": {"n": 3}, "verdict": {"lot": false}})
+    );
+    let id = end["run_id"].as_str().unwrap();
+    let shown = String::from_utf8(run_stdout(&env, &["runs", "show", id], 0)).unwrap();
+    assert!(shown.contains("chain step verdict"), "{shown}");
+    // The vote is in the journal: 2 of 3 for false.
+    assert!(shown.contains("majority"), "{shown}");
+}
+
+#[test]
+fn a_chain_step_whose_answer_never_parses_fails_naming_the_step() {
+    let env = TestEnv::new();
+    recipe(
+        &env,
+        "one",
+        "title: One\nkind: chain\nsteps:\n  - name: num\n    prompt: A number?\n    output: {json_schema: {type: integer}}\n",
+    );
+    let model = env.script("m", &["many", "lots"]);
+    let out = run_stdout(
+        &env,
+        &["recipe", "run", "one", "--model", &model, "--json"],
+        1,
+    );
+    let ev = events(&out);
+    let end = ev.iter().find(|e| e["type"] == "run_finished").unwrap();
+    let reason = end["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("chain step `num` got no valid answer") && reason.contains("not JSON"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn recipes_are_offered_to_runs_as_tools_unless_switched_off() {
+    let env = TestEnv::new();
+    recipe(&env, "note", NOTE);
+    let model = env.script("m", &[&finish("ok")]);
+    let tools_of = |env: &TestEnv| -> Vec<String> {
+        let out = run_stdout(
+            env,
+            &["run", "--model", &model, "--yes", "--json", "say ok"],
+            0,
+        );
+        let ev = events(&out);
+        ev[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(tools_of(&env).contains(&"recipe_note".to_string()));
+    env.config("recipe_tools: false\nmemory:\n  reflect: false\n");
+    assert!(!tools_of(&env).contains(&"recipe_note".to_string()));
+}
+
+#[test]
+fn a_goal_can_delegate_to_a_recipe_tool() {
+    let env = TestEnv::new();
+    recipe(&env, "note", NOTE);
+    let model = env.script(
+        "m",
+        &[
+            &action("recipe_note", json!({"topic": "owls"})),
+            &action("write_file", json!({"path": "note.md", "content": "owls"})),
+            &finish("noted"),
+            &finish("the note is written"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "run",
+            "--model",
+            &model,
+            "--yes",
+            "--json",
+            "note down owls",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let ends = of_type(&ev, "recipe_finished");
+    assert_eq!(ends[0]["status"], "finished", "{ev:?}");
+    assert_eq!(ends[0]["checks"][0]["passed"], true);
+    let last = ev
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "run_finished")
+        .unwrap();
+    assert_eq!(last["answer"], "the note is written");
+}
+
+#[test]
+fn bad_recipes_and_values_are_errors_that_say_what_to_fix() {
+    let env = TestEnv::new();
+    recipe(&env, "note", NOTE);
+    recipe(&env, "bad", "title: Bad\nprompt: 'about {{ subject }}'\n");
+    let err = |args: &[&str], code: i32| -> String {
+        let out = env
+            .agent()
+            .args(args)
+            .assert()
+            .code(code)
+            .get_output()
+            .clone();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(&["recipe", "validate", "bad"], 1);
+    assert!(
+        e.contains("`prompt` uses `subject`, which is not a declared parameter"),
+        "{e}"
+    );
+    let e = err(
+        &[
+            "recipe",
+            "run",
+            "note",
+            "-p",
+            "colour=red",
+            "-p",
+            "topic=x",
+            "--yes",
+        ],
+        1,
+    );
+    assert!(
+        e.contains("unknown parameter `colour`: this recipe takes topic, file"),
+        "{e}"
+    );
+    let e = err(&["recipe", "run", "note", "--yes"], 1);
+    assert!(e.contains("missing required parameter `topic`"), "{e}");
+    let e = err(&["recipe", "run", "nope", "--yes"], 1);
+    assert!(
+        e.contains("no recipe `nope`") && e.contains("classify"),
+        "{e}"
+    );
+    let e = err(&["recipe", "run", "note", "-p", "topic", "--yes"], 1);
+    assert!(e.contains("`topic` is not key=value"), "{e}");
+    // A recipe that lists a plugin this session does not have.
+    recipe(&env, "wide", "title: W\nprompt: hi\nplugins: [shell]\n");
+    let model = env.script("m", &[&finish("x")]);
+    let e = err(&["recipe", "run", "wide", "--model", &model, "--yes"], 1);
+    assert!(
+        e.contains("lists `shell` under `plugins`") && e.contains("loaded plugins:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn show_renders_the_prompt_and_new_writes_a_template_that_validates() {
+    let env = TestEnv::new();
+    recipe(&env, "note", NOTE);
+    let out = String::from_utf8(run_stdout(
+        &env,
+        &["recipe", "show", "note", "-p", "topic=owls"],
+        0,
+    ))
+    .unwrap();
+    assert!(
+        out.contains("=== instructions ===\nKeep it to one line."),
+        "{out}"
+    );
+    assert!(
+        out.contains("=== prompt ===\nWrite a note about owls to note.md."),
+        "{out}"
+    );
+    run_stdout(&env, &["recipe", "new", "mine"], 0);
+    let out = String::from_utf8(run_stdout(
+        &env,
+        &["recipe", "validate", "recipes/mine.yaml"],
+        0,
+    ))
+    .unwrap();
+    assert!(out.starts_with("ok:"), "{out}");
+    let list = String::from_utf8(run_stdout(&env, &["recipe", "list"], 0)).unwrap();
+    for name in [
+        "mine",
+        "note",
+        "classify",
+        "csv-summary",
+        "summarize-folder",
+        "research-note",
+        "python-function",
+    ] {
+        assert!(list.contains(name), "{name} missing from {list}");
+    }
+}
