@@ -701,3 +701,45 @@ fn agent_plan_shows_each_plan_to_edit_approve_or_reject() {
     s.expect("rejected", LONG);
     assert!(env.workspace.join("a.txt").exists());
 }
+
+#[test]
+fn a_recipe_runs_from_the_session_asking_for_what_it_needs() {
+    let env = TestEnv::new();
+    env.config("memory:\n  reflect: false\n");
+    let dir = env.root.path().join("recipes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("greet.yaml"),
+        "title: Greet\nprompt: Greet {{ who }} in {{ lang }}.\nparameters:\n  - {key: who, requirement: user_prompt, description: whom to greet}\n  - {key: lang}\n",
+    )
+    .unwrap();
+    let model = env.script("s", &[&finish("Bonjour Ada")]);
+    let mut s = chat(&env, &["--model", &model]);
+    s.prompt();
+    // Tab completes the recipe's name, then its parameters.
+    s.send("/recipe gr\t");
+    s.expect("/recipe greet", LONG);
+    s.send(" la\t");
+    s.expect("lang=", LONG);
+    s.line("French");
+    // `who` was not given: the session asks for it.
+    s.expect("who (whom to greet): ", LONG);
+    s.line("Ada");
+    let shown = s.expect("Bonjour Ada", LONG);
+    assert!(
+        shown.contains("recipe: greet lang=French who=Ada"),
+        "{shown}"
+    );
+    s.prompt();
+    // A bad value is an error naming it, and the session goes on.
+    s.line("/recipe greet colour=red lang=x who=y");
+    s.expect("unknown parameter `colour`", LONG);
+    s.prompt();
+    s.line("/exit");
+    assert!(s.wait(LONG).success());
+    let listed = runs(&env);
+    assert_eq!(
+        listed[0]["settings"]["recipe"]["name"], "greet",
+        "{listed:?}"
+    );
+}

@@ -296,6 +296,18 @@ async fn one_step(
             }
         }
     };
+    let how = match (step.samples, step.select) {
+        (1, _) => String::new(),
+        (n, None) => format!(" ({n} samples, all kept)"),
+        (n, Some(Select::Vote)) => format!(" ({n} samples, vote)"),
+        (n, Some(Select::Judge)) => format!(" ({n} samples, judged)"),
+    };
+    let _ = parts.events.send(Event::Step {
+        step: index,
+        thought: format!("chain step `{}`{how}", step.name),
+        tool: step.name.clone(),
+        args: json!({}),
+    });
     let record = StepRecord {
         index,
         raw_output: raws.join("\n---\n"),

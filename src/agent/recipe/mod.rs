@@ -304,7 +304,11 @@ impl RecipeKit {
     ) -> Result<AgentParts, AgentError> {
         let mut parts = self.parts.with_own_account();
         let recipe = run.settings.recipe.clone().unwrap_or_default();
-        parts.tools = Arc::new(self.registry(loaded, values, &recipe)?);
+        // A chain calls no tools.
+        parts.tools = Arc::new(match loaded.recipe.kind {
+            Kind::Agent => self.registry(loaded, values, &recipe)?,
+            Kind::Chain => ToolRegistry::new(),
+        });
         let s = &run.settings;
         parts.settings.max_steps = s.max_steps;
         parts.settings.max_tokens = s.max_tokens;
@@ -641,3 +645,6 @@ pub fn recorded_values(run: &RunRecord) -> BTreeMap<String, Value> {
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+//! The recipe kit in process, with a recording scripted model: what the
+//! model is shown (instructions, earlier chain outputs, the judge's
+//! candidates), the depth limit and the budget a called recipe gets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::agent::AgentSettings;
+use crate::memory::{RunJournal, Store};
+use crate::model::Role;
+use crate::model::roles::RoleModels;
+use crate::model::scripted::ScriptedBackend;
+use crate::recipe::format::Parameter;
+use crate::recipe::{Provide, Recipe, Source};
+
+struct Given;
+
+impl Provide for Given {
+    fn read_file(&self, path: &str) -> Result<String, String> {
+        Err(format!("no {path}"))
+    }
+    fn ask(&self, _p: &Parameter) -> Option<String> {
+        None
+    }
+}
+
+struct Kit {
+    _dir: tempfile::TempDir,
+    kit: Arc<RecipeKit>,
+    model: Arc<ScriptedBackend>,
+}
+
+fn agent_settings() -> AgentSettings {
+    AgentSettings {
+        max_steps: 10,
+        max_tokens: 1_000_000,
+        step_tokens: 256,
+        timeout: Duration::from_secs(60),
+        model_timeout: Duration::from_secs(10),
+        temperature: 0.0,
+        samples: 1,
+        sample_temperature: 0.7,
+        past_examples: 0,
+        repeat_resamples: 0,
+        observation_chars: 4000,
+        context_tokens: 8192,
+        workspace: None,
+        instructions: None,
+    }
+}
+
+fn kit(responses: &[&str]) -> Kit {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let journal = RunJournal::new(&store).unwrap();
+    let model = Arc::new(ScriptedBackend::from_texts(responses.to_vec()).recording());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let parts = AgentParts::new(
+        &RoleModels::single(model.clone()),
+        Arc::new(ToolRegistry::new()),
+        journal,
+        tx,
+        agent_settings(),
+    );
+    let settings = RunSettings {
+        model: "scripted".into(),
+        max_steps: 10,
+        max_tokens: 1_000_000,
+        timeout_secs: 60,
+        ..Default::default()
+    };
+    let kit = Arc::new(RecipeKit {
+        parts,
+        settings,
+        tools: Vec::new(),
+        prompts: PromptLibrary::new(&dir.path().join("prompts")),
+        plans: None,
+        library: Library::new(dir.path(), dir.path()),
+    });
+    Kit {
+        _dir: dir,
+        kit,
+        model,
+    }
+}
+
+fn loaded(yaml: &str) -> Loaded {
+    Loaded {
+        name: "t".into(),
+        source: Source::Path,
+        path: None,
+        recipe: Recipe::parse(yaml, "t.yaml").unwrap(),
+    }
+}
+
+fn values(l: &Loaded, pairs: &[(&str, &str)]) -> Values {
+    let given = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    l.recipe.bind(&given, &BTreeMap::new(), &Given).unwrap()
+}
+
+fn call(id: &str) -> Call {
+    Call {
+        id: id.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_instructions_are_in_the_system_message_and_the_prompt_is_the_goal() {
+    let k = kit(&[r#"{"thought": "t", "tool": "finish", "args": {"answer": "ok"}}"#]);
+    let l = loaded(
+        "title: t\ninstructions: Answer in {{ lang }}.\nprompt: Greet {{ who }}.\nparameters: [{key: lang}, {key: who}]",
+    );
+    let v = values(&l, &[("lang", "French"), ("who", "Ada")]);
+    let out = k
+        .kit
+        .run(&l, &v, call("r1"), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.run.status, RunStatus::Finished);
+    let seen = k.model.seen();
+    assert_eq!(seen[0][0].role, Role::System);
+    assert!(
+        seen[0][0].content.ends_with(
+            "Instructions for this task (from the recipe the user runs):\nAnswer in French."
+        ),
+        "{}",
+        seen[0][0].content
+    );
+    assert!(
+        seen[0][1].content.contains("Goal: Greet Ada."),
+        "{:?}",
+        seen[0][1]
+    );
+    let recorded = out.run.settings.recipe.unwrap();
+    assert_eq!(recorded.params["who"], "Ada");
+    assert_eq!(recorded.instructions.as_deref(), Some("Answer in French."));
+}
+
+#[tokio::test]
+async fn a_chain_shows_each_step_the_outputs_before_it_and_a_judge_picks() {
+    let k = kit(&[
+        "Owls hunt at night.",
+        r#"{"title": "A"}"#,
+        r#"{"title": "B"}"#,
+        r#"{"best": 2}"#,
+    ]);
+    let l = loaded(
+        r#"
+title: t
+kind: chain
+instructions: You write about {{ topic }}.
+parameters: [{key: topic}]
+steps:
+  - {name: fact, prompt: "One fact about {{ topic }}."}
+  - name: title
+    prompt: "A title for: {{ fact }}"
+    output: {json_schema: {type: object, properties: {title: {type: string}}, required: [title]}}
+    samples: 2
+    select: judge
+"#,
+    );
+    let v = values(&l, &[("topic", "owls")]);
+    let out = k
+        .kit
+        .run(&l, &v, call("c1"), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.run.status, RunStatus::Finished, "{:?}", out.run);
+    assert_eq!(
+        out.answer,
+        Some(json!({"fact": "Owls hunt at night.", "title": {"title": "B"}}))
+    );
+    let seen = k.model.seen();
+    assert_eq!(seen[0][0].content, "You write about owls.");
+    assert!(
+        seen[1][1]
+            .content
+            .starts_with("A title for: Owls hunt at night.")
+    );
+    assert!(seen[1][1].content.contains("matching this schema"));
+    // The judge saw both candidates.
+    let judge = &seen[3][1].content;
+    assert!(
+        judge.contains(r#"Answer 1: {"title":"A"}"#)
+            && judge.contains(r#"Answer 2: {"title":"B"}"#),
+        "{judge}"
+    );
+    // Samples vary: drawn above temperature 0.
+    assert!(k.model.temperatures()[1] > 0.0);
+    let steps = k.kit.parts.journal.steps("c1").unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1].votes.as_ref().unwrap().chosen, "judge: answer 2");
+}
+
+#[tokio::test]
+async fn a_resumed_chain_keeps_the_outputs_it_has() {
+    let k = kit(&["first", "second"]);
+    let l = loaded(
+        "title: t\nkind: chain\nsteps:\n  - {name: a, prompt: one}\n  - {name: b, prompt: 'two after {{ a }}'}",
+    );
+    let v = values(&l, &[]);
+    let done = k
+        .kit
+        .run(&l, &v, call("c1"), &CancellationToken::new())
+        .await
+        .unwrap();
+    // Pretend the process died after step 1: drop step 2 and resume.
+    let mut run = done.run.clone();
+    run.status = RunStatus::Running;
+    run.steps = 1;
+    let steps: Vec<StepRecord> = k.kit.parts.journal.steps("c1").unwrap()[..1].to_vec();
+    let k2 = kit(&["again"]);
+    let again = RecipeKit {
+        parts: AgentParts {
+            journal: k.kit.parts.journal.clone(),
+            ..k2.kit.parts.clone()
+        },
+        settings: k2.kit.settings.clone(),
+        tools: Vec::new(),
+        prompts: k2.kit.prompts.clone(),
+        plans: None,
+        library: k2.kit.library.clone(),
+    };
+    let out = Arc::new(again)
+        .resume(&l, &v, run, steps, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.answer, Some(json!({"a": "first", "b": "again"})));
+    // Only step 2 was asked again, with step 1's output.
+    let seen = k2.model.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0][0].content, "two after first");
+}
+
+#[tokio::test]
+async fn a_recipe_tool_refuses_past_the_depth_limit_and_shares_the_budget() {
+    let k = kit(&[r#"{"thought": "t", "tool": "finish", "args": {"answer": "child done"}}"#]);
+    let l = loaded("title: t\nprompt: Do {{ x }}.\nparameters: [{key: x}]");
+    let deep = tool::RecipeTool::new(
+        tool::Target::Kit(Arc::downgrade(&k.kit)),
+        l.clone(),
+        "recipe_t".into(),
+        None,
+        BTreeMap::new(),
+        MAX_DEPTH,
+    );
+    let e = deep
+        .call(json!({"x": "it"}), &ToolContext::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("only 3 deep"), "{e}");
+    // A parent run with 4 of 10 steps used: the child may take 10 - 4 - 2.
+    let mut parent = RunRecord::new("p".into(), "g".into(), k.kit.settings.clone());
+    parent.steps = 4;
+    k.kit.parts.journal.put_run(&parent).unwrap();
+    let shallow = tool::RecipeTool::new(
+        tool::Target::Kit(Arc::downgrade(&k.kit)),
+        l,
+        "recipe_t".into(),
+        None,
+        BTreeMap::new(),
+        0,
+    );
+    let ctx = ToolContext {
+        run_id: Some("p".into()),
+        step: Some(5),
+        ..Default::default()
+    };
+    let out = shallow.call(json!({"x": "it"}), &ctx).await.unwrap();
+    assert!(out.contains("child done") && out.contains("p.r5"), "{out}");
+    let child = k.kit.parts.journal.get("p.r5").unwrap().unwrap();
+    assert_eq!(child.settings.max_steps, 4);
+    assert_eq!(child.settings.recipe.unwrap().depth, 1);
+    // A bad argument is told to the model, naming it.
+    let e = shallow
+        .call(json!({"y": 1}), &ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown parameter `y`") && e.contains("missing required parameter `x`"),
+        "{e}"
+    );
+}
