@@ -248,3 +248,54 @@ fn the_readmes_first_example_succeeds_with_the_default_model() {
     });
     assert!(read_back, "haiku.txt was not read back: {ev:?}");
 }
+
+/// The small local model answers a chain step (the built-in `classify`
+/// recipe: three samples and a vote) within the step's JSON schema: the
+/// grammar makes every sample parse, so the vote is over real answers.
+#[test]
+fn the_small_local_model_answers_a_chain_step_in_its_json_schema() {
+    let _alone = one_model_at_a_time();
+    let env = TestEnv::new();
+    let out = env
+        .agent()
+        .args([
+            "recipe",
+            "run",
+            "classify",
+            "-p",
+            "text=WIN A FREE PRIZE! Click now to claim your reward",
+            "-p",
+            "labels=spam, ham",
+            "--model",
+            "smollm2-135m",
+            "--json",
+        ])
+        .timeout(Duration::from_secs(900))
+        .output()
+        .unwrap();
+    let ev = events(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{ev:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = ev
+        .iter()
+        .find(|e| e["type"] == "recipe_finished")
+        .expect("recipe_finished");
+    assert!(end["answer"]["label"]["label"].is_string(), "{end}");
+    // Each of the three samples parsed on the first try: the journal holds
+    // exactly three raw answers, each an object with a string label.
+    let id = end["run_id"].as_str().unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&run_stdout(&env, &["runs", "show", id, "--json"], 0)).unwrap();
+    let raw = shown["steps"][0]["raw_output"].as_str().unwrap();
+    let samples: Vec<&str> = raw.split("\n---\n").collect();
+    assert_eq!(samples.len(), 3, "{raw}");
+    for s in samples {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+        assert!(v["label"].is_string(), "{s}");
+    }
+    assert_eq!(shown["steps"][0]["votes"]["samples"], 3);
+}

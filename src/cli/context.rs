@@ -53,6 +53,8 @@ pub struct Session {
     /// What runs recipes, set each time [`Session::parts`] builds parts;
     /// the recipe tools of [`Session::tools`] find it here.
     pub recipes: crate::agent::recipe::tool::Slot,
+    /// The local models [`Session::models`] opened, for models opened later.
+    resident: std::sync::Mutex<Option<Resident>>,
 }
 
 /// Refuse a workspace that holds agent's own files or lies inside them:
@@ -102,6 +104,7 @@ impl Session {
             continuous: false,
             plugins: Default::default(),
             recipes: Default::default(),
+            resident: Default::default(),
         })
     }
 
@@ -216,6 +219,24 @@ impl Session {
         }
     }
 
+    /// Opens a model a recipe names, on its first call, sized beside the
+    /// local models the session holds.
+    fn opener(&self) -> crate::agent::recipe::ModelOpener {
+        let (dirs, config) = (self.dirs.clone(), self.config.clone());
+        let resident = self
+            .resident
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or_else(|| Resident::new(self.memory_limit()));
+        Arc::new(move |model: &str| {
+            let spec = RoleSpec::named(model.to_string());
+            lazy_model(&dirs, &config, ModelRole::Default, &spec, &resident)
+                .map(|l| Arc::new(l) as Arc<dyn ModelBackend>)
+                .map_err(|e| format!("{e:#}"))
+        })
+    }
+
     /// What runs recipes for the parts [`Session::parts`] built last.
     pub fn kit(&self) -> anyhow::Result<Arc<crate::agent::recipe::RecipeKit>> {
         self.recipes
@@ -266,6 +287,9 @@ impl Session {
         skip_responses: usize,
     ) -> anyhow::Result<RoleModels> {
         let resident = Resident::new(self.memory_limit());
+        if let Ok(mut r) = self.resident.lock() {
+            *r = Some(resident.clone());
+        }
         let mut locals = Vec::new();
         for (model, endpoint) in std::iter::once((&settings.model, &settings.endpoint))
             .chain(settings.roles.values().map(|s| (&s.model, &s.endpoint)))
@@ -343,59 +367,8 @@ impl Session {
 
     /// The backend of `role`, opened on its first call.
     fn lazy(&self, role: ModelRole, spec: &RoleSpec, resident: &Resident) -> anyhow::Result<Lazy> {
-        let name = match &spec.endpoint {
-            Some(endpoint) => format!("{}@{endpoint}", spec.model.trim()),
-            None => ModelRef::parse(&spec.model)
-                .with_context(|| format!("the `{role}` model"))?
-                .label(),
-        };
-        let options = BackendOptions {
-            model: spec.model.clone(),
-            endpoint: spec.endpoint.clone(),
-            api_key_env: spec
-                .api_key_env
-                .clone()
-                .unwrap_or_else(|| self.config.api_key_env.clone()),
-            request_timeout: Duration::from_secs(self.config.model_timeout_secs),
-            context_tokens: Some(self.config.context_tokens as usize),
-            force_cpu: false,
-            engine: self.config.engine,
-        };
-        let dirs = self.dirs.clone();
-        let resident = resident.clone();
-        let context = self.config.context_tokens as usize;
-        Ok(Lazy::new(
-            name,
-            Box::new(move || {
-                let (options, dirs, resident) = (options.clone(), dirs.clone(), resident.clone());
-                Box::pin(async move {
-                    tracing::info!(role = %role, model = %options.model, "opening a model on first use");
-                    let progress = PullProgress::new();
-                    if options.endpoint.is_none()
-                        && let Ok(reference) = ModelRef::parse(&options.model)
-                        && !matches!(reference, ModelRef::Scripted(_))
-                    {
-                        // Pulled first (if need be), then sized beside what
-                        // is loaded already, then loaded.
-                        let puller = crate::model::pull::Puller::from_env()
-                            .map_err(crate::model::open::pull_error)?;
-                        let path = puller
-                            .resolve_or_pull(&reference, &dirs.models(), &progress)
-                            .await
-                            .map_err(crate::model::open::pull_error)?;
-                        let bytes = estimate_bytes(&path, context).map_err(ModelError::Load)?;
-                        let need = (options.model.clone(), bytes);
-                        resident.check_with(&need).map_err(ModelError::Load)?;
-                        resident.add(need);
-                    }
-                    let backend = open_backend(&options, &dirs, &progress).await;
-                    progress.clear();
-                    backend
-                })
-            }),
-        ))
+        lazy_model(&self.dirs, &self.config, role, spec, resident)
     }
-
     /// The settings a new run records, from the resolved configuration,
     /// `--approve`/`--yes`, and the grants of the plugins [`Session::tools`]
     /// loaded (call it first).
@@ -461,6 +434,68 @@ impl Session {
                 .and_then(|r| r.instructions.clone()),
         }
     }
+}
+
+/// The backend of `role` from `spec`, opened on its first call (pulled
+/// if need be, and sized beside the local models `resident` holds).
+fn lazy_model(
+    dirs: &Dirs,
+    config: &Config,
+    role: ModelRole,
+    spec: &RoleSpec,
+    resident: &Resident,
+) -> anyhow::Result<Lazy> {
+    let name = match &spec.endpoint {
+        Some(endpoint) => format!("{}@{endpoint}", spec.model.trim()),
+        None => ModelRef::parse(&spec.model)
+            .with_context(|| format!("the `{role}` model"))?
+            .label(),
+    };
+    let options = BackendOptions {
+        model: spec.model.clone(),
+        endpoint: spec.endpoint.clone(),
+        api_key_env: spec
+            .api_key_env
+            .clone()
+            .unwrap_or_else(|| config.api_key_env.clone()),
+        request_timeout: Duration::from_secs(config.model_timeout_secs),
+        context_tokens: Some(config.context_tokens as usize),
+        force_cpu: false,
+        engine: config.engine,
+    };
+    let dirs = dirs.clone();
+    let resident = resident.clone();
+    let context = config.context_tokens as usize;
+    Ok(Lazy::new(
+        name,
+        Box::new(move || {
+            let (options, dirs, resident) = (options.clone(), dirs.clone(), resident.clone());
+            Box::pin(async move {
+                tracing::info!(role = %role, model = %options.model, "opening a model on first use");
+                let progress = PullProgress::new();
+                if options.endpoint.is_none()
+                    && let Ok(reference) = ModelRef::parse(&options.model)
+                    && !matches!(reference, ModelRef::Scripted(_))
+                {
+                    // Pulled first (if need be), then sized beside what
+                    // is loaded already, then loaded.
+                    let puller = crate::model::pull::Puller::from_env()
+                        .map_err(crate::model::open::pull_error)?;
+                    let path = puller
+                        .resolve_or_pull(&reference, &dirs.models(), &progress)
+                        .await
+                        .map_err(crate::model::open::pull_error)?;
+                    let bytes = estimate_bytes(&path, context).map_err(ModelError::Load)?;
+                    let need = (options.model.clone(), bytes);
+                    resident.check_with(&need).map_err(ModelError::Load)?;
+                    resident.add(need);
+                }
+                let backend = open_backend(&options, &dirs, &progress).await;
+                progress.clear();
+                backend
+            })
+        }),
+    ))
 }
 
 /// The local models a run holds in memory, and the cap they must fit under
@@ -592,6 +627,8 @@ impl Session {
             prompts: self.prompts(),
             plans: PlanStore::new(&self.store).ok(),
             library: self.library(),
+            open_model: Some(self.opener()),
+            opened: Default::default(),
         };
         if let Ok(mut slot) = self.recipes.lock() {
             *slot = Some(Arc::new(kit));

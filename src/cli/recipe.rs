@@ -380,7 +380,11 @@ async fn run(args: RecipeRunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
         &BTreeMap::new(),
         &Terminal { ask: interactive },
     )?;
-    let tools = session.tools(interactive).await?;
+    // A chain calls no tools: no plugin is loaded for it.
+    let tools = match loaded.recipe.kind {
+        Kind::Agent => session.tools(interactive).await?,
+        Kind::Chain => crate::tools::ToolRegistry::new(),
+    };
     let settings = session.run_settings(interactive);
     let models = session.models(&settings, 0).await?;
     drive_run(

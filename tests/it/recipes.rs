@@ -944,3 +944,55 @@ fn a_called_recipe_starts_from_the_callers_taint_and_hands_its_own_back() {
     assert!(!env.workspace.join("copy.txt").exists());
     assert!(!env.workspace.join("evil.txt").exists());
 }
+
+#[test]
+fn a_sub_recipe_may_name_a_model_of_its_own() {
+    let env = TestEnv::new();
+    let child_model = env.script(
+        "child",
+        &[
+            &action(
+                "write_file",
+                json!({"path": "c.txt", "content": "from the child"}),
+            ),
+            &finish("child wrote c.txt"),
+        ],
+    );
+    recipe(
+        &env,
+        "child",
+        &format!(
+            "title: Child\nprompt: Write c.txt.\nsettings: {{model: '{child_model}'}}\nplugins: [files]\n"
+        ),
+    );
+    recipe(
+        &env,
+        "parent",
+        "title: Parent\nprompt: Have c.txt written.\nsub_recipes: [{name: child, path: child.yaml}]\n",
+    );
+    let parent_model = env.script("parent", &[&action("child", json!({})), &finish("done")]);
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe",
+            "run",
+            "parent",
+            "--model",
+            &parent_model,
+            "--yes",
+            "--json",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let starts = of_type(&ev, "run_started");
+    assert!(
+        starts[1]["model"].as_str().unwrap().ends_with("child.yaml"),
+        "{:?}",
+        starts[1]
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.workspace.join("c.txt")).unwrap(),
+        "from the child"
+    );
+}

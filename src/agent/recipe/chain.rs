@@ -327,7 +327,8 @@ async fn one_step(
     Ok((record, output))
 }
 
-/// A model prompt that picks the best of `candidates` (0-based).
+/// A model prompt that picks the best of `candidates` (0-based), asked of
+/// the `judge` role (the default model unless one is configured).
 async fn judge(
     parts: &crate::agent::AgentParts,
     prompt: &str,
@@ -361,8 +362,9 @@ async fn judge(
             "additionalProperties": false
         })),
     };
+    let judge = parts.roles.get(crate::model::roles::ModelRole::Judge);
     let completion = ask_model(
-        parts.model.as_ref(),
+        judge.as_ref(),
         request,
         &|_| {},
         &parts.settings,

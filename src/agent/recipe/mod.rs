@@ -55,7 +55,17 @@ pub struct RecipeKit {
     /// For recipes with `settings.agent: plan`.
     pub plans: Option<PlanStore>,
     pub library: Library,
+    /// Opens a model a recipe names by reference (not by role), on its
+    /// first call; `None` where the session cannot open models.
+    pub open_model: Option<ModelOpener>,
+    /// The models opened so far, by reference: a recipe called again
+    /// shares its model.
+    pub opened: std::sync::Mutex<BTreeMap<String, Arc<dyn crate::model::ModelBackend>>>,
 }
+
+/// Opens a model by reference (`agent model list` names them).
+pub type ModelOpener =
+    Arc<dyn Fn(&str) -> Result<Arc<dyn crate::model::ModelBackend>, String> + Send + Sync>;
 
 /// One use of a recipe: who asked, with what budget.
 #[derive(Debug, Clone, Default)]
@@ -217,17 +227,13 @@ impl RecipeKit {
             settings.max_steps = n;
         }
         if let Some(model) = &recipe.settings.model {
-            // A role's model, or (for a run a person started) the model
-            // the session opened for it.
+            // A role's model; for a run a person started, the model the
+            // session opened for it; else the model named, opened when the
+            // run first asks it.
             match ModelRole::parse(model) {
                 Ok(role) => settings.model = self.parts.roles.get(role).name().to_string(),
                 Err(_) if call.depth == 0 => {}
-                Err(_) => {
-                    return Err(AgentError::Setup(format!(
-                        "recipe `{}` asks for the model `{model}`; a recipe called by another can only name a role (default, smart, fast): configure it under `models:` and name the role",
-                        loaded.name
-                    )));
-                }
+                Err(_) => settings.model = model.clone(),
             }
         }
         if let Some((steps, tokens, secs)) = call.limits {
@@ -315,16 +321,45 @@ impl RecipeKit {
         parts.settings.timeout = std::time::Duration::from_secs(s.timeout_secs);
         parts.settings.temperature = s.temperature;
         parts.settings.instructions = recipe.instructions.clone();
-        if let Some(role) = loaded
-            .recipe
-            .settings
-            .model
-            .as_deref()
-            .and_then(|m| ModelRole::parse(m).ok())
-        {
-            parts.model = parts.roles.get(role).clone();
+        if let Some(model) = loaded.recipe.settings.model.as_deref() {
+            match ModelRole::parse(model) {
+                Ok(role) => parts.model = parts.roles.get(role).clone(),
+                // A person's run: the session opened this model for it.
+                Err(_) if recipe.depth == 0 => {}
+                Err(_) => {
+                    let opened = self.model(model)?;
+                    // Counted in this run's account, as its default model.
+                    parts.model = crate::model::roles::RoleModels::single(opened)
+                        .metered(&parts.account)
+                        .get(ModelRole::Default)
+                        .clone();
+                }
+            }
         }
         Ok(parts)
+    }
+
+    /// The model `reference`, opened once per kit.
+    fn model(&self, reference: &str) -> Result<Arc<dyn crate::model::ModelBackend>, AgentError> {
+        let mut opened = self
+            .opened
+            .lock()
+            .map_err(|_| AgentError::Setup("the recipe kit's models are poisoned".into()))?;
+        if let Some(m) = opened.get(reference) {
+            return Ok(m.clone());
+        }
+        let open = self.open_model.as_ref().ok_or_else(|| {
+            AgentError::Setup(format!(
+                "the model `{reference}` a recipe names cannot be opened here; name a role (default, smart, fast) instead"
+            ))
+        })?;
+        let model = open(reference).map_err(|e| {
+            AgentError::Setup(format!(
+                "cannot open the model `{reference}` a recipe names: {e}"
+            ))
+        })?;
+        opened.insert(reference.to_string(), model.clone());
+        Ok(model)
     }
 
     /// The tools of a recipe run: the session's tools the recipe may use,
@@ -602,6 +637,9 @@ fn file_check(
         .and_then(|d| d.read_head(Path::new(path.trim_start_matches("./")), 16 << 20))
     {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return fail(format!("{path} does not exist: nothing wrote it"));
+        }
         Err(e) => return fail(format!("{path} cannot be read: {e}")),
     };
     if let Some(c) = contains

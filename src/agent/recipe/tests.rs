@@ -81,6 +81,8 @@ fn kit(responses: &[&str]) -> Kit {
         prompts: PromptLibrary::new(&dir.path().join("prompts")),
         plans: None,
         library: Library::new(dir.path(), dir.path()),
+        open_model: None,
+        opened: Default::default(),
     });
     Kit {
         _dir: dir,
@@ -229,6 +231,8 @@ async fn a_resumed_chain_keeps_the_outputs_it_has() {
         prompts: k2.kit.prompts.clone(),
         plans: None,
         library: k2.kit.library.clone(),
+        open_model: None,
+        opened: Default::default(),
     };
     let out = Arc::new(again)
         .resume(&l, &v, run, steps, &CancellationToken::new())
