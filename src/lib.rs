@@ -5,12 +5,18 @@
 //!
 //! ```text
 //!  cli (clap, flag groups in cli::flags) ── config (defaults < file < AGENT_* < flags)
-//!      │ run, runs resume, chat (REPL), eval, bench
+//!      │ run, runs resume, chat (REPL), recipe, eval, bench
 //!      ▼
 //!  cli::context (the one composition root) ── opens config, store, journal;
 //!      │   builds tools (plugins, memory, kb, finish, ask_human), the models
 //!      │   by role (model::roles: default now, smart/fast/judge on first use),
 //!      │   the approver (agent::approval), the memory hook and Ctrl-C
+//!      ▼
+//!  agent::recipe ── a recipe (crate::recipe: the YAML file, typed values,
+//!      │   the search path) as runs, from the session's parts: an agent run
+//!      │   per attempt (instructions, plugin subset, response schema as
+//!      │   `finish`'s, sub-recipes as tools → child runs, sandboxed checks
+//!      │   then a retry), or a chain of model steps (samples, vote, judge)
 //!      ▼
 //!  agent::strategy ── Strategy::React | Strategy::Plan → Agent
 //!      │   agent::run   the lifecycle both share: start, budgets, the model
@@ -49,8 +55,8 @@
 //! ```
 //!
 //! The floors: `cli` and `ui` on top; `eval`, then `agent`, below them; the
-//! rest (model, memory, kb, tools, plugin, prompt, action, sanitize, confined) at the
-//! bottom, with `config` beside `cli` (it reads the approval policy types
+//! rest (model, memory, kb, tools, plugin, prompt, recipe, action, sanitize,
+//! confined) at the bottom, with `config` beside `cli` (it reads the approval policy types
 //! of `agent::approval`). Imports only go down: nothing below `cli` and `ui`
 //! reaches into them, and `memory` knows nothing of the agent (its hook into
 //! the loop is `agent::recall`).

@@ -5,7 +5,8 @@
 //! model call, the end and its [`crate::memory::StopKind`]). Beside them:
 //! the conversation a run continues ([`conversation`]), the approval policy
 //! ([`approval`]), loop guards ([`guard`]), majority votes over sampled
-//! actions ([`vote`]), verified finishing ([`verify`]), the hooks a run calls out
+//! actions ([`vote`]), verified finishing ([`verify`]), recipes as runs
+//! ([`recipe`]), the hooks a run calls out
 //! through ([`hooks`]) and long-term memory's hook ([`recall`]), and the
 //! [`Event`]s a run sends instead of printing. Nothing here imports `cli`
 //! or `ui`.

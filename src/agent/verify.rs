@@ -94,6 +94,10 @@ const HEAD_BYTES: u64 = 64 * 1024;
 /// How many words before a file name an output verb may stand.
 const VERB_WINDOW: usize = 12;
 
+/// Words that, right before a file's name, make it what an output is made
+/// from rather than the output.
+const SOURCE_WORDS: &[&str] = &["of", "from"];
+
 /// A word that names a file: `name.ext`, maybe with a directory.
 pub(crate) fn file_name(word: &str) -> Option<&str> {
     let w = word.trim_matches(|c: char| {
@@ -126,6 +130,18 @@ pub fn named_outputs(goal: &str) -> Vec<String> {
             let Some(name) = file_name(word) else {
                 continue;
             };
+            // "a summary of sales.csv", "the rows from data.csv": what the
+            // output is made from. Measured 2026-12-01: "Write a Markdown
+            // summary of sales.csv to summary.md" counted sales.csv as an
+            // output, the 1.5B model was told it "has not been written in
+            // this run", and it wrote over the user's data.
+            let source = i
+                .checked_sub(1)
+                .and_then(|j| words.get(j))
+                .is_some_and(|w| SOURCE_WORDS.contains(&w.to_lowercase().as_str()));
+            if source {
+                continue;
+            }
             let from = i.saturating_sub(VERB_WINDOW);
             let after_verb = words[from..i].iter().any(|w| {
                 let w = w
@@ -731,6 +747,15 @@ mod tests {
         assert_eq!(
             named_outputs("Create a Python file called sample_code.py that defines f"),
             ["sample_code.py"]
+        );
+        // What the output is made from is not an output.
+        assert_eq!(
+            named_outputs("Write a Markdown summary of sales.csv to summary.md: a table"),
+            ["summary.md"]
+        );
+        assert_eq!(
+            named_outputs("Write the names from people.csv into names.txt"),
+            ["names.txt"]
         );
         // Only read, or not a file at all.
         assert!(named_outputs("Read notes.txt and tell me what it says").is_empty());

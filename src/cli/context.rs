@@ -183,6 +183,9 @@ impl Session {
     fn recipe_tools(&self, registry: &mut ToolRegistry) {
         use crate::agent::recipe::tool::{RecipeTool, Target};
         use crate::recipe::Source;
+        // `recipes/` is a common name for other things: one line for the
+        // files that are not recipes, and `agent recipe list` says why.
+        let mut invalid: Vec<String> = Vec::new();
         for listed in self.library().list() {
             if !matches!(listed.source, Source::Project | Source::User) {
                 continue;
@@ -190,11 +193,8 @@ impl Session {
             let recipe = match listed.recipe {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!(
-                        "warning: recipe `{}` is not offered as a tool: {}",
-                        crate::sanitize::one_line(&listed.name, 64),
-                        crate::sanitize::one_line(&e.to_string(), 500)
-                    );
+                    tracing::debug!("recipe `{}` is not offered as a tool: {e}", listed.name);
+                    invalid.push(crate::sanitize::one_line(&listed.name, 64));
                     continue;
                 }
             };
@@ -216,6 +216,13 @@ impl Session {
             if let Err(e) = registry.register(Arc::new(tool)) {
                 eprintln!("warning: recipe tool `{name}` is left out: {e}");
             }
+        }
+        if !invalid.is_empty() {
+            eprintln!(
+                "warning: {} {} not valid and not offered as tools (from ./recipes/ or the config directory's recipes/); `agent recipe list` says why, `recipe_tools: false` stops offering recipes",
+                invalid.join(", "),
+                if invalid.len() == 1 { "is" } else { "are" },
+            );
         }
     }
 

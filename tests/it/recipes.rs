@@ -996,3 +996,96 @@ fn a_sub_recipe_may_name_a_model_of_its_own() {
         "from the child"
     );
 }
+
+#[test]
+fn a_goose_recipe_with_supported_keys_runs_unchanged_and_unsupported_keys_are_named() {
+    let env = TestEnv::new();
+    recipe(
+        &env,
+        "goose",
+        r#"
+version: 1.0.0
+title: Release notes
+description: Draft release notes
+author:
+  contact: someone@example.org
+instructions: You write release notes for {{ project }}.
+prompt: Write release notes for version {{ version }} of {{ project }} to NOTES.md.
+activities:
+  - Draft the notes for the next release
+extensions: []
+parameters:
+  - key: project
+    input_type: string
+    requirement: required
+    description: The project
+  - key: version
+    input_type: string
+    requirement: optional
+    default: "1.0"
+    description: The version
+settings:
+  temperature: 0.2
+  max_turns: 5
+retry:
+  max_retries: 1
+  timeout_seconds: 60
+  checks:
+    - type: file
+      path: NOTES.md
+      contains: "1.0"
+"#,
+    );
+    let model = env.script(
+        "m",
+        &[
+            &action(
+                "write_file",
+                json!({"path": "NOTES.md", "content": "# agent 1.0\n- recipes\n"}),
+            ),
+            &finish("NOTES.md drafted"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe",
+            "run",
+            "goose",
+            "-p",
+            "project=agent",
+            "--model",
+            &model,
+            "--yes",
+            "--json",
+        ],
+        0,
+    );
+    let end = of_type(&events(&out), "recipe_finished")[0].clone();
+    passed(&end);
+    // Its max_turns is the run's step budget.
+    let shown = String::from_utf8(run_stdout(
+        &env,
+        &["runs", "show", end["run_id"].as_str().unwrap(), "--json"],
+        0,
+    ))
+    .unwrap();
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["run"]["settings"]["max_steps"], 5, "{shown}");
+    // goose's MCP extensions and shell checks are named, with what to do.
+    recipe(
+        &env,
+        "mcp",
+        "title: M\nprompt: hi\nextensions:\n  - {type: stdio, name: github, cmd: npx}\nretry: {max_retries: 1, checks: [{type: shell, command: make test}]}\n",
+    );
+    let out = env
+        .agent()
+        .args(["recipe", "validate", "mcp"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("`extensions`") && e.contains("plugins:"), "{e}");
+    assert!(e.contains("never run on the host shell"), "{e}");
+}

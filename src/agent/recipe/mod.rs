@@ -150,9 +150,7 @@ impl RecipeKit {
             if attempt > 1 {
                 record.id = format!("{}.a{attempt}", call.id);
             }
-            let run = self
-                .drive(loaded, values, record, Vec::new(), cancel)
-                .await?;
+            let run = self.drive(loaded, values, record, None, cancel).await?;
             let results = if run.status == RunStatus::Finished && !checks.is_empty() {
                 self.check(&checks, &run, cancel).await
             } else {
@@ -202,7 +200,7 @@ impl RecipeKit {
         let outcome = if loaded.recipe.kind == Kind::Chain {
             chain::run(self, loaded, values, run, steps, cancel).await?
         } else {
-            let run = self.drive(loaded, values, run, steps, cancel).await?;
+            let run = self.drive(loaded, values, run, Some(steps), cancel).await?;
             self.conclude(None, run, 1, Vec::new(), loaded)?
         };
         self.announce(loaded, &outcome);
@@ -270,14 +268,15 @@ impl RecipeKit {
         Ok(run)
     }
 
-    /// Build the agent for `run` (its recipe, settings and tools) and drive
-    /// it from `steps`.
+    /// Build the agent for `run` (its recipe, settings and tools) and start
+    /// it, or (with `resumed`, its committed steps) drive it on: a plan
+    /// run goes on from its own saved state.
     async fn drive(
         self: &Arc<Self>,
         loaded: &Loaded,
         values: &Values,
         run: RunRecord,
-        steps: Vec<StepRecord>,
+        resumed: Option<Vec<StepRecord>>,
         cancel: &CancellationToken,
     ) -> Result<RunRecord, AgentError> {
         let parts = self.parts_for(loaded, values, &run)?;
@@ -293,10 +292,9 @@ impl RecipeKit {
             _ => None,
         };
         let agent = parts.build(strategy, &self.prompts, plan)?;
-        if steps.is_empty() && run.steps == 0 {
-            agent.start(run, cancel).await
-        } else {
-            agent.resume(run, steps, cancel).await
+        match resumed {
+            None => agent.start(run, cancel).await,
+            Some(steps) => agent.resume(run, steps, cancel).await,
         }
     }
 
