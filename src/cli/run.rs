@@ -176,55 +176,17 @@ pub async fn drive_run(
     let cancel = CancellationToken::new();
     let ctrl_c = on_ctrl_c(&cancel, true);
 
-    // A recipe: run (or resume) by the session's recipe kit.
-    let start = match start {
-        Start::Recipe(loaded, values, settings) => {
-            let approver = session.approver(settings.interactive && !json);
-            let _ = session.parts(
-                &models,
-                Arc::new(tools),
-                events,
-                &settings,
-                Some(approver),
-                Some(session.memory_hook()?),
-            );
-            let call = crate::agent::recipe::Call {
-                id: new_run_id(),
-                ..Default::default()
-            };
-            let result = session.kit()?.run(&loaded, &values, call, &cancel).await;
-            session.recipes.lock().map(|mut k| k.take()).ok();
-            drop(ctrl_c);
-            let _ = ui.await;
-            return Ok(exit_code(result?.run.status));
-        }
-        Start::ResumeRecipe(loaded, values, run, steps) => {
-            let approver = session.approver(run.settings.interactive && !json);
-            let _ = session.parts(
-                &models,
-                Arc::new(tools),
-                events,
-                &run.settings,
-                Some(approver),
-                Some(session.memory_hook()?),
-            );
-            let result = session
-                .kit()?
-                .resume(&loaded, &values, run, steps, &cancel)
-                .await;
-            session.recipes.lock().map(|mut k| k.take()).ok();
-            drop(ctrl_c);
-            let _ = ui.await;
-            return Ok(exit_code(result?.run.status));
-        }
-        other => other,
-    };
     // A run being resumed keeps its strategy: a plan-and-execute run (or one
     // of its steps, named by the resume) continues at its current step.
     let plans = PlanStore::new(&session.store)?;
     let (run, steps, strategy, fresh) = match start {
         Start::Recipe(..) | Start::ResumeRecipe(..) => {
-            bail!("a recipe run reached the plain run path")
+            let result = drive_recipe(session, start, &models, tools, events, json, &cancel).await;
+            // The kit holds the events channel; the transcript ends when it goes.
+            session.recipes.lock().map(|mut k| k.take()).ok();
+            drop(ctrl_c);
+            let _ = ui.await;
+            return Ok(exit_code(result?.run.status));
         }
         Start::New(run, strategy) => (run, Vec::new(), strategy, true),
         Start::Resume(run, steps) => match plans.owner(&run.id)? {
@@ -270,6 +232,47 @@ pub async fn drive_run(
     drop(ctrl_c);
     let _ = ui.await;
     Ok(exit_code(result?.status))
+}
+
+/// A recipe run (or its resume) by the session's recipe kit, with the
+/// parts of this session.
+async fn drive_recipe(
+    session: &Session,
+    start: Start,
+    models: &RoleModels,
+    tools: ToolRegistry,
+    events: tokio::sync::mpsc::UnboundedSender<crate::agent::Event>,
+    json: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<crate::agent::recipe::RecipeOutcome> {
+    let settings = match &start {
+        Start::Recipe(_, _, settings) => (**settings).clone(),
+        Start::ResumeRecipe(_, _, run, _) => run.settings.clone(),
+        Start::New(..) | Start::Resume(..) => bail!("not a recipe run"),
+    };
+    let approver = session.approver(settings.interactive && !json);
+    session.parts(
+        models,
+        Arc::new(tools),
+        events,
+        &settings,
+        Some(approver),
+        Some(session.memory_hook()?),
+    );
+    let kit = session.kit()?;
+    Ok(match start {
+        Start::Recipe(loaded, values, _) => {
+            let call = crate::agent::recipe::Call {
+                id: new_run_id(),
+                ..Default::default()
+            };
+            kit.run(&loaded, &values, call, cancel).await?
+        }
+        Start::ResumeRecipe(loaded, values, run, steps) => {
+            kit.resume(&loaded, &values, run, steps, cancel).await?
+        }
+        Start::New(..) | Start::Resume(..) => bail!("not a recipe run"),
+    })
 }
 
 /// The exit code for a run's final status.

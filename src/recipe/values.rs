@@ -186,17 +186,9 @@ pub fn render(place: &str, source: &str, context: &Value) -> Result<String, Reci
     environment()
         .render_str(source, context)
         .map(|s| s.trim().to_string())
-        .map_err(|e| {
-            let mut detail = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                detail.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            RecipeError::Render {
-                place: place.to_string(),
-                detail,
-            }
+        .map_err(|e| RecipeError::Render {
+            place: place.to_string(),
+            detail: crate::errors::chain(&e),
         })
 }
 

@@ -528,7 +528,7 @@ impl RecipeKit {
             Err(ToolError::Observation(e) | ToolError::Fatal(e)) => CheckResult {
                 check,
                 passed: false,
-                detail: last_lines(&e, 3),
+                detail: failure(&e),
             },
             Err(ToolError::Cancelled) => CheckResult {
                 check,
@@ -611,9 +611,21 @@ fn setup(e: crate::recipe::RecipeError) -> AgentError {
     AgentError::Setup(e.to_string())
 }
 
-fn last_lines(text: &str, n: usize) -> String {
+/// What a failed Python check says: the message of its last exception
+/// (an `assert`'s text), else the end of its output.
+fn failure(text: &str) -> String {
     let lines: Vec<&str> = text.trim().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
+    match lines
+        .iter()
+        .rev()
+        .find(|l| !l.starts_with(' ') && l.contains("Error"))
+    {
+        Some(line) => line
+            .strip_prefix("AssertionError: ")
+            .unwrap_or(line)
+            .to_string(),
+        None => lines[lines.len().saturating_sub(3)..].join(" | "),
+    }
 }
 
 /// A file check, read through `crate::confined` (no link followed, nothing
