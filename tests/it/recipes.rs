@@ -826,6 +826,9 @@ parameters: [{key: topic}]
 plugins: [files]
 response:
   json_schema: {type: object, properties: {title: {type: string}}, required: [title]}
+retry:
+  max_retries: 0
+  checks: [{type: file, path: note.md, contains: owls}]
 "#,
     );
     let model = env.script(
@@ -880,10 +883,10 @@ response:
         .unwrap()
         .to_string();
     assert!(told.contains("invalid arguments for `finish`"), "{told}");
-    assert_eq!(
-        of_type(&ev, "recipe_finished")[0]["answer"],
-        json!({"title": "Owls"})
-    );
+    let end = of_type(&ev, "recipe_finished")[0];
+    assert_eq!(end["answer"], json!({"title": "Owls"}));
+    // The resumed run that finished was checked like any attempt.
+    assert_eq!(end["checks"][0]["passed"], true, "{end}");
 }
 
 #[test]

@@ -112,7 +112,7 @@ impl RecipeKit {
         call: Call,
         cancel: &CancellationToken,
     ) -> Result<RecipeOutcome, AgentError> {
-        let outcome = self.attempts(loaded, values, call, cancel).await?;
+        let outcome = self.attempts(loaded, values, call, None, cancel).await?;
         self.announce(loaded, &outcome);
         Ok(outcome)
     }
@@ -128,29 +128,51 @@ impl RecipeKit {
         });
     }
 
+    /// The attempts of an agent recipe (a chain's one run): each a fresh
+    /// run, checked when it finishes, until the checks pass or the retries
+    /// are spent. With `resumed`, the first is that interrupted attempt
+    /// driven on from its steps (and `first` the recipe run's record when
+    /// that attempt is a retry).
     async fn attempts(
         self: &Arc<Self>,
         loaded: &Loaded,
         values: &Values,
-        call: Call,
+        mut call: Call,
+        resumed: Option<(RunRecord, Vec<StepRecord>, Option<RunRecord>)>,
         cancel: &CancellationToken,
     ) -> Result<RecipeOutcome, AgentError> {
         if loaded.recipe.kind == Kind::Chain {
-            let run = self.record(loaded, values, &call, 1, String::new())?;
-            return chain::run(self, loaded, values, run, Vec::new(), cancel).await;
+            let (run, steps) = match resumed {
+                Some((run, steps, _)) => (run, steps),
+                None => (
+                    self.record(loaded, values, &call, 1, String::new())?,
+                    Vec::new(),
+                ),
+            };
+            return chain::run(self, loaded, values, run, steps, cancel).await;
         }
         let rendered = loaded.recipe.render(values).map_err(setup)?;
         let checks = loaded.recipe.rendered_checks(values).map_err(setup)?;
         let retries = loaded.recipe.retry.as_ref().map_or(0, |r| r.max_retries);
         let mut goal = rendered.goal.clone();
-        let mut first: Option<RunRecord> = None;
-        let mut attempt = 1;
-        loop {
-            let mut record = self.record(loaded, values, &call, attempt, goal.clone())?;
-            if attempt > 1 {
-                record.id = format!("{}.a{attempt}", call.id);
+        let (mut attempt, mut first, mut pending) = match resumed {
+            Some((run, steps, first)) => {
+                let attempt = run.settings.recipe.as_ref().map_or(1, |r| r.attempt);
+                (attempt, first, Some((run, steps)))
             }
-            let run = self.drive(loaded, values, record, None, cancel).await?;
+            None => (1, None, None),
+        };
+        loop {
+            let run = match pending.take() {
+                Some((run, steps)) => self.drive(loaded, values, run, Some(steps), cancel).await?,
+                None => {
+                    let mut record = self.record(loaded, values, &call, attempt, goal.clone())?;
+                    if attempt > 1 {
+                        record.id = format!("{}.a{attempt}", call.id);
+                    }
+                    self.drive(loaded, values, record, None, cancel).await?
+                }
+            };
             let results = if run.status == RunStatus::Finished && !checks.is_empty() {
                 self.check(&checks, &run, cancel).await
             } else {
@@ -181,14 +203,17 @@ impl RecipeKit {
                 rendered.goal,
                 told.join("\n")
             );
+            // What this attempt read stays read (case 39): the next one,
+            // told about this one's result, starts from its taint.
+            call.tainted = run.tainted.clone();
             first.get_or_insert(run);
             attempt += 1;
         }
     }
 
     /// Drive a recipe run on from its committed `steps` (`agent runs
-    /// resume`); a chain skips the steps it has, an agent run continues
-    /// its history. Checks and retries do not run again.
+    /// resume`): a chain skips the steps it has; an agent run continues its
+    /// history, then is checked and retried like any attempt.
     pub async fn resume(
         self: &Arc<Self>,
         loaded: &Loaded,
@@ -197,12 +222,26 @@ impl RecipeKit {
         steps: Vec<StepRecord>,
         cancel: &CancellationToken,
     ) -> Result<RecipeOutcome, AgentError> {
-        let outcome = if loaded.recipe.kind == Kind::Chain {
-            chain::run(self, loaded, values, run, steps, cancel).await?
-        } else {
-            let run = self.drive(loaded, values, run, Some(steps), cancel).await?;
-            self.conclude(None, run, 1, Vec::new(), loaded)?
+        let recipe = run.settings.recipe.clone().unwrap_or_default();
+        // A retry `ID.aN` belongs to the recipe run `ID`.
+        let base = match run.id.rsplit_once(".a") {
+            Some((base, n)) if recipe.attempt > 1 && n.parse::<u32>().is_ok() => base.to_string(),
+            _ => run.id.clone(),
         };
+        let first = if base == run.id {
+            None
+        } else {
+            self.parts.journal.get(&base)?
+        };
+        let call = Call {
+            id: base,
+            depth: recipe.depth,
+            limits: None,
+            tainted: run.tainted.clone(),
+        };
+        let outcome = self
+            .attempts(loaded, values, call, Some((run, steps, first)), cancel)
+            .await?;
         self.announce(loaded, &outcome);
         Ok(outcome)
     }
@@ -576,6 +615,7 @@ impl RecipeKit {
                 first.status = last.status;
                 first.stop = last.stop;
                 first.answer = last.answer.clone();
+                first.tainted = last.tainted.clone();
                 first.stop_reason = Some(format!(
                     "attempt {attempts} (run {}): {}",
                     last.id,
