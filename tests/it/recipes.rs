@@ -1092,3 +1092,50 @@ retry:
     assert!(e.contains("`extensions`") && e.contains("plugins:"), "{e}");
     assert!(e.contains("never run on the host shell"), "{e}");
 }
+
+#[test]
+fn a_recipe_may_run_plan_and_execute_and_is_checked_after() {
+    let env = TestEnv::new();
+    recipe(
+        &env,
+        "planned",
+        r#"
+title: Planned
+instructions: Keep every file short.
+prompt: Write {{ word }} to a.txt and say what it holds.
+parameters: [{key: word}]
+settings: {agent: plan}
+plugins: [files]
+retry:
+  max_retries: 0
+  checks: [{type: file, path: a.txt, contains: "{{ word }}"}]
+"#,
+    );
+    let step = |d: &str| json!({"description": d, "success_criterion": format!("{d} is done")});
+    let plan = json!({"thought": "plan it", "steps": [step("write hi to a.txt"), step("say what a.txt holds")]}).to_string();
+    let keep = json!({"thought": "on track", "decision": "keep"}).to_string();
+    let done =
+        json!({"thought": "reached", "decision": "finish", "answer": "a.txt holds hi"}).to_string();
+    let model = env.script(
+        "m",
+        &[
+            &plan,
+            &action("write_file", json!({"path": "a.txt", "content": "hi"})),
+            &keep,
+            &finish("a.txt holds hi"),
+            &done,
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &[
+            "recipe", "run", "planned", "-p", "word=hi", "--model", &model, "--yes", "--json",
+        ],
+        0,
+    );
+    let ev = events(&out);
+    assert_eq!(of_type(&ev, "plan_created").len(), 1, "{ev:#?}");
+    let end = of_type(&ev, "recipe_finished")[0];
+    assert_eq!(end["status"], "finished");
+    assert_eq!(end["checks"][0]["passed"], true);
+}

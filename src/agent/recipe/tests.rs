@@ -295,3 +295,39 @@ async fn a_recipe_tool_refuses_past_the_depth_limit_and_shares_the_budget() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_resumed_retry_belongs_to_its_recipe_run() {
+    let k = kit(&[r#"{"thought": "t", "tool": "finish", "args": {"answer": "second try"}}"#]);
+    let l = loaded("title: t\nprompt: Do it.");
+    let v = values(&l, &[]);
+    // Attempt 1 ended unverified; attempt 2 was interrupted before a step.
+    let mut first = RunRecord::new("b".into(), "Do it.".into(), k.kit.settings.clone());
+    first.status = RunStatus::Unverified;
+    k.kit.parts.journal.put_run(&first).unwrap();
+    let mut settings = k.kit.settings.clone();
+    settings.recipe = Some(RecipeRun {
+        name: "t".into(),
+        attempt: 2,
+        ..Default::default()
+    });
+    let second = RunRecord::new("b.a2".into(), "Do it. (retry)".into(), settings);
+    k.kit.parts.journal.put_run(&second).unwrap();
+    let out = k
+        .kit
+        .resume(&l, &v, second, Vec::new(), &CancellationToken::new())
+        .await
+        .unwrap();
+    // The recipe run `b` now says how the whole ended.
+    assert_eq!(out.run.id, "b");
+    assert_eq!(out.run.status, RunStatus::Finished);
+    assert_eq!(out.attempts, 2);
+    let stored = k.kit.parts.journal.get("b").unwrap().unwrap();
+    assert_eq!(stored.answer.as_deref(), Some("second try"));
+    assert!(
+        stored
+            .stop_reason
+            .unwrap()
+            .starts_with("attempt 2 (run b.a2)")
+    );
+}
