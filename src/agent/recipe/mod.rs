@@ -27,6 +27,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::hooks::MemoryHook;
 use super::plan::PlanStore;
 use super::react::AgentError;
 use super::strategy::{AgentParts, PlanParts, Strategy};
@@ -163,21 +164,29 @@ impl RecipeKit {
             None => (1, None, None),
         };
         loop {
+            let checked = !checks.is_empty();
             let run = match pending.take() {
-                Some((run, steps)) => self.drive(loaded, values, run, Some(steps), cancel).await?,
+                Some((run, steps)) => {
+                    self.drive(loaded, values, run, Some(steps), checked, cancel)
+                        .await?
+                }
                 None => {
                     let mut record = self.record(loaded, values, &call, attempt, goal.clone())?;
                     if attempt > 1 {
                         record.id = format!("{}.a{attempt}", call.id);
                     }
-                    self.drive(loaded, values, record, None, cancel).await?
+                    self.drive(loaded, values, record, None, checked, cancel)
+                        .await?
                 }
             };
-            let results = if run.status == RunStatus::Finished && !checks.is_empty() {
+            let results = if run.status == RunStatus::Finished && checked {
                 self.check(&checks, &run, cancel).await
             } else {
                 Vec::new()
             };
+            if checked && results.iter().all(|r| r.passed) {
+                self.reflect(&run).await;
+            }
             let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.passed).collect();
             let done = run.status != RunStatus::Finished || failed.is_empty();
             let mut run = run;
@@ -310,15 +319,24 @@ impl RecipeKit {
     /// Build the agent for `run` (its recipe, settings and tools) and start
     /// it, or (with `resumed`, its committed steps) drive it on: a plan
     /// run goes on from its own saved state.
+    /// With `checked`, the end-of-run reflection waits for the checks
+    /// ([`AfterChecks`]).
     async fn drive(
         self: &Arc<Self>,
         loaded: &Loaded,
         values: &Values,
         run: RunRecord,
         resumed: Option<Vec<StepRecord>>,
+        checked: bool,
         cancel: &CancellationToken,
     ) -> Result<RunRecord, AgentError> {
-        let parts = self.parts_for(loaded, values, &run)?;
+        let mut parts = self.parts_for(loaded, values, &run)?;
+        if checked {
+            parts.memory = parts
+                .memory
+                .take()
+                .map(|m| Arc::new(AfterChecks(m)) as Arc<dyn MemoryHook>);
+        }
         let strategy = match loaded.recipe.settings.agent.as_deref() {
             Some("plan") => Strategy::Plan,
             _ => Strategy::React,
@@ -494,6 +512,17 @@ impl RecipeKit {
         Ok(registry)
     }
 
+    /// Store the reflection on `run`, whose checks passed (it was held
+    /// back until then).
+    async fn reflect(&self, run: &RunRecord) {
+        let Some(memory) = &self.parts.memory else {
+            return;
+        };
+        let steps = self.parts.journal.steps(&run.id).unwrap_or_default();
+        let model = self.parts.roles.get(ModelRole::Fast);
+        memory.run_ended(run, &steps, model.as_ref()).await;
+    }
+
     /// Run `checks` after `run`; each says whether it passed and why not.
     async fn check(
         &self,
@@ -632,6 +661,28 @@ impl RecipeKit {
             checks,
             answer,
         })
+    }
+}
+
+/// Long-term memory for an attempt that has checks: recall as usual, but
+/// no reflection when the run ends. A lesson drawn from a run whose result
+/// then fails its checks teaches the next attempt the wrong thing (seen
+/// 2026-12-01: the folder recipe's second attempt began with the first
+/// one's claim); the kit reflects once the checks have passed.
+struct AfterChecks(Arc<dyn MemoryHook>);
+
+#[async_trait::async_trait]
+impl MemoryHook for AfterChecks {
+    async fn recall(&self, query: &str, budget_tokens: usize) -> Vec<crate::agent::Recalled> {
+        self.0.recall(query, budget_tokens).await
+    }
+
+    async fn run_ended(
+        &self,
+        _run: &RunRecord,
+        _steps: &[StepRecord],
+        _model: &dyn crate::model::ModelBackend,
+    ) {
     }
 }
 

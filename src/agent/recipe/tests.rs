@@ -3,6 +3,7 @@
 //! candidates), the depth limit and the budget a called recipe gets.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,11 +68,14 @@ fn kit(responses: &[&str]) -> Kit {
         tx,
         agent_settings(),
     );
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
     let settings = RunSettings {
         model: "scripted".into(),
         max_steps: 10,
         max_tokens: 1_000_000,
         timeout_secs: 60,
+        workspace: ws.display().to_string(),
         ..Default::default()
     };
     let kit = Arc::new(RecipeKit {
@@ -330,4 +334,57 @@ async fn a_resumed_retry_belongs_to_its_recipe_run() {
             .unwrap()
             .starts_with("attempt 2 (run b.a2)")
     );
+}
+
+/// Records which runs ended with a reflection.
+#[derive(Default)]
+struct Reflections(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl crate::agent::MemoryHook for Reflections {
+    async fn recall(&self, _q: &str, _b: usize) -> Vec<crate::agent::Recalled> {
+        Vec::new()
+    }
+    async fn run_ended(
+        &self,
+        run: &RunRecord,
+        _steps: &[StepRecord],
+        _model: &dyn crate::model::ModelBackend,
+    ) {
+        self.0.lock().unwrap().push(run.id.clone());
+    }
+}
+
+#[tokio::test]
+async fn only_an_attempt_whose_checks_pass_leaves_a_lesson() {
+    let finish = r#"{"thought": "t", "tool": "finish", "args": {"answer": "done"}}"#;
+    let l = loaded(
+        "title: t\nprompt: Do it.\nretry: {max_retries: 1, checks: [{type: file, path: out.txt, contains: ok}]}",
+    );
+    for (present, expected) in [(false, 0), (true, 1)] {
+        let mut k = kit(&[finish, finish]);
+        let memory = Arc::new(Reflections::default());
+        let kit = Arc::get_mut(&mut k.kit).unwrap();
+        kit.parts.memory = Some(memory.clone());
+        if present {
+            std::fs::write(Path::new(&kit.settings.workspace).join("out.txt"), "ok").unwrap();
+        }
+        let v = values(&l, &[]);
+        let out = k
+            .kit
+            .run(&l, &v, call("r"), &CancellationToken::new())
+            .await
+            .unwrap();
+        let want = if present {
+            RunStatus::Finished
+        } else {
+            RunStatus::Unverified
+        };
+        assert_eq!(out.run.status, want);
+        assert_eq!(
+            memory.0.lock().unwrap().len(),
+            expected,
+            "present: {present}"
+        );
+    }
 }
