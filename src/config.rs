@@ -135,6 +135,9 @@ pub struct ConfigLayer {
     /// what the machine has free).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_limit_mb: Option<u64>,
+    /// MCP servers whose tools runs may use (`crate::mcp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<Vec<crate::mcp::ServerConfig>>,
 }
 
 /// Serialise a value by its `Display` form.
@@ -177,6 +180,8 @@ pub struct Config {
     pub default_price: Option<crate::model::roles::Price>,
     /// Cap, in MiB, on the memory the local models of a run use together.
     pub memory_limit_mb: Option<u64>,
+    /// MCP servers whose tools runs may use.
+    pub mcp: Vec<crate::mcp::ServerConfig>,
     /// Where each key's value came from.
     #[serde(skip)]
     pub sources: BTreeMap<&'static str, Source>,
@@ -241,6 +246,7 @@ const KEYS: &[&str] = &[
     "memory",
     "models",
     "memory_limit_mb",
+    "mcp",
 ];
 
 impl ConfigLayer {
@@ -271,6 +277,7 @@ impl ConfigLayer {
             memory: Some(MemoryLayer::default()),
             models: None,
             memory_limit_mb: None,
+            mcp: None,
         }
     }
 
@@ -303,11 +310,12 @@ impl ConfigLayer {
     ) -> Result<(Self, BTreeMap<&'static str, String>), ConfigError> {
         let mut map = serde_yaml::Mapping::new();
         let mut vars = BTreeMap::new();
-        for key in KEYS
-            .iter()
-            .copied()
-            .filter(|k| !matches!(*k, "plugins" | "approvals" | "repl" | "memory" | "models"))
-        {
+        for key in KEYS.iter().copied().filter(|k| {
+            !matches!(
+                *k,
+                "plugins" | "approvals" | "repl" | "memory" | "models" | "mcp"
+            )
+        }) {
             let var = format!("AGENT_{}", key.to_ascii_uppercase());
             let Some(value) = get(&var) else { continue };
             // Strings stay strings even when they look like numbers or bools.
@@ -405,7 +413,7 @@ fn overlay(
         merged.memory.get_or_insert_default().merge(m);
         sources.insert("memory", source("memory"));
     }
-    keys!(memory_limit_mb);
+    keys!(memory_limit_mb, mcp);
     if let Some(models) = &layer.models {
         let merged_models = merged.models.get_or_insert_default();
         for (role, entry) in models {
@@ -529,6 +537,7 @@ impl Config {
             models: BTreeMap::new(),
             default_price: None,
             memory_limit_mb: merged.memory_limit_mb,
+            mcp: merged.mcp.clone().unwrap_or_default(),
             sources: BTreeMap::new(),
         };
         for (name, RoleEntry(spec)) in merged.models.unwrap_or_default() {
@@ -548,6 +557,21 @@ impl Config {
                 config.default_price = (spec.model == config.model).then(|| spec.price()).flatten();
             } else {
                 config.models.insert(role, spec);
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for server in &config.mcp {
+            if let Some(problem) = server.problems().first() {
+                return Err(invalid(
+                    "mcp",
+                    &format!("server `{}`: {problem}", server.name),
+                ));
+            }
+            if !names.insert(server.name.as_str()) {
+                return Err(invalid(
+                    "mcp",
+                    &format!("server `{}` is listed twice", server.name),
+                ));
             }
         }
         if config.memory_limit_mb == Some(0) {

@@ -36,7 +36,8 @@
 //!      │            bad step; plan asks smart; summaries ask fast)
 //!      │   action   JSON schema "oneOf the live tools" + tolerant parse (json_extract)
 //!      │   tools    ToolRegistry: finish, ask_human, memory, WASM plugins (plugin host;
-//!      │            plugin::protect puts back what a call changed in .git)
+//!      │            plugin::protect puts back what a call changed in .git),
+//!      │            MCP servers' tools (mcp: stdio processes, `ask` by default)
 //!      │   sanitize escapes stripped, observations capped head + tail
 //!      ▼
 //!  memory::journal (sled) ── every step committed and flushed before the next
@@ -55,8 +56,8 @@
 //! ```
 //!
 //! The floors: `cli` and `ui` on top; `eval`, then `agent`, below them; the
-//! rest (model, memory, kb, tools, plugin, prompt, recipe, action, sanitize,
-//! confined) at the bottom, with `config` beside `cli` (it reads the approval policy types
+//! rest (model, memory, kb, tools, plugin, mcp, prompt, recipe, action,
+//! sanitize, confined) at the bottom, with `config` beside `cli` (it reads the approval policy types
 //! of `agent::approval`). Imports only go down: nothing below `cli` and `ui`
 //! reaches into them, and `memory` knows nothing of the agent (its hook into
 //! the loop is `agent::recall`).
@@ -74,6 +75,7 @@ pub mod errors;
 pub mod eval;
 pub mod json_extract;
 pub mod kb;
+pub mod mcp;
 pub mod memory;
 pub mod model;
 pub mod paths;

@@ -213,6 +213,16 @@ struct Overrides {
     tools: BTreeMap<String, Policy>,
 }
 
+/// The stricter of two policies (deny, then ask, then auto).
+fn stricter(a: Policy, b: Policy) -> Policy {
+    let rank = |p: Policy| match p {
+        Policy::Auto => 0,
+        Policy::Ask => 1,
+        Policy::Deny => 2,
+    };
+    if rank(a) >= rank(b) { a } else { b }
+}
+
 /// Hook run before a question is shown (e.g. to print pending transcript lines first).
 pub type BeforePrompt = Arc<dyn Fn() + Send + Sync>;
 
@@ -224,6 +234,10 @@ pub struct PolicyApprover {
     overrides: Mutex<Overrides>,
     /// Plugin name → its granted permissions in words, shown in questions.
     permissions: BTreeMap<String, String>,
+    /// Tool source → the policy of its tools where the config names none
+    /// for the tool (an MCP server's `approve`, `ask` by default: it runs
+    /// outside the sandbox). A class policy that is stricter still wins.
+    sources: BTreeMap<String, Policy>,
     before_prompt: Option<BeforePrompt>,
 }
 
@@ -235,8 +249,15 @@ impl PolicyApprover {
             mode,
             overrides: Mutex::new(Overrides::default()),
             permissions: BTreeMap::new(),
+            sources: BTreeMap::new(),
             before_prompt: None,
         }
+    }
+
+    /// The policy of the tools of each source (tool source → policy).
+    pub fn with_source_policies(mut self, sources: BTreeMap<String, Policy>) -> Self {
+        self.sources = sources;
+        self
     }
 
     /// What a run started now records of these approvals.
@@ -292,7 +313,16 @@ impl PolicyApprover {
         if let Some(p) = o.tools.get(&spec.name) {
             return Some(*p);
         }
-        let configured = self.config.tools.get(&spec.name).copied().unwrap_or(class);
+        let default = match self.sources.get(&spec.source) {
+            Some(source) => stricter(*source, class),
+            None => class,
+        };
+        let configured = self
+            .config
+            .tools
+            .get(&spec.name)
+            .copied()
+            .unwrap_or(default);
         Some(match o.all {
             Some(_) if configured == Policy::Deny => Policy::Deny,
             Some(all) => all,

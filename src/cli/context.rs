@@ -127,8 +127,9 @@ impl Session {
             .lock()
             .map(|p| super::chat::permissions(&p))
             .unwrap_or_default();
-        let approver =
-            PolicyApprover::new(self.config.approvals.clone(), mode).with_permissions(permissions);
+        let approver = PolicyApprover::new(self.config.approvals.clone(), mode)
+            .with_permissions(permissions)
+            .with_source_policies(self.source_policies());
         approver.set_all(self.approve);
         Arc::new(approver)
     }
@@ -164,10 +165,53 @@ impl Session {
         if let Ok(mut p) = self.plugins.lock() {
             *p = host.list();
         }
+        for tool in self.mcp_tools().await {
+            if let Err(e) = registry.register(tool) {
+                eprintln!("warning: an MCP tool is left out: {e}");
+            }
+        }
         if self.config.recipe_tools {
             self.recipe_tools(&mut registry);
         }
         Ok(registry)
+    }
+
+    /// The tools of the enabled MCP servers of the config, each server
+    /// started now; one that does not start is reported and left out.
+    async fn mcp_tools(&self) -> Vec<Arc<dyn crate::tools::Tool>> {
+        let mut out = Vec::new();
+        for config in self.config.mcp.iter().filter(|s| s.enabled) {
+            match crate::mcp::Server::start(config.clone()).await {
+                Ok((server, listed)) => {
+                    let (tools, problems) = server.tools(&listed);
+                    for p in problems {
+                        eprintln!(
+                            "warning: MCP server `{}`: {}",
+                            config.name,
+                            crate::sanitize::one_line(&p, 300)
+                        );
+                    }
+                    out.extend(tools);
+                }
+                Err(e) => eprintln!(
+                    "warning: {}; its tools are left out",
+                    crate::sanitize::one_line(&e.to_string(), 500)
+                ),
+            }
+        }
+        out
+    }
+
+    /// The approval of each MCP server's tools (by tool source), where the
+    /// config does not name the tool.
+    pub fn source_policies(
+        &self,
+    ) -> std::collections::BTreeMap<String, crate::agent::approval::Policy> {
+        self.config
+            .mcp
+            .iter()
+            .filter_map(|s| Some((s.source(), s.approve.parse().ok()?)))
+            .collect()
     }
 
     /// Where recipes are found: `./recipes/`, the config directory's

@@ -9,6 +9,7 @@ pub mod context;
 pub mod eval;
 pub mod flags;
 pub mod kb;
+pub mod mcp;
 pub mod memory;
 pub mod model;
 pub mod plugin;
@@ -75,6 +76,9 @@ pub enum Command {
     /// List and show prompt templates.
     #[command(subcommand)]
     Prompts(prompts::PromptsCommand),
+    /// MCP servers from the config: list them and their tools, call one.
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
     /// List, show, check, write and run recipes: reusable YAML runs and chains.
     #[command(subcommand)]
     Recipe(recipe::RecipeCommand),
@@ -154,6 +158,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Kb(cmd)) => kb::execute(cmd),
         Some(Command::Eval(args)) => eval::execute(args).await,
         Some(Command::Recipe(cmd)) => recipe::execute(cmd, &global).await,
+        Some(Command::Mcp(cmd)) => mcp::execute(cmd).await,
         Some(Command::Bench(cmd)) => bench::execute(cmd).await,
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "agent", &mut std::io::stdout());

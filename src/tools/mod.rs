@@ -145,7 +145,7 @@ pub enum RegistryError {
     },
     /// A name the action schema cannot carry.
     #[error(
-        "tool name `{0}` is invalid: use 1-64 characters from a-z, 0-9 and `_`, starting with a letter"
+        "tool name `{0}` is invalid: use 1-64 characters from a-z, 0-9 and `_`, starting with a letter (and at most one `.` between a prefix and a name)"
     )]
     BadName(String),
     /// An arguments schema that is not an object schema or does not compile.
@@ -173,12 +173,20 @@ impl std::fmt::Debug for ToolRegistry {
     }
 }
 
-/// True for names the action schema and the model can carry safely.
+/// True for names the action schema and the model can carry safely: a-z,
+/// 0-9 and `_`, starting with a letter, with one `.` between a prefix and
+/// a name allowed (`SERVER.TOOL` for an MCP server's tools).
 pub fn valid_tool_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
-        && name.len() <= 64
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    let part = |p: &str| {
+        let mut chars = p.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    name.len() <= 64
+        && match name.split_once('.') {
+            Some((prefix, rest)) => part(prefix) && part(rest),
+            None => part(name),
+        }
 }
 
 impl ToolRegistry {

@@ -12,6 +12,7 @@ mod common;
 mod agent_run;
 mod eval;
 mod kb;
+mod mcp;
 mod memory;
 mod openai;
 mod plan;

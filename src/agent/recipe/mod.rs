@@ -438,12 +438,16 @@ impl RecipeKit {
             )?,
             None => add(&mut registry, Arc::new(Finish))?,
         }
+        // A plugin by name, a single tool, or an MCP server by name.
+        let names_it = |n: &str, spec: &crate::tools::ToolSpec| {
+            n == spec.source || n == spec.name || spec.source.strip_prefix("mcp:") == Some(n)
+        };
         let allowed = |t: &Arc<dyn Tool>| {
             let spec = t.spec();
             match &recipe.plugins {
                 None => true,
                 Some(names) => {
-                    names.iter().any(|n| *n == spec.source || *n == spec.name)
+                    names.iter().any(|n| names_it(n, spec))
                         || (spec.source == "builtin"
                             && matches!(spec.class, ToolClass::Internal | ToolClass::Human))
                 }
@@ -452,12 +456,7 @@ impl RecipeKit {
         if let Some(names) = &recipe.plugins {
             let missing: Vec<&String> = names
                 .iter()
-                .filter(|n| {
-                    !self
-                        .tools
-                        .iter()
-                        .any(|t| t.spec().source == **n || t.spec().name == **n)
-                })
+                .filter(|n| !self.tools.iter().any(|t| names_it(n, t.spec())))
                 .collect();
             if !missing.is_empty() {
                 let mut have: Vec<String> = self

@@ -499,6 +499,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
     let approver = Arc::new(
         PolicyApprover::new(session.config.approvals.clone(), mode)
             .with_permissions(permissions(&plugins))
+            .with_source_policies(session.source_policies())
             .with_before_prompt(Arc::new(move || {
                 let mut p = lock(&flush);
                 p.drain();
