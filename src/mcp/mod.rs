@@ -1,9 +1,11 @@
 //! MCP servers as tools (the client side of the Model Context Protocol,
 //! through the official Rust SDK, `rmcp`). A server listed under `mcp:` in
 //! the config is started by agent as a process speaking MCP on stdio, with
-//! only the environment variables the config names (and `PATH`); its tools
-//! join the registry as `SERVER.TOOL`, with the server's description and
-//! input schema, so they are part of the constrained action schema.
+//! only the environment variables the config names (and `PATH`), or
+//! reached over streamable HTTP at its `url` (with a bearer token from a
+//! named environment variable); its tools join the registry as
+//! `SERVER.TOOL`, with the server's description and input schema, so they
+//! are part of the constrained action schema.
 //!
 //! Such a server runs outside our sandbox: its tools' default approval is
 //! `ask` (`approve:` per server changes that), the description says so,
@@ -48,9 +50,13 @@ pub struct ServerConfig {
     /// nothing else of agent's environment reaches the server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
-    /// Streamable HTTP: not supported yet (named in the error).
+    /// A server already running, over streamable HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// With `url`: the environment variable whose value is sent as the
+    /// bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
     /// The tools offered (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
@@ -118,9 +124,13 @@ impl ServerConfig {
             p.push("`name` must be a-z, 0-9 and `_`, starting with a letter (it prefixes the tools' names)".into());
         }
         match (&self.command, &self.url) {
-            (None, None) => p.push("give `command` (a program speaking MCP on stdio) or `url`".into()),
+            (None, None) => {
+                p.push("give `command` (a program speaking MCP on stdio) or `url`".into())
+            }
             (Some(_), Some(_)) => p.push("give `command` or `url`, not both".into()),
-            (None, Some(_)) => p.push("`url` (streamable HTTP) is not supported yet; start the server with `command` (stdio)".into()),
+            (None, Some(u)) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                p.push(format!("`url` is `{u}`: give an http:// or https:// URL"));
+            }
             (Some(c), None) if c.trim().is_empty() => p.push("`command` is empty".into()),
             _ => {}
         }
@@ -128,6 +138,9 @@ impl ServerConfig {
             if class_of(word).is_none() {
                 p.push(format!("class `{word}`: use read, write, exec or network"));
             }
+        }
+        if self.token_env.is_some() && self.url.is_none() {
+            p.push("`token_env` goes with `url` (a stdio server gets `env` instead)".into());
         }
         if !matches!(self.approve.as_str(), "auto" | "ask" | "deny") {
             p.push(format!(
@@ -343,8 +356,33 @@ fn start_error(config: &ServerConfig, reason: String) -> McpError {
     }
 }
 
-/// Start the process and say hello.
+/// Start the process (or reach the URL) and say hello.
 async fn connect(config: &ServerConfig) -> Result<Connection, McpError> {
+    let limit = Duration::from_secs(config.timeout_secs);
+    if let Some(url) = &config.url {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let mut http = StreamableHttpClientTransportConfig::with_uri(url.clone());
+        if let Some(var) = &config.token_env {
+            let token = std::env::var(var).map_err(|_| {
+                start_error(config, format!("its token variable `{var}` is not set"))
+            })?;
+            http = http.auth_header(token);
+        }
+        let transport = StreamableHttpClientTransport::from_config(http);
+        return tokio::time::timeout(limit, ().serve(transport))
+            .await
+            .map_err(|_| {
+                start_error(
+                    config,
+                    format!(
+                        "{url} did not finish the MCP handshake within {} s",
+                        config.timeout_secs
+                    ),
+                )
+            })?
+            .map_err(|e| start_error(config, format!("the MCP handshake with {url} failed: {e}")));
+    }
     let program = config.command.clone().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&config.args).env_clear().kill_on_drop(true);
@@ -366,7 +404,6 @@ async fn connect(config: &ServerConfig) -> Result<Connection, McpError> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| start_error(config, format!("cannot run `{program}`: {e}")))?;
-    let limit = Duration::from_secs(config.timeout_secs);
     tokio::time::timeout(limit, ().serve(transport))
         .await
         .map_err(|_| {
@@ -500,8 +537,12 @@ mod tests {
             ("{name: Notes, command: x}", "`name` must be"),
             ("{name: n}", "give `command`"),
             (
-                "{name: n, url: 'http://127.0.0.1:1/mcp'}",
-                "not supported yet",
+                "{name: n, url: 'ftp://127.0.0.1:1/mcp'}",
+                "give an http:// or https:// URL",
+            ),
+            (
+                "{name: n, command: x, token_env: T}",
+                "`token_env` goes with `url`",
             ),
             ("{name: n, command: x, class: delete}", "class `delete`"),
             (

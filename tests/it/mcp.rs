@@ -280,3 +280,57 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[test]
+fn a_server_over_streamable_http_is_used_the_same_way() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/server.py");
+    let mut server = std::process::Command::new(python())
+        .arg(&script)
+        .args(["--http", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the HTTP server never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let env = TestEnv::new();
+    env.config(&format!(
+        "memory:\n  reflect: false\nmcp:\n  - name: remote\n    url: 'http://127.0.0.1:{port}/mcp'\n    approve: auto\n    timeout_secs: 10\n"
+    ));
+    let model = env.script(
+        "m",
+        &[&action("remote.add", json!({"a": 20, "b": 22})), &finish()],
+    );
+    let out = env
+        .agent()
+        .args(["run", "--json", "--yes", "--model", &model, "add"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let ev = events(&out.stdout);
+    let obs = observations(&ev);
+    assert!(
+        obs[0].1.contains("\"sum\": 42"),
+        "{obs:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A token variable that is not set is said, and the server left out.
+    env.config(&format!(
+        "mcp:\n  - name: remote\n    url: 'http://127.0.0.1:{port}/mcp'\n    token_env: NO_SUCH_TOKEN\n"
+    ));
+    let out = env.agent().args(["mcp", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("its token variable `NO_SUCH_TOKEN` is not set"),
+        "{text}"
+    );
+}
