@@ -3,7 +3,8 @@
 //! tools/peers/mcp-python.sh): tools listed and called (structured output,
 //! text with terminal escapes, an error result), a server that exits
 //! mid-call and is started again once, one that never answers, one that
-//! floods, only the named environment passed through, approvals (`ask` by
+//! floods, one that writes what is not MCP onto the transport, a server over
+//! streamable HTTP, only the named environment passed through, approvals (`ask` by
 //! default, the taint rule after a server's output), and no server left
 //! behind when agent is killed.
 
@@ -156,7 +157,7 @@ fn a_crashed_server_is_started_again_once_per_run() {
 }
 
 #[test]
-fn a_server_that_never_answers_times_out_and_a_flood_is_capped() {
+fn a_server_that_never_answers_times_out_floods_or_writes_garbage_is_contained() {
     let env = TestEnv::new();
     configure(&env, "", "");
     let started = Instant::now();
@@ -165,6 +166,8 @@ fn a_server_that_never_answers_times_out_and_a_flood_is_capped() {
         &[
             action("fixture.hang", json!({})),
             action("fixture.flood", json!({})),
+            action("fixture.garbage", json!({})),
+            action("fixture.add", json!({"a": 1, "b": 2})),
             finish(),
         ],
         &["--yes"],
@@ -178,6 +181,10 @@ fn a_server_that_never_answers_times_out_and_a_flood_is_capped() {
     );
     // The flood reached the model capped (observation_chars, 4000 by default).
     assert!(obs[1].1.len() < 6000, "{}", obs[1].1.len());
+    // A line that is not MCP on the transport is skipped: the call gets
+    // its answer, and the server still answers the next one.
+    assert!(obs[2].1.starts_with("after the garbage"), "{obs:?}");
+    assert!(obs[3].1.contains("\"sum\": 3"), "{obs:?}");
 }
 
 #[test]
