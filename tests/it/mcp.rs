@@ -20,10 +20,8 @@ fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-venv");
-        let out = std::process::Command::new("bash")
+        let out = std::process::Command::new("sh")
             .arg(root.join("tools/peers/mcp-python.sh"))
-            .arg(&venv)
             .output()
             .expect("run tools/peers/mcp-python.sh");
         assert!(
