@@ -26,6 +26,16 @@ fn of_type<'a>(ev: &'a [Value], t: &str) -> Vec<&'a Value> {
     ev.iter().filter(|e| e["type"] == t).collect()
 }
 
+/// `agent recipe run NAME -p PARAM ... --model MODEL --yes --json` in
+/// `env`: its events, after asserting exit `code`.
+fn recipe_events(env: &TestEnv, name: &str, params: &[&str], model: &str, code: i32) -> Vec<Value> {
+    let mut args = vec!["recipe", "run", name, "--model", model, "--yes", "--json"];
+    for p in params {
+        args.extend(["-p", p]);
+    }
+    events(&run_stdout(env, &args, code))
+}
+
 const NOTE: &str = r#"
 title: Note
 description: Write a note about a topic.
@@ -55,24 +65,7 @@ fn a_recipe_run_substitutes_its_parameters_and_is_listed_with_them() {
             &finish("wrote owls.md"),
         ],
     );
-    let out = run_stdout(
-        &env,
-        &[
-            "recipe",
-            "run",
-            "note",
-            "-p",
-            "topic=owls",
-            "-p",
-            "file=owls.md",
-            "--model",
-            &model,
-            "--yes",
-            "--json",
-        ],
-        0,
-    );
-    let ev = events(&out);
+    let ev = recipe_events(&env, "note", &["topic=owls", "file=owls.md"], &model, 0);
     let started = of_type(&ev, "run_started")[0];
     assert_eq!(started["goal"], "Write a note about owls to owls.md.");
     assert_eq!(started["recipe"], "note file=owls.md topic=owls");
@@ -116,22 +109,7 @@ fn a_failed_check_retries_with_a_fresh_history_told_what_failed() {
             &finish("done again"),
         ],
     );
-    let out = run_stdout(
-        &env,
-        &[
-            "recipe",
-            "run",
-            "note",
-            "-p",
-            "topic=owls",
-            "--model",
-            &model,
-            "--yes",
-            "--json",
-        ],
-        0,
-    );
-    let ev = events(&out);
+    let ev = recipe_events(&env, "note", &["topic=owls"], &model, 0);
     let starts = of_type(&ev, "run_started");
     assert_eq!(starts.len(), 2, "{ev:?}");
     let second = &starts[1];
@@ -179,22 +157,7 @@ fn checks_that_keep_failing_end_the_run_unverified() {
             &finish("done"),
         ],
     );
-    let out = run_stdout(
-        &env,
-        &[
-            "recipe",
-            "run",
-            "note",
-            "-p",
-            "topic=owls",
-            "--model",
-            &model,
-            "--yes",
-            "--json",
-        ],
-        4,
-    );
-    let ev = events(&out);
+    let ev = recipe_events(&env, "note", &["topic=owls"], &model, 4);
     let end = of_type(&ev, "recipe_finished")[0];
     assert_eq!(
         (end["status"].as_str(), end["attempts"].as_u64()),
@@ -228,22 +191,7 @@ response:
             &action("finish", json!({"answer": {"title": "Night Owls"}})),
         ],
     );
-    let out = run_stdout(
-        &env,
-        &[
-            "recipe",
-            "run",
-            "count",
-            "-p",
-            "text=a b c",
-            "--model",
-            &model,
-            "--yes",
-            "--json",
-        ],
-        0,
-    );
-    let ev = events(&out);
+    let ev = recipe_events(&env, "count", &["text=a b c"], &model, 0);
     let told = of_type(&ev, "observation")[0]["observation"]
         .as_str()
         .unwrap()
@@ -293,22 +241,7 @@ sub_recipes:
             &finish("it is written"),
         ],
     );
-    let out = run_stdout(
-        &env,
-        &[
-            "recipe",
-            "run",
-            "boss",
-            "-p",
-            "word=hello",
-            "--model",
-            &model,
-            "--yes",
-            "--json",
-        ],
-        0,
-    );
-    let ev = events(&out);
+    let ev = recipe_events(&env, "boss", &["word=hello"], &model, 0);
     let starts = of_type(&ev, "run_started");
     assert_eq!(starts.len(), 2, "{ev:?}");
     let parent = starts[0]["run_id"].as_str().unwrap();
@@ -706,22 +639,8 @@ fn builtin_python_function_runs_its_tests_as_the_check() {
             &finish("done"),
         ],
     );
-    let out = run_stdout(
-        &env,
-        &[
-            "recipe",
-            "run",
-            "python-function",
-            "-p",
-            "task=add",
-            "--model",
-            &model,
-            "--yes",
-            "--json",
-        ],
-        4,
-    );
-    let end = of_type(&events(&out), "recipe_finished")[0].clone();
+    let ev = recipe_events(&env, "python-function", &["task=add"], &model, 4);
+    let end = of_type(&ev, "recipe_finished")[0].clone();
     assert_eq!(end["checks"][0]["passed"], false, "{end}");
     assert!(
         end["checks"][0]["detail"]
@@ -794,22 +713,14 @@ fn builtin_research_note_cites_the_pages_it_read() {
     env.config(&format!(
         "memory:\n  reflect: false\nplugins:\n  overrides:\n    web:\n      allow_local: ['127.0.0.1:{port}']\n      env:\n        AGENT_WEB_ENGINE: searxng\n        AGENT_WEB_SEARCH_URL: 'http://127.0.0.1:{port}'\n"
     ));
-    let out = run_stdout(
+    let ev = recipe_events(
         &env,
-        &[
-            "recipe",
-            "run",
-            "research-note",
-            "-p",
-            "question=How do owls hunt?",
-            "--model",
-            &model,
-            "--yes",
-            "--json",
-        ],
+        "research-note",
+        &["question=How do owls hunt?"],
+        &model,
         0,
     );
-    let end = of_type(&events(&out), "recipe_finished")[0].clone();
+    let end = of_type(&ev, "recipe_finished")[0].clone();
     passed(&end);
 }
 
@@ -974,20 +885,7 @@ fn a_sub_recipe_may_name_a_model_of_its_own() {
         "title: Parent\nprompt: Have c.txt written.\nsub_recipes: [{name: child, path: child.yaml}]\n",
     );
     let parent_model = env.script("parent", &[&action("child", json!({})), &finish("done")]);
-    let out = run_stdout(
-        &env,
-        &[
-            "recipe",
-            "run",
-            "parent",
-            "--model",
-            &parent_model,
-            "--yes",
-            "--json",
-        ],
-        0,
-    );
-    let ev = events(&out);
+    let ev = recipe_events(&env, "parent", &[], &parent_model, 0);
     let starts = of_type(&ev, "run_started");
     assert!(
         starts[1]["model"].as_str().unwrap().ends_with("child.yaml"),
@@ -1049,22 +947,8 @@ retry:
             &finish("NOTES.md drafted"),
         ],
     );
-    let out = run_stdout(
-        &env,
-        &[
-            "recipe",
-            "run",
-            "goose",
-            "-p",
-            "project=agent",
-            "--model",
-            &model,
-            "--yes",
-            "--json",
-        ],
-        0,
-    );
-    let end = of_type(&events(&out), "recipe_finished")[0].clone();
+    let ev = recipe_events(&env, "goose", &["project=agent"], &model, 0);
+    let end = of_type(&ev, "recipe_finished")[0].clone();
     passed(&end);
     // Its max_turns is the run's step budget.
     let shown = String::from_utf8(run_stdout(
