@@ -324,10 +324,24 @@ impl Recipe {
         out
     }
 
+    /// The code of `retry.on_failure`, when it is `{type: python, code}`.
+    pub fn on_failure_code(&self) -> Option<&str> {
+        self.retry
+            .as_ref()?
+            .on_failure
+            .as_ref()?
+            .get("code")
+            .and_then(Value::as_str)
+    }
+
     /// The templated fields besides the prompts: the checks' paths,
-    /// texts and code, and the sub-recipes' pinned string values.
+    /// texts and code, `retry.on_failure`'s code, and the sub-recipes'
+    /// pinned string values.
     pub fn check_templates(&self) -> Vec<(String, &str)> {
         let mut out = Vec::new();
+        if let Some(code) = self.on_failure_code() {
+            out.push(("retry.on_failure.code".to_string(), code));
+        }
         if let Some(retry) = &self.retry {
             for (i, check) in retry.checks.iter().enumerate() {
                 match check {

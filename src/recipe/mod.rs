@@ -125,7 +125,7 @@ impl Recipe {
         let Some(retry) = &self.retry else {
             return Ok(Vec::new());
         };
-        let r = |place: String, s: &str| values::render(&place, s, &ctx);
+        let r = |place: String, s: &str| values::render_exact(&place, s, &ctx);
         let opt = |place: String, s: &Option<String>| -> Result<Option<String>, RecipeError> {
             s.as_deref().map(|s| r(place, s)).transpose()
         };
@@ -136,12 +136,7 @@ impl Recipe {
             .map(|(i, c)| {
                 Ok(match c {
                     Check::Python { code } => Check::Python {
-                        code: values::environment().render_str(code, &ctx).map_err(|e| {
-                            RecipeError::Render {
-                                place: format!("retry.checks[{i}].code"),
-                                detail: e.to_string(),
-                            }
-                        })?,
+                        code: r(format!("retry.checks[{i}].code"), code)?,
                     },
                     Check::File {
                         path,
@@ -162,6 +157,20 @@ impl Recipe {
             .collect()
     }
 
+    /// The code of `retry.on_failure`, rendered with `values` (the format
+    /// checks that it is `{type: python, code}`).
+    pub fn rendered_on_failure(&self, values: &Values) -> Result<Option<String>, RecipeError> {
+        let ctx = serde_json::to_value(&values.context).unwrap_or_default();
+        match self.on_failure_code() {
+            Some(code) => Ok(Some(values::render_exact(
+                "retry.on_failure.code",
+                code,
+                &ctx,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
     /// The pinned values of sub-recipe `sub`, string values rendered with
     /// the parent's `values`.
     pub fn pinned(
@@ -174,7 +183,7 @@ impl Recipe {
             .iter()
             .map(|(k, v)| {
                 let v = match v {
-                    Value::String(s) => Value::String(values::render(
+                    Value::String(s) => Value::String(values::render_exact(
                         &format!("sub_recipes.{}.values.{k}", sub.name),
                         s,
                         &ctx,

@@ -366,3 +366,27 @@ fn the_search_path_prefers_the_project_then_the_user_then_built_ins() {
         "{e}"
     );
 }
+
+#[test]
+fn checks_keep_their_spaces_and_on_failure_is_a_checked_template() {
+    let r = Recipe::parse(
+        "title: t\nprompt: 'write {{ out }}'\nparameters: [{key: out}]\nretry: {max_retries: 1, checks: [{type: file, path: '{{ out }}', contains: ' - item'}], on_failure: {type: python, code: \"import os\\nos.remove('{{ out }}')\"}}",
+        "t",
+    )
+    .unwrap();
+    let v = r
+        .bind(&given(&[("out", "a.md")]), &BTreeMap::new(), &NoOne)
+        .unwrap();
+    match &r.rendered_checks(&v).unwrap()[0] {
+        Check::File { contains, .. } => assert_eq!(contains.as_deref(), Some(" - item")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        r.rendered_on_failure(&v).unwrap().as_deref(),
+        Some("import os\nos.remove('a.md')")
+    );
+    let e = problems(
+        "title: t\nprompt: hi\nretry: {max_retries: 1, checks: [{type: file, path: a}], on_failure: {type: python, code: 'print({{ nope }})'}}",
+    );
+    assert!(e.contains("`retry.on_failure.code` uses `nope`"), "{e}");
+}

@@ -181,11 +181,16 @@ impl Recipe {
     }
 }
 
-/// Render `source` (the field `place`) with `context`.
+/// Render the prose `source` (the field `place`) with `context`, trimmed.
 pub fn render(place: &str, source: &str, context: &Value) -> Result<String, RecipeError> {
+    render_exact(place, source, context).map(|s| s.trim().to_string())
+}
+
+/// [`render`] without trimming: a check's `contains: " x"`, a pinned value
+/// and code keep their spaces.
+pub fn render_exact(place: &str, source: &str, context: &Value) -> Result<String, RecipeError> {
     environment()
         .render_str(source, context)
-        .map(|s| s.trim().to_string())
         .map_err(|e| RecipeError::Render {
             place: place.to_string(),
             detail: crate::errors::chain(&e),

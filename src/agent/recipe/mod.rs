@@ -146,7 +146,7 @@ impl RecipeKit {
             let (run, steps) = match resumed {
                 Some((run, steps, _)) => (run, steps),
                 None => (
-                    self.record(loaded, values, &call, 1, String::new())?,
+                    self.record(loaded, values, &call, 1, String::new(), None)?,
                     Vec::new(),
                 ),
             };
@@ -154,6 +154,7 @@ impl RecipeKit {
         }
         let rendered = loaded.recipe.render(values).map_err(setup)?;
         let checks = loaded.recipe.rendered_checks(values).map_err(setup)?;
+        let cleanup = loaded.recipe.rendered_on_failure(values).map_err(setup)?;
         let retries = loaded.recipe.retry.as_ref().map_or(0, |r| r.max_retries);
         let mut goal = rendered.goal.clone();
         let (mut attempt, mut first, mut pending) = match resumed {
@@ -171,7 +172,14 @@ impl RecipeKit {
                         .await?
                 }
                 None => {
-                    let mut record = self.record(loaded, values, &call, attempt, goal.clone())?;
+                    let mut record = self.record(
+                        loaded,
+                        values,
+                        &call,
+                        attempt,
+                        goal.clone(),
+                        rendered.instructions.clone(),
+                    )?;
                     if attempt > 1 {
                         record.id = format!("{}.a{attempt}", call.id);
                     }
@@ -200,8 +208,9 @@ impl RecipeKit {
             if done || attempt > retries || cancel.is_cancelled() {
                 return self.conclude(first, run, attempt, results, loaded);
             }
-            if let Some(cleanup) = self.on_failure(loaded, values) {
-                self.check(&[cleanup], &run, cancel).await;
+            if let Some(code) = &cleanup {
+                self.check(&[Check::Python { code: code.clone() }], &run, cancel)
+                    .await;
             }
             let told: Vec<String> = failed
                 .iter()
@@ -255,7 +264,8 @@ impl RecipeKit {
         Ok(outcome)
     }
 
-    /// A new run record for `loaded` (not yet written).
+    /// A new run record for `loaded` toward `goal`, with the rendered
+    /// `instructions` (not yet written; an empty goal is a chain's).
     fn record(
         &self,
         loaded: &Loaded,
@@ -263,6 +273,7 @@ impl RecipeKit {
         call: &Call,
         attempt: u32,
         goal: String,
+        instructions: Option<String>,
     ) -> Result<RunRecord, AgentError> {
         let recipe = &loaded.recipe;
         let mut settings = self.settings.clone();
@@ -291,21 +302,12 @@ impl RecipeKit {
             name: loaded.name.clone(),
             location: loaded.location(),
             params: values.shown.clone(),
-            instructions: loaded
-                .recipe
-                .render(values)
-                .ok()
-                .and_then(|r| r.instructions),
+            instructions,
             response: recipe.response.as_ref().map(|r| r.json_schema.clone()),
             plugins: recipe.plugins.clone(),
             depth: call.depth,
             attempt,
         });
-        if recipe.kind == Kind::Chain {
-            settings.recipe.iter_mut().for_each(|r| {
-                r.instructions = None;
-            });
-        }
         let goal = if goal.is_empty() {
             format!("recipe {}: {}", loaded.name, recipe.title)
         } else {
@@ -603,17 +605,6 @@ impl RecipeKit {
                 detail: "cancelled".into(),
             },
         }
-    }
-
-    /// `retry.on_failure`, rendered, as a Python check to run.
-    fn on_failure(&self, loaded: &Loaded, values: &Values) -> Option<Check> {
-        let v = loaded.recipe.retry.as_ref()?.on_failure.clone()?;
-        let Ok(Check::Python { code }) = serde_json::from_value::<Check>(v) else {
-            return None;
-        };
-        let ctx = serde_json::to_value(&values.context).ok()?;
-        let code = crate::recipe::values::render("retry.on_failure", &code, &ctx).ok()?;
-        Some(Check::Python { code })
     }
 
     /// Record that `run` finished but `failed` checks.
