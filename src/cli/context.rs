@@ -226,27 +226,18 @@ impl Session {
     /// `recipe_NAME`. A recipe that does not load is reported and left out.
     fn recipe_tools(&self, registry: &mut ToolRegistry) {
         use crate::agent::recipe::tool::{RecipeTool, Target};
-        use crate::recipe::Source;
         // `recipes/` is a common name for other things: one line for the
         // files that are not recipes, and `agent recipe list` says why.
         let mut invalid: Vec<String> = Vec::new();
-        for listed in self.library().list() {
-            if !matches!(listed.source, Source::Project | Source::User) {
-                continue;
-            }
-            let recipe = match listed.recipe {
-                Ok(r) => r,
+        for listed in self.library().own() {
+            let name = listed.name.clone();
+            let loaded = match listed.into_loaded() {
+                Ok(l) => l,
                 Err(e) => {
-                    tracing::debug!("recipe `{}` is not offered as a tool: {e}", listed.name);
-                    invalid.push(crate::sanitize::one_line(&listed.name, 64));
+                    tracing::debug!("recipe `{name}` is not offered as a tool: {e}");
+                    invalid.push(crate::sanitize::one_line(&name, 64));
                     continue;
                 }
-            };
-            let loaded = crate::recipe::Loaded {
-                name: listed.name,
-                source: listed.source,
-                path: listed.path,
-                recipe,
             };
             let name = loaded.tool_name();
             let tool = RecipeTool::new(

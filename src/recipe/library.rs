@@ -87,6 +87,18 @@ pub struct Listed {
     pub recipe: Result<Recipe, RecipeError>,
 }
 
+impl Listed {
+    /// The recipe, loaded, or why it does not load.
+    pub fn into_loaded(self) -> Result<Loaded, RecipeError> {
+        Ok(Loaded {
+            recipe: self.recipe?,
+            name: self.name,
+            source: self.source,
+            path: self.path,
+        })
+    }
+}
+
 /// The search path.
 #[derive(Debug, Clone)]
 pub struct Library {
@@ -114,6 +126,32 @@ impl Library {
     /// Every recipe on the path, first occurrence of each name, sorted by
     /// name. A file whose text is a built-in's is listed as built-in.
     pub fn list(&self) -> Vec<Listed> {
+        let mut out = self.on_disk();
+        for (name, text) in BUILTIN {
+            if !out.iter().any(|l| l.name == *name) {
+                out.push(Listed {
+                    name: name.to_string(),
+                    source: Source::Builtin,
+                    path: None,
+                    recipe: Recipe::parse(text, &format!("builtin:{name}")),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The user's own recipes: those in the search path's folders that are
+    /// not copies of a built-in one (what runs are offered as tools).
+    pub fn own(&self) -> Vec<Listed> {
+        let mut out = self.on_disk();
+        out.retain(|l| l.source != Source::Builtin);
+        out
+    }
+
+    /// The recipes in the search path's folders, first occurrence of each
+    /// name.
+    fn on_disk(&self) -> Vec<Listed> {
         let mut out: Vec<Listed> = Vec::new();
         for (source, dir) in &self.dirs {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -148,17 +186,6 @@ impl Library {
                 });
             }
         }
-        for (name, text) in BUILTIN {
-            if !out.iter().any(|l| l.name == *name) {
-                out.push(Listed {
-                    name: name.to_string(),
-                    source: Source::Builtin,
-                    path: None,
-                    recipe: Recipe::parse(text, &format!("builtin:{name}")),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 

@@ -360,6 +360,9 @@ fn the_search_path_prefers_the_project_then_the_user_then_built_ins() {
     let listed = lib.list();
     let broken = listed.iter().find(|l| l.name == "broken").unwrap();
     assert!(broken.recipe.is_err());
+    // The user's own: the folders' recipes, not the built-in ones.
+    let own: Vec<String> = lib.own().into_iter().map(|l| l.name).collect();
+    assert_eq!(own, ["classify", "broken", "other"]);
     let e = lib.load("nope").unwrap_err().to_string();
     assert!(
         e.contains("no recipe `nope`") && e.contains("csv-summary"),
