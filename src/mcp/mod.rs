@@ -498,10 +498,22 @@ pub fn render(result: &CallToolResult) -> String {
             _ => "[content of a kind agent does not show]".to_string(),
         });
     }
+    // Structured content the text already says is not said twice: servers
+    // send the same JSON as text, and the Python SDK wraps a plain return
+    // value as {"result": value} beside its text.
     if let Some(structured) = &result.structured_content {
-        let json = structured.to_string();
-        if !parts.iter().any(|p| p.trim() == json) {
-            parts.push(format!("structured content: {json}"));
+        let said = |v: &Value| {
+            parts.iter().any(|p| {
+                serde_json::from_str::<Value>(p).is_ok_and(|t| &t == v)
+                    || v.as_str().is_some_and(|s| s == p)
+            })
+        };
+        let wrapped = structured
+            .as_object()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.get("result"));
+        if !said(structured) && !wrapped.is_some_and(said) {
+            parts.push(format!("structured content: {structured}"));
         }
     }
     let mut text = parts.join("\n");
@@ -586,6 +598,13 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("structured content: {\"n\":1}"), "{text}");
+        // What the text already says is not repeated.
+        let mut r = CallToolResult::success(vec![ContentBlock::text("{\n  \"n\": 1\n}")]);
+        r.structured_content = Some(serde_json::json!({"n": 1}));
+        assert_eq!(render(&r), "{\n  \"n\": 1\n}");
+        let mut r = CallToolResult::success(vec![ContentBlock::text("HI")]);
+        r.structured_content = Some(serde_json::json!({"result": "HI"}));
+        assert_eq!(render(&r), "HI");
         let big = CallToolResult::success(vec![ContentBlock::text("x".repeat(3 << 20))]);
         let text = render(&big);
         assert!(text.len() < (1 << 20) + 100 && text.ends_with("was cut ...]"));
