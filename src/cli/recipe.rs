@@ -357,8 +357,9 @@ fn show(loaded: &Loaded, values: &crate::recipe::Values) -> anyhow::Result<Strin
 
 /// `agent recipe run`.
 async fn run(args: RecipeRunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let loaded = library()?.load(&args.recipe)?;
-    validate_subs(&library()?, &loaded)?;
+    let library = library()?;
+    let loaded = library.load(&args.recipe)?;
+    validate_subs(&library, &loaded)?;
     let mut options = args.options.clone();
     // The recipe's model, unless the command line names one; a role is the
     // session's model of that role.
