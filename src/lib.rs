@@ -11,6 +11,9 @@
 //!      │   builds tools (plugins, memory, kb, finish, ask_human), the models
 //!      │   by role (model::roles: default now, smart/fast/judge on first use),
 //!      │   the approver (agent::approval), the memory hook and Ctrl-C
+//!      ├──► mcp::serve (`agent mcp serve`) ── the same plugin and recipe tools
+//!      │        to MCP clients (stdio | HTTP on loopback, token); each call
+//!      │        passes the approval policies (a Gate) and is a journaled step
 //!      ▼
 //!  agent::recipe ── a recipe (crate::recipe: the YAML file, typed values,
 //!      │   the search path) as runs, from the session's parts: an agent run

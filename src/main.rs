@@ -19,7 +19,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(agent::cli::execute(cli)) {
+    let result = runtime.block_on(agent::cli::execute(cli));
+    // A read of stdin that cannot be cancelled (an MCP server on a
+    // terminal, stopped by Ctrl-C) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => code,
         Err(e) => {
             let mut out = anstream::AutoStream::auto(std::io::stderr());

@@ -56,6 +56,7 @@ pub struct ExampleStep {
 fn eligible(run: &RunRecord, goal: &str) -> bool {
     run.status == RunStatus::Finished
         && run.graded != Some(false)
+        && run.settings.mcp.is_none()
         && !run.id.contains('.')
         && run.goal.trim().to_lowercase() != goal.trim().to_lowercase()
 }

@@ -145,6 +145,24 @@ impl Session {
         if interactive {
             registry.register(Arc::new(AskHuman::new(Arc::new(TerminalHuman))))?;
         }
+        for tool in self.plugin_tools().await? {
+            registry.register(tool)?;
+        }
+        for tool in self.mcp_tools().await {
+            if let Err(e) = registry.register(tool) {
+                eprintln!("warning: an MCP tool is left out: {e}");
+            }
+        }
+        if self.config.recipe_tools {
+            self.recipe_tools(&mut registry);
+        }
+        Ok(registry)
+    }
+
+    /// The tools of every plugin that loads (one that does not is reported
+    /// and left out), with the workspace and grants of their manifests;
+    /// [`Session::plugins`] then lists them.
+    pub async fn plugin_tools(&self) -> anyhow::Result<Vec<Arc<dyn crate::tools::Tool>>> {
         let mut host = PluginHost::new(
             self.dirs.clone(),
             self.config.plugins.clone(),
@@ -159,21 +177,10 @@ impl Session {
                 crate::sanitize::one_line(&error.to_string(), 500)
             );
         }
-        for tool in host.tools() {
-            registry.register(tool)?;
-        }
         if let Ok(mut p) = self.plugins.lock() {
             *p = host.list();
         }
-        for tool in self.mcp_tools().await {
-            if let Err(e) = registry.register(tool) {
-                eprintln!("warning: an MCP tool is left out: {e}");
-            }
-        }
-        if self.config.recipe_tools {
-            self.recipe_tools(&mut registry);
-        }
-        Ok(registry)
+        Ok(host.tools())
     }
 
     /// The tools of the enabled MCP servers of the config, each server
@@ -225,29 +232,9 @@ impl Session {
     /// built-in ones are run by name, not offered to every run) as tools
     /// `recipe_NAME`. A recipe that does not load is reported and left out.
     fn recipe_tools(&self, registry: &mut ToolRegistry) {
-        use crate::agent::recipe::tool::{RecipeTool, Target};
-        // `recipes/` is a common name for other things: one line for the
-        // files that are not recipes, and `agent recipe list` says why.
-        let mut invalid: Vec<String> = Vec::new();
-        for listed in self.library().own() {
-            let name = listed.name.clone();
-            let loaded = match listed.into_loaded() {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!("recipe `{name}` is not offered as a tool: {e}");
-                    invalid.push(crate::sanitize::one_line(&name, 64));
-                    continue;
-                }
-            };
-            let name = loaded.tool_name();
-            let tool = RecipeTool::new(
-                Target::Slot(self.recipes.clone()),
-                loaded,
-                name.clone(),
-                None,
-                Default::default(),
-                0,
-            );
+        let (tools, invalid) = self.recipes_as_tools(self.library().own());
+        for tool in tools {
+            let name = crate::tools::Tool::spec(&tool).name.clone();
             if let Err(e) = registry.register(Arc::new(tool)) {
                 eprintln!("warning: recipe tool `{name}` is left out: {e}");
             }
@@ -259,6 +246,38 @@ impl Session {
                 if invalid.len() == 1 { "is" } else { "are" },
             );
         }
+    }
+
+    /// `listed` recipes as tools `recipe_NAME`, run by this session's kit,
+    /// and the names of those that do not load (`agent recipe list` says
+    /// why).
+    pub fn recipes_as_tools(
+        &self,
+        listed: Vec<crate::recipe::Listed>,
+    ) -> (Vec<crate::agent::recipe::tool::RecipeTool>, Vec<String>) {
+        use crate::agent::recipe::tool::{RecipeTool, Target};
+        let (mut tools, mut invalid) = (Vec::new(), Vec::new());
+        for listed in listed {
+            let name = listed.name.clone();
+            match listed.into_loaded() {
+                Ok(loaded) => {
+                    let name = loaded.tool_name();
+                    tools.push(RecipeTool::new(
+                        Target::Slot(self.recipes.clone()),
+                        loaded,
+                        name,
+                        None,
+                        Default::default(),
+                        0,
+                    ));
+                }
+                Err(e) => {
+                    tracing::debug!("recipe `{name}` is not offered as a tool: {e}");
+                    invalid.push(crate::sanitize::one_line(&name, 64));
+                }
+            }
+        }
+        (tools, invalid)
     }
 
     /// Opens a model a recipe names, on its first call, sized beside the
@@ -350,6 +369,40 @@ impl Session {
         {
             resident.add(need.clone());
         }
+        self.with_roles(settings, default, &resident)
+    }
+
+    /// The models of a run by role, every one (the default too) opened when
+    /// it is first called: for `agent mcp serve`, which may never need one.
+    pub fn models_on_first_use(&self, settings: &RunSettings) -> anyhow::Result<RoleModels> {
+        let resident = Resident::new(self.memory_limit());
+        if let Ok(mut r) = self.resident.lock() {
+            *r = Some(resident.clone());
+        }
+        let spec = RoleSpec {
+            model: settings.model.clone(),
+            endpoint: settings.endpoint.clone(),
+            ..RoleSpec::default()
+        };
+        let default = lazy_model(
+            &self.dirs,
+            &self.config,
+            ModelRole::Default,
+            &spec,
+            &resident,
+        )?;
+        self.with_roles(settings, Arc::new(default), &resident)
+    }
+
+    /// `default` with the other roles of `settings`: a role naming the
+    /// default model, or the same model as another role, shares its
+    /// backend; any other is opened on its first call.
+    fn with_roles(
+        &self,
+        settings: &RunSettings,
+        default: Arc<dyn ModelBackend>,
+        resident: &Resident,
+    ) -> anyhow::Result<RoleModels> {
         let mut models = RoleModels::single(default.clone());
         if let Some(price) = self
             .config
@@ -374,7 +427,7 @@ impl Session {
                 models = models.with(*role, backend.clone());
                 continue;
             }
-            let backend: Arc<dyn ModelBackend> = Arc::new(self.lazy(*role, spec, &resident)?);
+            let backend: Arc<dyn ModelBackend> = Arc::new(self.lazy(*role, spec, resident)?);
             opened.push((spec, backend.clone()));
             models = models.with(*role, backend);
         }
@@ -445,6 +498,7 @@ impl Session {
                 .unwrap_or_default(),
             roles: c.models.clone(),
             recipe: None,
+            mcp: None,
         }
     }
 

@@ -129,12 +129,14 @@ pub fn run_line(r: &RunRecord) -> String {
         shown_status(r.status),
         r.steps,
         r.usage.total(),
-        match &r.settings.recipe {
-            Some(recipe) => one_line(
+        match (&r.settings.recipe, &r.settings.mcp) {
+            (Some(recipe), _) => one_line(
                 &format!("[recipe {}] {}", recipe.label(), r.goal),
                 GOAL_COLUMN
             ),
-            None => one_line(&r.goal, GOAL_COLUMN),
+            (None, Some(served)) =>
+                one_line(&format!("[{}] {}", served.label(), r.goal), GOAL_COLUMN),
+            (None, None) => one_line(&r.goal, GOAL_COLUMN),
         }
     )
 }
@@ -188,6 +190,9 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                         String::new()
                     }
                 );
+            }
+            if let Some(served) = &run.settings.mcp {
+                println!("served   {}", strip_terminal_escapes(&served.label()));
             }
             if let Some(last) = run.earlier.last() {
                 println!(
@@ -311,6 +316,12 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             let mut session = Session::open(&options)?;
             let yes = approvals.yes;
             let mut run = session.journal.find(&id)?;
+            if run.settings.mcp.is_some() {
+                bail!(
+                    "run {} journals an MCP server's calls (agent mcp serve); there is nothing to resume. Start the server again",
+                    run.id
+                );
+            }
             if run.status == RunStatus::Finished {
                 bail!(
                     "run {} already finished; its answer: {}",

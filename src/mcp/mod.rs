@@ -15,6 +15,11 @@
 //! cannot be read becomes an error observation and is restarted at most
 //! once per run; its process dies with agent (`kill_on_drop`, and on Linux
 //! a parent-death signal, so `kill -9` of agent leaves no server behind).
+//!
+//! The other direction, agent's own tools offered to MCP clients, is
+//! [`serve`].
+
+pub mod serve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;

@@ -145,6 +145,10 @@ pub struct RunSettings {
     /// response schema and plugins; absent for a plain goal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe: Option<crate::recipe::RecipeRun>,
+    /// Set when the run journals an MCP server (`agent mcp serve`): each
+    /// step is a client's call. Such a run is not resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::mcp::serve::Served>,
 }
 
 fn one() -> u32 {

@@ -385,7 +385,9 @@ impl Manifest {
             ));
         }
         for (i, tool) in self.tools.iter().enumerate() {
-            if !crate::tools::valid_tool_name(tool) {
+            // A `.` is kept for MCP servers' `SERVER.TOOL`: the transcript
+            // tells those by it.
+            if !crate::tools::valid_tool_name(tool) || tool.contains('.') {
                 return Err(bad(
                     &format!("tools[{i}]"),
                     format!(

@@ -454,7 +454,7 @@ impl Recipe {
         }
         let mut names = BTreeSet::new();
         for s in &self.sub_recipes {
-            if !crate::tools::valid_tool_name(&s.name) {
+            if !crate::tools::valid_tool_name(&s.name) || s.name.contains('.') {
                 p.push(format!("sub-recipe name `{}` is not a valid tool name: use a-z, 0-9 and `_`, starting with a letter", s.name));
             }
             if !names.insert(s.name.as_str()) {

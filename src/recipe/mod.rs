@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use format::{Check, Kind, Recipe};
-pub use library::{Library, Loaded, Source};
+pub use library::{Library, Listed, Loaded, Source};
 pub use values::{Provide, Values};
 
 /// What is wrong with a recipe or its values.

@@ -258,7 +258,16 @@ impl Renderer for Human {
                     ));
                 }
                 let args = observation(&args.to_string(), 300);
-                self.line(&format!("    {TOOL}→ {tool}{TOOL:#} {args}"));
+                // Only an MCP server's tools have a `.` (`SERVER.TOOL`):
+                // they run outside the sandbox, and the transcript says so.
+                let outside = match tool.split_once('.') {
+                    Some((server, _)) => format!(
+                        " {DIM}(MCP server `{}`, not sandboxed){DIM:#}",
+                        strip_terminal_escapes(server)
+                    ),
+                    None => String::new(),
+                };
+                self.line(&format!("    {TOOL}→ {tool}{TOOL:#} {args}{outside}"));
             }
             Event::InvalidOutput { step, error, raw } => {
                 self.stop_spinner();

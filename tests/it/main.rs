@@ -13,6 +13,7 @@ mod agent_run;
 mod eval;
 mod kb;
 mod mcp;
+mod mcp_serve;
 mod memory;
 mod openai;
 mod plan;

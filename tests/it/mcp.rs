@@ -16,7 +16,7 @@ use crate::common::{TestEnv, action, events};
 use serde_json::{Value, json};
 
 /// The venv's python with the `mcp` package.
-fn python() -> &'static Path {
+pub(crate) fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -123,6 +123,23 @@ fn tools_are_listed_and_called_with_their_output_made_safe() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"sum\": 3"));
+    // The transcript marks a call to a server's tool as unsandboxed.
+    let model = env.script(
+        "h",
+        &[&action("fixture.add", json!({"a": 1, "b": 1})), &finish()],
+    );
+    let out = env
+        .agent()
+        .args(["run", "--yes", "--model", &model, "add"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        transcript
+            .contains("→ fixture.add {\"a\":1,\"b\":1} (MCP server `fixture`, not sandboxed)"),
+        "{transcript}"
+    );
 }
 
 #[test]

@@ -39,6 +39,9 @@ pub struct RecipeTool {
     pinned: BTreeMap<String, Value>,
     /// The depth of the run that offers it.
     depth: u32,
+    /// The caller is not a run with a budget to share (an MCP client):
+    /// each call has the session's budgets.
+    own_budget: bool,
 }
 
 impl RecipeTool {
@@ -81,7 +84,16 @@ impl RecipeTool {
             loaded,
             pinned,
             depth,
+            own_budget: false,
         }
+    }
+
+    /// Each call gets the session's budgets instead of a share of the
+    /// calling run's (`agent mcp serve`, whose journaled session is not a
+    /// run with budgets).
+    pub fn with_own_budget(mut self) -> Self {
+        self.own_budget = true;
+        self
     }
 
     fn kit(&self) -> Option<Arc<RecipeKit>> {
@@ -140,6 +152,7 @@ impl Tool for RecipeTool {
         // Its share of the caller's budgets: what the caller has left,
         // less the step the caller needs to finish.
         let parent = match &ctx.run_id {
+            Some(_) if self.own_budget => None,
             Some(id) => kit
                 .parts
                 .journal
