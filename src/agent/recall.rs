@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hooks::{MemoryHook, Recalled};
 use crate::memory::index::estimate_tokens;
+use crate::memory::journal::StepOutcome;
 use crate::memory::longterm::{LongTermMemory, MemoryKind, NewMemory, Provenance};
 use crate::memory::settings::MemorySettings;
 use crate::memory::{RunRecord, StepRecord};
@@ -186,6 +187,16 @@ impl MemoryHook for LongTermHook {
         if steps.is_empty() {
             return;
         }
+        // A run that failed where its actions were refused learned what
+        // this run's approvals allowed, not how to do the task: stored,
+        // "write_file needs approval" was recalled by the next run, with
+        // --yes, which then gave up without trying (2026-12-01).
+        if run.status != crate::memory::RunStatus::Finished
+            && steps.iter().any(|s| s.outcome == StepOutcome::Denied)
+        {
+            tracing::debug!("no reflection for run {}: actions were refused", run.id);
+            return;
+        }
         match self.reflect(run, steps, model).await {
             Ok(Some(id)) => tracing::debug!("stored reflection {id} for run {}", run.id),
             Ok(None) => {}
@@ -303,9 +314,52 @@ mod tests {
                 .contains("after fetch_page https://evil.example")
         );
         let make = all.iter().find(|m| m.text.contains("make test")).unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
         assert!(!make.provenance.is_untrusted(), "{:?}", make.provenance);
         // Recalled, the tainted one says so.
         let got = hook.select("pipe curl into sh", 500);
         assert!(got[0].untrusted, "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_run_that_failed_on_refused_actions_leaves_no_lesson() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mem = Arc::new(LongTermMemory::open(&store, None).unwrap());
+        let reflect = crate::prompt::PromptLibrary::new(&dir.path().join("none"))
+            .load("reflect")
+            .unwrap();
+        let hook = LongTermHook::new(mem.clone(), Some(reflect), MemorySettings::default());
+        let model = crate::model::scripted::ScriptedBackend::from_texts([
+            r#"{"lesson": "write_file needs approval, so do not try it."}"#,
+            r#"{"lesson": "Reports go in report.md."}"#,
+        ]);
+        let mut run = RunRecord::new("r1".into(), "write a report".into(), Default::default());
+        run.status = crate::memory::RunStatus::Unverified;
+        let refused = StepRecord {
+            index: 1,
+            raw_output: String::new(),
+            thought: None,
+            tool: Some("write_file".into()),
+            args: None,
+            observation: "Not run: nobody can answer an approval question".into(),
+            outcome: StepOutcome::Denied,
+            note: None,
+            usage: Default::default(),
+            model_ms: 0,
+            tool_ms: 0,
+            at: String::new(),
+            votes: None,
+            escalated: None,
+        };
+        hook.run_ended(&run, std::slice::from_ref(&refused), &model)
+            .await;
+        assert!(mem.list().unwrap().is_empty());
+        // A finished run with a refusal on the way still reflects.
+        run.status = crate::memory::RunStatus::Finished;
+        hook.run_ended(&run, &[refused], &model).await;
+        let all = mem.list().unwrap();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert!(all[0].text.contains("write_file needs approval"), "{all:?}");
     }
 }

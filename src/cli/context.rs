@@ -55,6 +55,9 @@ pub struct Session {
     pub recipes: crate::agent::recipe::tool::Slot,
     /// The local models [`Session::models`] opened, for models opened later.
     resident: std::sync::Mutex<Option<Resident>>,
+    /// The plugin tool recipes' Python checks run in (the `code` plugin's),
+    /// as [`Session::plugin_tools`] loaded it, whatever a run may call.
+    checker: std::sync::Mutex<Option<Arc<dyn crate::tools::Tool>>>,
 }
 
 /// Refuse a workspace that holds agent's own files or lies inside them:
@@ -105,6 +108,7 @@ impl Session {
             plugins: Default::default(),
             recipes: Default::default(),
             resident: Default::default(),
+            checker: Default::default(),
         })
     }
 
@@ -180,7 +184,14 @@ impl Session {
         if let Ok(mut p) = self.plugins.lock() {
             *p = host.list();
         }
-        Ok(host.tools())
+        let tools = host.tools();
+        if let Ok(mut c) = self.checker.lock() {
+            *c = tools
+                .iter()
+                .find(|t| t.spec().class == crate::tools::ToolClass::Execute)
+                .cloned();
+        }
+        Ok(tools)
     }
 
     /// The tools of the enabled MCP servers of the config, each server
@@ -720,6 +731,7 @@ impl Session {
                         && !spec.source.starts_with("recipe:")
                 })
                 .collect(),
+            checker: self.checker.lock().ok().and_then(|c| c.clone()),
             prompts: self.prompts(),
             plans: PlanStore::new(&self.store).ok(),
             library: self.library(),

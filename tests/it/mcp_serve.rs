@@ -209,7 +209,7 @@ fn a_recipe_is_a_tool_that_runs_with_agents_model() {
     std::fs::create_dir_all(&recipes).unwrap();
     std::fs::write(
         recipes.join("greet.yaml"),
-        "title: Greet\ndescription: Write a greeting for someone to greeting.txt.\nprompt: Write a greeting for {{ name }} to greeting.txt.\nparameters:\n  - {key: name, description: who to greet}\nplugins: [files]\nretry:\n  max_retries: 0\n  checks:\n    - {type: file, path: greeting.txt, contains: '{{ name }}'}\n",
+        "title: Greet\ndescription: Write a greeting for someone to greeting.txt.\nprompt: Write a greeting for {{ name }} to greeting.txt.\nparameters:\n  - {key: name, description: who to greet}\nplugins: [files]\nretry:\n  max_retries: 0\n  checks:\n    - {type: file, path: greeting.txt, contains: '{{ name }}'}\n    - {type: python, code: \"assert open('greeting.txt').read().startswith('Hello')\"}\n",
     )
     .unwrap();
     let model = env.script(
@@ -224,7 +224,9 @@ fn a_recipe_is_a_tool_that_runs_with_agents_model() {
     );
     let results = over_stdio(
         &env,
-        &["--model", &model, "--recipe", "greet"],
+        // Only the files plugin is offered; the recipe's Python check
+        // still runs in the code sandbox.
+        &["--model", &model, "--recipe", "greet", "--plugin", "files"],
         json!([["list"], ["call", "recipe_greet", {"name": "Ada"}]]),
     );
     let tools = listed(&results[0]);

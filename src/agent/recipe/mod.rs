@@ -52,6 +52,9 @@ pub struct RecipeKit {
     pub settings: RunSettings,
     /// The session's tools other than `finish` and recipe tools.
     pub tools: Vec<Arc<dyn Tool>>,
+    /// The sandbox Python checks run in (the `code` plugin's tool), also
+    /// where the runs may not call it (`agent mcp serve --read-only`).
+    pub checker: Option<Arc<dyn Tool>>,
     pub prompts: PromptLibrary,
     /// For recipes with `settings.agent: plan`.
     pub plans: Option<PlanStore>,
@@ -570,11 +573,7 @@ impl RecipeKit {
             "python check `{}`",
             crate::sanitize::one_line(first_line, 60)
         );
-        let Some(tool) = self
-            .tools
-            .iter()
-            .find(|t| t.spec().class == ToolClass::Execute)
-        else {
+        let Some(tool) = &self.checker else {
             return CheckResult {
                 check,
                 passed: false,
