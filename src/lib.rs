@@ -43,7 +43,8 @@
 //!      │            MCP servers' tools (mcp: stdio processes, `ask` by default)
 //!      │   sanitize escapes stripped, observations capped head + tail
 //!      ▼
-//!  memory::journal (sled) ── every step committed and flushed before the next
+//!  memory::journal (sled) ── every step committed and flushed before the next,
+//!      │   with the messages its model was given (dataset: `runs export`)
 //!      │   sessions the REPL's saved conversations
 //!  memory::longterm, kb ── remember / recall / kb_search tools, `agent memory|kb`
 //!      │   index    one sled tree each: BM25 (forward index in sled, postings
@@ -74,6 +75,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod confined;
+pub mod dataset;
 pub mod errors;
 pub mod eval;
 pub mod json_extract;

@@ -515,7 +515,11 @@ impl Approver for PolicyApprover {
                 Approval::PersonApproved
             }
             Some(Answer::Feedback(words)) => Approval::Feedback(words),
-            Some(Answer::No) | None => Approval::Deny(format!(
+            Some(Answer::No) => Approval::Declined(format!(
+                "The user declined `{}`; do not repeat it. Choose another way, or finish and say what is needed.",
+                request.spec.name
+            )),
+            None => Approval::Deny(format!(
                 "The user declined `{}`; do not repeat it. Choose another way, or finish and say what is needed.",
                 request.spec.name
             )),
@@ -716,7 +720,7 @@ mod tests {
         let args = serde_json::json!({"path": "a.md"});
         assert!(matches!(
             ask(&a, &write, args.clone(), false).await,
-            Approval::Deny(_)
+            Approval::Declined(_)
         ));
         assert_eq!(
             ask(&a, &write, args.clone(), false).await,
@@ -739,7 +743,7 @@ mod tests {
         let p2 = spec("append_file", ToolClass::Write);
         assert!(matches!(
             ask(&a, &p2, args.clone(), false).await,
-            Approval::Deny(_)
+            Approval::Declined(_)
         ));
         assert_eq!(p.asked.load(Ordering::SeqCst), 5);
         a.forget_always();

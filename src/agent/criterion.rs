@@ -109,26 +109,12 @@ impl StepCriterion {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::journal::now_rfc3339;
-    use crate::model::Usage;
     use serde_json::json;
 
     fn step(tool: &str, args: serde_json::Value, outcome: StepOutcome) -> StepRecord {
         StepRecord {
-            index: 1,
-            raw_output: String::new(),
-            thought: None,
-            tool: Some(tool.into()),
-            args: Some(args),
-            observation: String::new(),
             outcome,
-            note: None,
-            usage: Usage::default(),
-            model_ms: 0,
-            tool_ms: 0,
-            at: now_rfc3339(),
-            votes: None,
-            escalated: None,
+            ..StepRecord::called(1, tool, args, "")
         }
     }
 

@@ -39,6 +39,9 @@ pub enum Approval {
     PersonApproved,
     /// Do not run it; the reason becomes the observation.
     Deny(String),
+    /// Do not run it: a person was asked and said no (the reason becomes
+    /// the observation; the step is marked as a person's refusal).
+    Declined(String),
     /// Do not run it; the user's words go to the model as the observation.
     Feedback(String),
 }

@@ -31,7 +31,7 @@ use super::run::{Clock, Ending, ask_model, check_budgets};
 use super::strategy::AgentParts;
 use super::vote;
 use crate::action::{self, Action};
-use crate::memory::journal::{Escalation, StepOutcome, Votes, now_rfc3339};
+use crate::memory::journal::{Escalation, PersonSaid, StepOutcome, Votes, now_rfc3339};
 use crate::memory::{RunRecord, StepRecord, StopKind, StoreError};
 use crate::model::roles::ModelRole;
 use crate::model::{self, ChatMessage, CompletionRequest, MESSAGE_OVERHEAD, ModelBackend};
@@ -359,6 +359,8 @@ impl ReactAgent {
                 at: now_rfc3339(),
                 votes,
                 escalated: escalation.clone(),
+                person: None,
+                untrusted: false,
             };
             let mut ending = None;
 
@@ -501,13 +503,17 @@ impl ReactAgent {
             if ran && reads_outside {
                 taint.mark(untrusted_label(&step));
             }
+            // A repeat's observation quotes what the earlier call returned.
+            step.untrusted = reads_outside && (ran || step.outcome == StepOutcome::Repeated);
             run.tainted = taint.source();
 
             // Commit before anyone hears of the result.
             run.steps = index;
             run.elapsed_ms = clock.elapsed_ms();
             run.updated_at = now_rfc3339();
-            self.parts.journal.commit_step(run, &step)?;
+            self.parts
+                .journal
+                .commit_step_with_prompt(run, &step, &request_again.messages)?;
             self.emit(Event::Observation {
                 step: index,
                 tool: step.tool.clone(),
@@ -644,9 +650,17 @@ impl ReactAgent {
             match self.approve(index, action, tainted_by.as_deref()).await {
                 Approval::Approve => {}
                 // They saw this action and took the risk: the run starts clean.
-                Approval::PersonApproved => context.taint.clear(),
+                Approval::PersonApproved => {
+                    step.person = Some(PersonSaid::Approved);
+                    context.taint.clear()
+                }
                 Approval::Deny(reason) => return refused(step, &reason),
+                Approval::Declined(reason) => {
+                    step.person = Some(PersonSaid::Declined);
+                    return refused(step, &reason);
+                }
                 Approval::Feedback(words) => {
+                    step.person = Some(PersonSaid::Feedback);
                     return refused(
                         step,
                         &format!("The user did not approve this action and said: {words}"),

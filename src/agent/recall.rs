@@ -283,20 +283,9 @@ mod tests {
     /// A step that called `tool` and saw `observation`.
     fn step(tool: &str, observation: &str, outcome: StepOutcome) -> StepRecord {
         StepRecord {
-            index: 1,
-            raw_output: String::new(),
-            thought: None,
-            tool: Some(tool.into()),
             args: None,
-            observation: observation.into(),
             outcome,
-            note: None,
-            usage: Default::default(),
-            model_ms: 0,
-            tool_ms: 0,
-            at: String::new(),
-            votes: None,
-            escalated: None,
+            ..StepRecord::called(1, tool, serde_json::json!({}), observation)
         }
     }
 

@@ -412,7 +412,9 @@ impl crate::mcp::serve::Gate for Approvals {
         };
         match self.0.approve(&request).await {
             Approval::Approve | Approval::PersonApproved => Ok(()),
-            Approval::Deny(reason) | Approval::Feedback(reason) => Err(reason),
+            Approval::Deny(reason) | Approval::Declined(reason) | Approval::Feedback(reason) => {
+                Err(reason)
+            }
         }
     }
 }

@@ -15,6 +15,34 @@ use crate::agent::react::summarize;
 use crate::memory::{RunJournal, RunRecord, RunStatus, Store};
 use crate::sanitize::{observation, one_line, strip_terminal_escapes};
 
+/// `agent runs export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// `sft` or `preference`.
+    #[arg(long, value_enum, default_value = "sft")]
+    pub format: crate::dataset::Format,
+    /// Only runs that ended so: finished, unverified, budget_exhausted,
+    /// stopped, failed, cancelled, running.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only runs started on or after this day (YYYY-MM-DD).
+    #[arg(long, value_name = "DAY")]
+    pub since: Option<String>,
+    /// Only this run (repeat for more; an id, a unique prefix, or `last`).
+    #[arg(long = "run", value_name = "ID")]
+    pub runs: Vec<String>,
+    /// Write to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Leave out what tools read from outside (files, pages, code
+    /// output) from the prompts.
+    #[arg(long)]
+    pub redact_observations: bool,
+    /// A JSON summary (runs, records, tokens, what was left out).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Journal commands.
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
@@ -34,6 +62,10 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Training data from runs as JSON lines: `sft` (each step's exact
+    /// prompt and the action chosen) or `preference` (refused vs accepted
+    /// actions, failing vs passing eval runs). Secrets are always redacted.
+    Export(ExportArgs),
     /// Continue an interrupted or stopped run from its last committed step.
     /// It keeps its model and workspace; budgets may be raised (e.g.
     /// --max-steps 40).
@@ -303,6 +335,7 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
+        RunsCommand::Export(args) => export(args),
         RunsCommand::Resume {
             id,
             budgets,
@@ -378,6 +411,107 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             drive_run(&session, start, models, tools, json, global).await
         }
     }
+}
+
+/// `agent runs export`.
+fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let ExportArgs {
+        format,
+        status,
+        since,
+        runs: ids,
+        output,
+        redact_observations,
+        json,
+    } = args;
+    use crate::dataset::{Exporter, Redactor, Selection};
+    let status = match status {
+        Some(name) => Some(RunStatus::parse(&name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{name}` is not a run status; use finished, unverified, budget_exhausted, stopped, failed, cancelled or running"
+            )
+        })?),
+        None => None,
+    };
+    if let Some(day) = &since {
+        crate::dataset::check_day(day)?;
+    }
+    let dirs = super::dirs()?;
+    let config = crate::config::Config::load(
+        &dirs.config_file(),
+        &Default::default(),
+        &Default::default(),
+    )?;
+    let (_store, journal) = open_journal()?;
+    let runs = ids
+        .iter()
+        .map(|id| journal.find(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let selection = Selection {
+        status,
+        since,
+        runs,
+    };
+    let exporter = Exporter {
+        journal: &journal,
+        redactor: Redactor::new(std::env::vars(), std::slice::from_ref(&config.api_key_env)),
+        redact_observations,
+    };
+    let summary = match &output {
+        Some(path) => {
+            // Whole or not at all: written beside it, then renamed.
+            let partial = path.with_extension("partial");
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&partial)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", partial.display()))?,
+            );
+            let summary = exporter.export(format, &selection, &mut file)?;
+            std::io::Write::flush(&mut file)?;
+            drop(file);
+            std::fs::rename(&partial, path)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            summary
+        }
+        None => exporter.export(format, &selection, &mut std::io::stdout().lock())?,
+    };
+    let left_out: Vec<String> = summary
+        .left_out
+        .iter()
+        .map(|(why, n)| format!("{n} {}", why.replace('_', " ")))
+        .collect();
+    if json {
+        let line = serde_json::to_string(&summary)?;
+        // Records on stdout: the summary goes beside them, on stderr.
+        if output.is_some() {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    } else {
+        eprintln!(
+            "exported {} {} records (≈{} tokens) from {} of {} runs{}{}{}",
+            summary.records,
+            summary.format,
+            summary.tokens,
+            summary.runs_with_records,
+            summary.runs,
+            match &output {
+                Some(p) => format!(" to {}", p.display()),
+                None => String::new(),
+            },
+            if left_out.is_empty() {
+                String::new()
+            } else {
+                format!("; steps left out: {}", left_out.join(", "))
+            },
+            if summary.redacted_secrets > 0 {
+                format!("; {} secrets redacted", summary.redacted_secrets)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -310,6 +310,8 @@ impl Offer {
                 at: now_rfc3339(),
                 votes: None,
                 escalated: None,
+                person: None,
+                untrusted: false,
             },
             client,
         );

@@ -271,6 +271,50 @@ pub struct StepRecord {
     /// one, and why (an escalation to `smart`; `crate::model::roles`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalated: Option<Escalation>,
+    /// What a person said of the action when one was asked (absent when
+    /// nobody was): the preference pairs of `agent runs export`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<PersonSaid>,
+    /// The observation carries content from outside the agent (a file, a
+    /// page, code output): untrusted for the taint rule, and what
+    /// `agent runs export --redact-observations` leaves out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untrusted: bool,
+}
+
+impl StepRecord {
+    /// Step `index` with `tool` called with `args`, which ran and returned
+    /// `observation`; nothing else set (no model output, no timings).
+    pub fn called(index: u32, tool: &str, args: serde_json::Value, observation: &str) -> Self {
+        Self {
+            index,
+            raw_output: String::new(),
+            thought: None,
+            tool: Some(tool.to_string()),
+            args: Some(args),
+            observation: observation.to_string(),
+            outcome: StepOutcome::Ok,
+            note: None,
+            usage: Usage::default(),
+            model_ms: 0,
+            tool_ms: 0,
+            at: now_rfc3339(),
+            votes: None,
+            escalated: None,
+            person: None,
+            untrusted: false,
+        }
+    }
+}
+
+/// A person's answer to an approval question about a step's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonSaid {
+    Approved,
+    Declined,
+    /// Declined, with words for the model.
+    Feedback,
 }
 
 /// A step that went to the `smart` model.
@@ -311,6 +355,13 @@ pub struct RunJournal {
     durable: bool,
     runs: sled::Tree,
     steps: sled::Tree,
+    /// Each distinct prompt message once, by its hash.
+    messages: sled::Tree,
+    /// Per step, the hashes of the messages the model was given.
+    prompts: sled::Tree,
+    /// Hashes of messages this process has stored already (a run's
+    /// system prompt and history come back every step).
+    known: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<[u8; 16]>>>,
 }
 
 /// The current time as RFC 3339 (UTC, seconds).
@@ -366,6 +417,9 @@ impl RunJournal {
             durable: true,
             runs: store.tree("runs")?,
             steps: store.tree("steps")?,
+            messages: store.tree("prompt_messages")?,
+            prompts: store.tree("step_prompts")?,
+            known: Default::default(),
         })
     }
 
@@ -405,6 +459,78 @@ impl RunJournal {
             })
             .map_err(|e| StoreError::Write(format!("{e:?}")))?;
         self.flush()
+    }
+
+    /// Commit a step as [`RunJournal::commit_step`] does, with the exact
+    /// messages the model was given for it (the prompt `agent runs export`
+    /// writes). Each distinct message is stored once, by its hash, so a
+    /// run's growing history costs each message once, not once per step.
+    pub fn commit_step_with_prompt(
+        &self,
+        run: &RunRecord,
+        step: &StepRecord,
+        prompt: &[crate::model::ChatMessage],
+    ) -> Result<(), StoreError> {
+        use sha2::Digest;
+        let mut known = self
+            .known
+            .lock()
+            .map_err(|_| StoreError::Write("the prompt cache is poisoned".into()))?;
+        let mut hashes = Vec::with_capacity(prompt.len());
+        let mut new = Vec::new();
+        for message in prompt {
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(serde_json::to_vec(&message.role).unwrap_or_default());
+            hasher.update([0]);
+            hasher.update(message.content.as_bytes());
+            let mut hash = [0u8; 16];
+            hash.copy_from_slice(&hasher.finalize()[..16]);
+            hashes.push(hex::encode(hash));
+            if !known.contains(&hash) {
+                new.push((hash, encode(message)?));
+            }
+        }
+        let list = encode(&hashes)?;
+        let key = step_key(&run.id, step.index);
+        (&self.messages, &self.prompts)
+            .transaction(|(messages, prompts)| {
+                for (hash, bytes) in &new {
+                    messages.insert(hash.as_slice(), bytes.as_slice())?;
+                }
+                prompts.insert(key.as_slice(), list.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Write(format!("{e:?}")))?;
+        known.extend(new.iter().map(|(h, _)| *h));
+        drop(known);
+        self.commit_step(run, step)
+    }
+
+    /// The messages the model was given for step `index` of `run_id`
+    /// (`None` for a step journaled before prompts were kept, or one no
+    /// model chose).
+    pub fn prompt(
+        &self,
+        run_id: &str,
+        index: u32,
+    ) -> Result<Option<Vec<crate::model::ChatMessage>>, StoreError> {
+        let key = step_key(run_id, index);
+        let Some(list) = self.prompts.get(&key)? else {
+            return Ok(None);
+        };
+        let hashes: Vec<String> = decode(&key, &list)?;
+        let mut out = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let raw = hex::decode(&hash).map_err(|e| StoreError::BadRecord {
+                key: hash.clone(),
+                detail: e.to_string(),
+            })?;
+            match self.messages.get(&raw)? {
+                Some(bytes) => out.push(decode(&raw, &bytes)?),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
     }
 
     /// A run by exact id.
@@ -539,7 +665,35 @@ mod tests {
             at: now_rfc3339(),
             votes: None,
             escalated: None,
+            person: None,
+            untrusted: false,
         }
+    }
+
+    #[test]
+    fn a_steps_prompt_comes_back_whole_and_shared_messages_are_stored_once() {
+        use crate::model::ChatMessage;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let j = RunJournal::new(&store).unwrap();
+        let mut r = run("20260101-000000-bbbb");
+        j.put_run(&r).unwrap();
+        let system = ChatMessage::system("you are an agent ".repeat(50));
+        let mut prompt = vec![system.clone(), ChatMessage::user("goal")];
+        for i in 1..=3 {
+            r.steps = i;
+            j.commit_step_with_prompt(&r, &step(i), &prompt).unwrap();
+            prompt.push(ChatMessage::assistant(format!("action {i}")));
+            prompt.push(ChatMessage::user(format!("obs {i}")));
+        }
+        let third = j.prompt(&r.id, 3).unwrap().unwrap();
+        assert_eq!(third.len(), 6);
+        assert_eq!(third[0], system);
+        assert_eq!(third[5], ChatMessage::user("obs 2"));
+        // 2 + 2 + 2 distinct messages, not 2 + 4 + 6.
+        assert_eq!(j.messages.len(), 6);
+        assert_eq!(j.steps(&r.id).unwrap().len(), 3);
+        assert_eq!(j.prompt(&r.id, 4).unwrap(), None);
     }
 
     #[test]

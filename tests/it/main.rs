@@ -11,6 +11,7 @@ mod common;
 
 mod agent_run;
 mod eval;
+mod export;
 mod kb;
 mod mcp;
 mod mcp_serve;
@@ -19,6 +20,6 @@ mod openai;
 mod plan;
 mod plugins;
 mod recipes;
-mod repl;
+pub(crate) mod repl;
 mod roles;
 mod security;

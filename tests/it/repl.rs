@@ -17,7 +17,7 @@ use crate::common::{TestEnv, action};
 use serde_json::json;
 
 /// A child process on a pseudo-terminal, with everything it wrote.
-struct Pty {
+pub(crate) struct Pty {
     master: std::fs::File,
     child: Child,
     output: Arc<Mutex<String>>,
@@ -56,7 +56,7 @@ fn plain(text: &str) -> String {
 }
 
 impl Pty {
-    fn spawn(cmd: std::process::Command) -> Pty {
+    pub(crate) fn spawn(cmd: std::process::Command) -> Pty {
         Self::spawn_sized(cmd, 120)
     }
 
@@ -131,7 +131,7 @@ impl Pty {
 
     /// Wait until `needle` appears after what earlier calls consumed;
     /// returns the text up to and including it.
-    fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+    pub(crate) fn expect(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let all = plain(&self.output.lock().unwrap());
@@ -160,12 +160,12 @@ impl Pty {
     }
 
     /// Type a line and press Enter.
-    fn line(&mut self, text: &str) {
+    pub(crate) fn line(&mut self, text: &str) {
         self.send(text);
         self.send("\r");
     }
 
-    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

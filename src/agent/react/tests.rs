@@ -525,20 +525,8 @@ async fn a_similar_past_run_is_shown_as_a_worked_example_within_the_budget() {
     let past = |id: &str, goal: &str, status: RunStatus, graded: Option<bool>, code: &str| {
         let mut r = RunRecord::new(id.into(), goal.into(), RunSettings::default());
         let step = StepRecord {
-            index: 1,
-            raw_output: String::new(),
             thought: Some("compute it".into()),
-            tool: Some("run_python".into()),
-            args: Some(json!({"code": code})),
-            observation: "1234\n".into(),
-            outcome: StepOutcome::Ok,
-            note: None,
-            usage: Default::default(),
-            model_ms: 0,
-            tool_ms: 0,
-            at: String::new(),
-            votes: None,
-            escalated: None,
+            ..StepRecord::called(1, "run_python", json!({"code": code}), "1234\n")
         };
         r.steps = 1;
         journal.commit_step(&r, &step).unwrap();

@@ -323,6 +323,8 @@ async fn one_step(
         at: now_rfc3339(),
         votes,
         escalated: None,
+        person: None,
+        untrusted: false,
     };
     Ok((record, output))
 }
