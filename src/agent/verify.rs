@@ -98,6 +98,11 @@ const VERB_WINDOW: usize = 12;
 /// from rather than the output.
 const SOURCE_WORDS: &[&str] = &["of", "from"];
 
+/// Words that, right before a file's name, make it where something goes:
+/// an output whatever the verb ("copy the gist to out.txt", "convert it
+/// into data.json").
+const TARGET_WORDS: &[&str] = &["to", "into"];
+
 /// A word that names a file: `name.ext`, maybe with a directory.
 pub(crate) fn file_name(word: &str) -> Option<&str> {
     let w = word.trim_matches(|c: char| {
@@ -135,20 +140,25 @@ pub fn named_outputs(goal: &str) -> Vec<String> {
             // summary of sales.csv to summary.md" counted sales.csv as an
             // output, the 1.5B model was told it "has not been written in
             // this run", and it wrote over the user's data.
-            let source = i
+            let before = i
                 .checked_sub(1)
                 .and_then(|j| words.get(j))
-                .is_some_and(|w| SOURCE_WORDS.contains(&w.to_lowercase().as_str()));
-            if source {
+                .map(|w| w.to_lowercase());
+            if before.as_deref().is_some_and(|w| SOURCE_WORDS.contains(&w)) {
                 continue;
             }
+            // Measured 2026-12-01: "Copy creds.txt's gist to out.txt" (no
+            // output verb) took out.txt for an input, and the finish that
+            // wrote it was refused as overwriting it.
+            let target = before.as_deref().is_some_and(|w| TARGET_WORDS.contains(&w));
             let from = i.saturating_sub(VERB_WINDOW);
-            let after_verb = words[from..i].iter().any(|w| {
-                let w = w
-                    .trim_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase();
-                OUTPUT_VERBS.contains(&w.as_str())
-            });
+            let after_verb = target
+                || words[from..i].iter().any(|w| {
+                    let w = w
+                        .trim_matches(|c: char| !c.is_alphanumeric())
+                        .to_lowercase();
+                    OUTPUT_VERBS.contains(&w.as_str())
+                });
             if after_verb && !out.iter().any(|o| o == name) {
                 out.push(name.to_string());
             }
@@ -756,6 +766,15 @@ mod tests {
         assert_eq!(
             named_outputs("Write the names from people.csv into names.txt"),
             ["names.txt"]
+        );
+        // Where something goes is an output, whatever the verb.
+        assert_eq!(
+            named_outputs("Copy creds.txt's gist to out.txt"),
+            ["out.txt"]
+        );
+        assert_eq!(
+            named_outputs("Convert the rows of people.csv into people.json"),
+            ["people.json"]
         );
         // Only read, or not a file at all.
         assert!(named_outputs("Read notes.txt and tell me what it says").is_empty());
