@@ -320,11 +320,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         crate::memory::journal::new_run_id(),
         settings,
     ));
-    let grants = session
+    let mut grants = session
         .plugins
         .lock()
         .map(|p| super::chat::permissions(&p))
         .unwrap_or_default();
+    if args.read_only {
+        for words in grants.values_mut() {
+            words.push_str("; --read-only: its write and code tools are not offered");
+        }
+    }
     let names = offered
         .names()
         .iter()

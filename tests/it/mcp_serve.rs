@@ -275,6 +275,19 @@ fn read_only_and_plugin_choice_and_denied_tools_narrow_what_is_offered() {
     tools.sort();
     // No write or code tool; the network tools are denied by the policy.
     assert_eq!(tools, ["list_files", "read_file", "search_files"]);
+    let read = results[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "read_file")
+        .unwrap();
+    assert!(
+        read["description"]
+            .as_str()
+            .unwrap()
+            .contains("--read-only: its write and code tools are not offered"),
+        "{read}"
+    );
     let (failed, out) = called(&results[1]);
     assert!(
         failed && out.contains("offers no tool `write_file`"),
