@@ -359,9 +359,18 @@ pub struct RunJournal {
     messages: sled::Tree,
     /// Per step, the hashes of the messages the model was given.
     prompts: sled::Tree,
-    /// Hashes of messages this process has stored already (a run's
-    /// system prompt and history come back every step).
-    known: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<[u8; 16]>>>,
+    /// What this process has stored of prompts (a run's system prompt and
+    /// history come back every step).
+    known: std::sync::Arc<std::sync::Mutex<Known>>,
+}
+
+/// Messages already stored, and the last prompt with each message's hash:
+/// the next step's prompt repeats most of it, and only what differs is
+/// hashed again.
+#[derive(Default)]
+struct Known {
+    stored: std::collections::HashSet<[u8; 16]>,
+    last: Vec<(crate::model::ChatMessage, [u8; 16])>,
 }
 
 /// The current time as RFC 3339 (UTC, seconds).
@@ -478,32 +487,46 @@ impl RunJournal {
             .map_err(|_| StoreError::Write("the prompt cache is poisoned".into()))?;
         let mut hashes = Vec::with_capacity(prompt.len());
         let mut new = Vec::new();
-        for message in prompt {
-            let mut hasher = sha2::Sha256::new();
-            hasher.update(serde_json::to_vec(&message.role).unwrap_or_default());
-            hasher.update([0]);
-            hasher.update(message.content.as_bytes());
-            let mut hash = [0u8; 16];
-            hash.copy_from_slice(&hasher.finalize()[..16]);
+        let mut last = Vec::with_capacity(prompt.len());
+        for (i, message) in prompt.iter().enumerate() {
+            let hash = match known.last.get(i) {
+                Some((seen, hash)) if seen == message => *hash,
+                _ => {
+                    let mut hasher = sha2::Sha256::new();
+                    hasher.update(serde_json::to_vec(&message.role).unwrap_or_default());
+                    hasher.update([0]);
+                    hasher.update(message.content.as_bytes());
+                    let mut hash = [0u8; 16];
+                    hash.copy_from_slice(&hasher.finalize()[..16]);
+                    hash
+                }
+            };
             hashes.push(hex::encode(hash));
-            if !known.contains(&hash) {
+            if !known.stored.contains(&hash) && !new.iter().any(|(h, _)| *h == hash) {
                 new.push((hash, encode(message)?));
             }
+            last.push((message.clone(), hash));
         }
         let list = encode(&hashes)?;
         let key = step_key(&run.id, step.index);
-        (&self.messages, &self.prompts)
-            .transaction(|(messages, prompts)| {
+        let run_bytes = encode(run)?;
+        let step_bytes = encode(step)?;
+        // The step, the run's counters and the prompt go in together.
+        (&self.runs, &self.steps, &self.messages, &self.prompts)
+            .transaction(|(runs, steps, messages, prompts)| {
                 for (hash, bytes) in &new {
                     messages.insert(hash.as_slice(), bytes.as_slice())?;
                 }
                 prompts.insert(key.as_slice(), list.as_slice())?;
+                steps.insert(key.as_slice(), step_bytes.as_slice())?;
+                runs.insert(run.id.as_bytes(), run_bytes.as_slice())?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| StoreError::Write(format!("{e:?}")))?;
-        known.extend(new.iter().map(|(h, _)| *h));
+        known.stored.extend(new.iter().map(|(h, _)| *h));
+        known.last = last;
         drop(known);
-        self.commit_step(run, step)
+        self.flush()
     }
 
     /// The messages the model was given for step `index` of `run_id`
