@@ -197,49 +197,68 @@ impl Exporter<'_> {
             runs: tops.len(),
             ..Summary::default()
         };
-        let mut trails: Vec<(usize, Trail)> = Vec::new();
-        for (i, top) in tops.iter().enumerate() {
-            let mut runs = vec![top.clone()];
-            runs.extend(self.journal.children(&top.id)?);
-            for run in runs {
+        // Each top-level run with its plan steps and recipe calls, one run
+        // at a time: an SFT export streams, whatever the journal's size.
+        let trails = tops.iter().enumerate().flat_map(|(i, top)| {
+            let children = self.journal.children(&top.id);
+            let runs = match children {
+                Ok(children) => std::iter::once(Ok(top.clone()))
+                    .chain(children.into_iter().map(Ok))
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            };
+            runs.into_iter().map(move |run| {
+                let run = run?;
                 let steps = self.journal.steps(&run.id)?;
-                trails.push((i, Trail { run, steps }));
-            }
-        }
+                Ok::<_, DatasetError>((i, Trail { run, steps }))
+            })
+        });
         let mut gave = vec![false; tops.len()];
-        let mut records: Vec<(usize, Value)> = Vec::new();
         match format {
             Format::Sft => {
-                for (i, trail) in &trails {
+                for trail in trails {
+                    let (i, trail) = trail?;
                     for step in &trail.steps {
-                        match self.sft(trail, step, &mut summary)? {
-                            Some(record) => records.push((*i, record)),
-                            None => continue,
+                        if let Some(record) = self.sft(&trail, step, &mut summary)? {
+                            self.write(record, out, &mut summary)?;
+                            gave[i] = true;
                         }
                     }
                 }
             }
             Format::Preference => {
+                // Eval pairs look across runs: these are held together.
+                let trails = trails.collect::<Result<Vec<_>, _>>()?;
+                let mut records = Vec::new();
                 for (i, trail) in &trails {
                     for record in self.refusals(trail, &mut summary)? {
                         records.push((*i, record));
                     }
                 }
-                for (i, record) in self.eval_pairs(&trails, &mut summary)? {
-                    records.push((i, record));
+                records.extend(self.eval_pairs(&trails, &mut summary)?);
+                for (i, record) in records {
+                    self.write(record, out, &mut summary)?;
+                    gave[i] = true;
                 }
             }
         }
-        for (i, mut record) in records {
-            summary.redacted_secrets += self.redactor.redact_value(&mut record);
-            let line = record.to_string();
-            summary.tokens += crate::memory::index::estimate_tokens(&line) as u64;
-            summary.records += 1;
-            gave[i] = true;
-            writeln!(out, "{line}")?;
-        }
         summary.runs_with_records = gave.iter().filter(|g| **g).count();
         Ok(summary)
+    }
+
+    /// Redact `record`, write it as one line, and count it.
+    fn write(
+        &self,
+        mut record: Value,
+        out: &mut dyn Write,
+        summary: &mut Summary,
+    ) -> Result<(), DatasetError> {
+        summary.redacted_secrets += self.redactor.redact_value(&mut record);
+        let line = record.to_string();
+        summary.tokens += crate::memory::index::estimate_tokens(&line) as u64;
+        summary.records += 1;
+        writeln!(out, "{line}")?;
+        Ok(())
     }
 
     /// The top-level runs of the selection, oldest first.
