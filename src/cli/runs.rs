@@ -465,9 +465,22 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 std::fs::File::create(&partial)
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", partial.display()))?,
             );
-            let summary = exporter.export(format, &selection, &mut file)?;
-            std::io::Write::flush(&mut file)?;
+            let written = exporter
+                .export(format, &selection, &mut file)
+                .map_err(anyhow::Error::from)
+                .and_then(|summary| {
+                    std::io::Write::flush(&mut file)?;
+                    Ok(summary)
+                });
             drop(file);
+            let summary = match written {
+                Ok(summary) => summary,
+                Err(e) => {
+                    // Nothing half-written is left behind.
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            };
             std::fs::rename(&partial, path)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
             summary
