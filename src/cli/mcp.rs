@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use super::context::{Session, on_ctrl_c};
 use super::flags::{ApprovalFlags, RunOptions};
 use crate::agent::approval::Policy;
-use crate::config::Config;
 use crate::mcp::Server;
 use crate::mcp::serve::{CallLog, Handler, Listener, Offer, ServeError, Served};
 use crate::sanitize::{one_line, strip_terminal_escapes};
@@ -85,14 +84,9 @@ pub struct ServeArgs {
 
 /// Run an MCP command.
 pub async fn execute(cmd: McpCommand) -> anyhow::Result<ExitCode> {
-    let dirs = super::dirs()?;
-    let config = Config::load(
-        &dirs.config_file(),
-        &Default::default(),
-        &Default::default(),
-    )?;
     match cmd {
         McpCommand::List { json } => {
+            let (dirs, config) = super::user_config()?;
             if config.mcp.is_empty() && !json {
                 println!(
                     "no MCP servers; add them under `mcp:` in {} (see the README, MCP)",
@@ -145,6 +139,7 @@ pub async fn execute(cmd: McpCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         McpCommand::Call { server, tool, args } => {
+            let (_dirs, config) = super::user_config()?;
             let Some(cfg) = config.mcp.iter().find(|s| s.name == server) else {
                 let names: Vec<&str> = config.mcp.iter().map(|s| s.name.as_str()).collect();
                 bail!(

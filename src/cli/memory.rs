@@ -111,12 +111,7 @@ pub fn knowledge_base(
 
 /// The user's store, config and directories.
 pub fn open_store() -> anyhow::Result<(Dirs, Config, Store)> {
-    let dirs = super::dirs()?;
-    let config = Config::load(
-        &dirs.config_file(),
-        &Default::default(),
-        &Default::default(),
-    )?;
+    let (dirs, config) = super::user_config()?;
     let store = Store::open(&dirs.store())?;
     Ok((dirs, config, store))
 }

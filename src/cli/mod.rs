@@ -142,12 +142,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Run(args)) => run::execute(args, &global).await,
         Some(Command::Model(cmd)) => model::execute(cmd, &dirs()?).await,
         Some(Command::Plugin(cmd)) => {
-            let dirs = dirs()?;
-            let config = crate::config::Config::load(
-                &dirs.config_file(),
-                &Default::default(),
-                &Default::default(),
-            )?;
+            let (dirs, config) = user_config()?;
             let workspace = absolute(&config.workspace)?;
             plugin::execute(cmd, &dirs, &config.plugins, &workspace).await
         }
@@ -170,6 +165,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The user's directories, with a clear error when none can be found.
 pub fn dirs() -> anyhow::Result<crate::paths::Dirs> {
     Ok(crate::paths::Dirs::from_env()?)
+}
+
+/// The user's directories and config (file and environment; no flags),
+/// for commands that do not run the agent.
+pub fn user_config() -> anyhow::Result<(crate::paths::Dirs, crate::config::Config)> {
+    let dirs = dirs()?;
+    let config = crate::config::Config::load(
+        &dirs.config_file(),
+        &Default::default(),
+        &Default::default(),
+    )?;
+    Ok((dirs, config))
 }
 
 /// Make `path` absolute against the current directory.

@@ -436,12 +436,7 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     if let Some(day) = &since {
         crate::dataset::check_day(day)?;
     }
-    let dirs = super::dirs()?;
-    let config = crate::config::Config::load(
-        &dirs.config_file(),
-        &Default::default(),
-        &Default::default(),
-    )?;
+    let (_dirs, config) = super::user_config()?;
     let (_store, journal) = open_journal()?;
     let runs = ids
         .iter()
