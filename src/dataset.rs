@@ -197,38 +197,28 @@ impl Exporter<'_> {
             runs: tops.len(),
             ..Summary::default()
         };
-        // Each top-level run with its plan steps and recipe calls, one run
-        // at a time: an SFT export streams, whatever the journal's size.
-        let trails = tops.iter().enumerate().flat_map(|(i, top)| {
-            let children = self.journal.children(&top.id);
-            let runs = match children {
-                Ok(children) => std::iter::once(Ok(top.clone()))
-                    .chain(children.into_iter().map(Ok))
-                    .collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            };
-            runs.into_iter().map(move |run| {
-                let run = run?;
-                let steps = self.journal.steps(&run.id)?;
-                Ok::<_, DatasetError>((i, Trail { run, steps }))
-            })
-        });
         let mut gave = vec![false; tops.len()];
         match format {
+            // One top-level run at a time: an SFT export streams, whatever
+            // the journal's size.
             Format::Sft => {
-                for trail in trails {
-                    let (i, trail) = trail?;
-                    for step in &trail.steps {
-                        if let Some(record) = self.sft(&trail, step, &mut summary)? {
-                            self.write(record, out, &mut summary)?;
-                            gave[i] = true;
+                for (i, top) in tops.iter().enumerate() {
+                    for trail in self.trails(top)? {
+                        for step in &trail.steps {
+                            if let Some(record) = self.sft(&trail, step, &mut summary)? {
+                                self.write(record, out, &mut summary)?;
+                                gave[i] = true;
+                            }
                         }
                     }
                 }
             }
+            // Eval pairs look across runs: these are held together.
             Format::Preference => {
-                // Eval pairs look across runs: these are held together.
-                let trails = trails.collect::<Result<Vec<_>, _>>()?;
+                let mut trails = Vec::new();
+                for (i, top) in tops.iter().enumerate() {
+                    trails.extend(self.trails(top)?.into_iter().map(|t| (i, t)));
+                }
                 let mut records = Vec::new();
                 for (i, trail) in &trails {
                     for record in self.refusals(trail, &mut summary)? {
@@ -244,6 +234,19 @@ impl Exporter<'_> {
         }
         summary.runs_with_records = gave.iter().filter(|g| **g).count();
         Ok(summary)
+    }
+
+    /// `top` and its child runs (plan steps, recipe attempts and calls),
+    /// each with its steps.
+    fn trails(&self, top: &RunRecord) -> Result<Vec<Trail>, DatasetError> {
+        let mut runs = vec![top.clone()];
+        runs.extend(self.journal.children(&top.id)?);
+        runs.into_iter()
+            .map(|run| {
+                let steps = self.journal.steps(&run.id)?;
+                Ok(Trail { run, steps })
+            })
+            .collect()
     }
 
     /// Redact `record`, write it as one line, and count it.

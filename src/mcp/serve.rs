@@ -15,7 +15,6 @@
 //! ([`check_listen`]); a browser's `Origin` is refused on loopback, against
 //! pages that would call local tools.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -164,6 +163,7 @@ impl CallLog {
             && !served.clients.iter().any(|c| c == client)
         {
             served.clients.push(client.to_string());
+            eprintln!("agent mcp serve: {client} called its first tool");
         }
         if let Err(e) = self.journal.commit_step(&run, &step) {
             tracing::warn!("an MCP call was not journaled: {e}");
@@ -324,16 +324,11 @@ impl Offer {
 #[derive(Clone)]
 pub struct Handler {
     offer: Arc<Offer>,
-    /// Clients already named in the log, so each is said once.
-    seen: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Handler {
     pub fn new(offer: Arc<Offer>) -> Self {
-        Self {
-            offer,
-            seen: Default::default(),
-        }
+        Self { offer }
     }
 }
 
@@ -369,11 +364,6 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let client = client_name(&context);
-        if let Ok(mut seen) = self.seen.lock()
-            && seen.insert(client.clone())
-        {
-            eprintln!("agent mcp serve: {client} called its first tool");
-        }
         let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
         let result = match self
             .offer
