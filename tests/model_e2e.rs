@@ -290,17 +290,29 @@ fn the_small_local_model_answers_a_chain_step_in_its_json_schema() {
         .find(|e| e["type"] == "recipe_finished")
         .expect("recipe_finished");
     assert!(end["answer"]["label"]["label"].is_string(), "{end}");
-    // Each of the three samples parsed on the first try: the journal holds
-    // exactly three raw answers, each an object with a string label.
+    // The grammar holds every raw answer to the schema: each is a whole
+    // object with a string label, or, where the model rambled inside the
+    // string until the token cap cut it off, a prefix of one (that sample
+    // was asked again).
     let id = end["run_id"].as_str().unwrap();
     let shown: serde_json::Value =
         serde_json::from_slice(&run_stdout(&env, &["runs", "show", id, "--json"], 0)).unwrap();
     let raw = shown["steps"][0]["raw_output"].as_str().unwrap();
-    let samples: Vec<&str> = raw.split("\n---\n").collect();
-    assert_eq!(samples.len(), 3, "{raw}");
-    for s in samples {
-        let v: serde_json::Value = serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"));
-        assert!(v["label"].is_string(), "{s}");
+    let mut parsed = 0u64;
+    for s in raw.split("\n---\n") {
+        match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(v) => {
+                assert!(v["label"].is_string(), "{s}");
+                parsed += 1;
+            }
+            Err(e) => assert!(e.is_eof() && s.trim_start().starts_with('{'), "{e}: {s}"),
+        }
     }
-    assert_eq!(shown["steps"][0]["votes"]["samples"], 3);
+    // Every sample that parsed is a ballot; one whose retry was cut off
+    // too counts as invalid, and a majority of real answers remains.
+    let votes = &shown["steps"][0]["votes"];
+    assert_eq!(votes["samples"], 3);
+    let invalid = votes["invalid"].as_u64().unwrap();
+    assert_eq!(parsed + invalid, 3, "{votes}\n{raw}");
+    assert!(parsed >= 2, "{votes}\n{raw}");
 }

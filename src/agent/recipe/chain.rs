@@ -226,6 +226,18 @@ async fn one_step(
                     value = Some(v);
                     break;
                 }
+                Err(why) if completion.usage.completion_tokens >= STEP_TOKENS as u64 => {
+                    // A runaway answer, cut off at the cap: showing it back
+                    // would fill the context with it, so the step is asked
+                    // again with a note instead.
+                    problems.push(format!("cut off after {STEP_TOKENS} tokens ({why})"));
+                    request_messages = messages.clone();
+                    request_messages.push(ChatMessage::user(format!(
+                        "An earlier answer ran past {STEP_TOKENS} tokens and was cut off. \
+                         Answer briefly, with only the JSON value."
+                    )));
+                    raws.push(text);
+                }
                 Err(why) => {
                     problems.push(why.clone());
                     request_messages.push(ChatMessage::assistant(&text));

@@ -209,6 +209,42 @@ steps:
 }
 
 #[tokio::test]
+async fn a_sample_cut_off_at_the_cap_is_asked_again_without_its_runaway_text() {
+    let runaway = format!(r#"{{"label": "{}"#, "Mammal-Rod ".repeat(300));
+    let k = kit(&[&runaway, r#"{"label": "spam"}"#]);
+    let l = loaded(
+        r#"
+title: t
+kind: chain
+steps:
+  - name: label
+    prompt: "Label it."
+    output: {json_schema: {type: object, properties: {label: {type: string}}, required: [label]}}
+"#,
+    );
+    let v = values(&l, &[]);
+    let out = k
+        .kit
+        .run(&l, &v, call("c1"), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.run.status, RunStatus::Finished, "{:?}", out.run);
+    assert_eq!(out.answer, Some(json!({"label": {"label": "spam"}})));
+    let seen = k.model.seen();
+    let again = &seen[1];
+    assert!(
+        again.iter().all(|m| !m.content.contains("Mammal-Rod")),
+        "the runaway answer was shown back: {again:?}"
+    );
+    assert!(
+        again
+            .last()
+            .is_some_and(|m| m.content.contains("was cut off")),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_resumed_chain_keeps_the_outputs_it_has() {
     let k = kit(&["first", "second"]);
     let l = loaded(
