@@ -89,6 +89,11 @@ impl Dirs {
     pub fn prefix_states(&self) -> PathBuf {
         self.cache.join("prefix-states")
     }
+
+    /// Where LoRA adapters converted for the llama.cpp engine are kept.
+    pub fn lora(&self) -> PathBuf {
+        self.cache.join("lora")
+    }
 }
 
 #[cfg(test)]

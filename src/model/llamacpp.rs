@@ -44,8 +44,8 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use sha2::{Digest, Sha256};
@@ -148,6 +148,9 @@ struct Job {
     max_tokens: usize,
     temperature: f32,
     schema: Option<serde_json::Value>,
+    /// Send the prompt's last logits ([`Reply::Logits`]) instead of
+    /// generating.
+    logits: bool,
     cancel: Arc<AtomicBool>,
     out: tokio::sync::mpsc::UnboundedSender<Reply>,
 }
@@ -155,6 +158,7 @@ struct Job {
 /// What the engine thread sends back.
 enum Reply {
     Piece(String),
+    Logits(Vec<f32>),
     Done(Usage),
     Failed(ModelError),
 }
@@ -184,21 +188,37 @@ impl LlamaCppBackend {
         let state_dir = options
             .state_dir
             .as_ref()
-            .map(|dir| dir.join(model_key(path, context_length)));
+            .map(|dir| dir.join(model_key(path, options.lora.as_deref(), context_length)));
 
         progress.event(&ModelEvent::LoadStarted { what: name.clone() });
         let started = Instant::now();
         let file = path.to_path_buf();
-        let model = tokio::task::spawn_blocking(move || {
+        let lora = options.lora.clone();
+        let (model, adapter) = tokio::task::spawn_blocking(move || {
             let backend = backend()?;
-            LlamaModel::load_from_file(backend, &file, &LlamaModelParams::default()).map_err(|e| {
-                let why = last_engine_error();
-                ModelError::Load(format!(
-                    "{}: llama.cpp could not load it ({})",
-                    file.display(),
-                    if why.is_empty() { e.to_string() } else { why }
-                ))
-            })
+            let mut model =
+                LlamaModel::load_from_file(backend, &file, &LlamaModelParams::default()).map_err(
+                    |e| {
+                        let why = last_engine_error();
+                        ModelError::Load(format!(
+                            "{}: llama.cpp could not load it ({})",
+                            file.display(),
+                            if why.is_empty() { e.to_string() } else { why }
+                        ))
+                    },
+                )?;
+            let adapter = match &lora {
+                Some(lora) => Some(model.lora_adapter_init(lora).map_err(|e| {
+                    let why = last_engine_error();
+                    ModelError::Load(format!(
+                        "{}: llama.cpp could not load the LoRA adapter ({})",
+                        lora.display(),
+                        if why.is_empty() { e.to_string() } else { why }
+                    ))
+                })?),
+                None => None,
+            };
+            Ok::<_, ModelError>((model, adapter))
         })
         .await
         .map_err(|e| ModelError::Load(format!("the loading thread stopped: {e}")))??;
@@ -215,6 +235,7 @@ impl LlamaCppBackend {
             .spawn(move || {
                 engine_thread(
                     engine_model,
+                    adapter,
                     context_length,
                     threads,
                     state_dir,
@@ -254,6 +275,62 @@ impl LlamaCppBackend {
         self.template
             .render(&request.messages, true)
             .map_err(|e| ModelError::Engine(e.to_string()))
+    }
+
+    /// The token ids of `text` as a prompt (special tokens parsed, BOS
+    /// added where the model wants one).
+    pub fn token_ids(&self, text: &str) -> Vec<u32> {
+        self.tokenize(text)
+            .into_iter()
+            .map(|t| u32::try_from(t.0).unwrap_or(0))
+            .collect()
+    }
+
+    /// The logits the model gives the token after `tokens`: for checking
+    /// the engine (and an adapter on it) against a reference computation.
+    pub async fn next_token_logits(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        if tokens.is_empty() || tokens.len() >= self.context_length {
+            return Err(ModelError::Engine(format!(
+                "{} tokens do not fit a context of {}",
+                tokens.len(),
+                self.context_length
+            )));
+        }
+        let prompt = tokens
+            .iter()
+            .map(|&t| i32::try_from(t).map(LlamaToken))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ModelError::Engine("a token id is out of range".into()))?;
+        let (out, mut replies) = tokio::sync::mpsc::unbounded_channel();
+        self.jobs
+            .send(Job {
+                prompt,
+                shared: None,
+                max_tokens: 0,
+                temperature: 0.0,
+                schema: None,
+                logits: true,
+                cancel: Arc::new(AtomicBool::new(false)),
+                out,
+            })
+            .map_err(|_| ModelError::Engine("the llama.cpp engine thread has stopped".into()))?;
+        let mut logits = None;
+        loop {
+            match replies.recv().await {
+                Some(Reply::Logits(l)) => logits = Some(l),
+                Some(Reply::Done(_)) => {
+                    return logits
+                        .ok_or_else(|| ModelError::Engine("the engine sent no logits".into()));
+                }
+                Some(Reply::Failed(e)) => return Err(e),
+                Some(Reply::Piece(_)) => {}
+                None => {
+                    return Err(ModelError::Engine(
+                        "the llama.cpp engine thread stopped mid-request".into(),
+                    ));
+                }
+            }
+        }
     }
 
     fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
@@ -315,6 +392,7 @@ impl ModelBackend for LlamaCppBackend {
                 max_tokens: request.max_tokens.max(1),
                 temperature: request.temperature,
                 schema: request.json_schema.as_ref().map(compact_schema),
+                logits: false,
                 cancel: flag.clone(),
                 out,
             })
@@ -332,6 +410,7 @@ impl ModelBackend for LlamaCppBackend {
                 }
                 Some(Reply::Done(usage)) => return Ok(Completion { text, usage }),
                 Some(Reply::Failed(e)) => return Err(e),
+                Some(Reply::Logits(_)) => {}
                 None => {
                     return Err(ModelError::Engine(
                         "the llama.cpp engine thread stopped mid-request".into(),
@@ -358,9 +437,14 @@ impl ModelBackend for LlamaCppBackend {
 }
 
 /// The folder name for `path`'s prefix states: the file (path, size,
-/// modification time), the engine and the context size.
-fn model_key(path: &Path, context_length: usize) -> String {
+/// modification time), its LoRA adapter, the engine and the context size.
+fn model_key(path: &Path, lora: Option<&Path>, context_length: usize) -> String {
     let mut h = Sha256::new();
+    // An adapter changes every state; its file name is its content's hash.
+    if let Some(lora) = lora {
+        h.update(b"lora:");
+        h.update(lora.as_os_str().as_encoded_bytes());
+    }
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     h.update(canonical.as_os_str().as_encoded_bytes());
     if let Ok(meta) = std::fs::metadata(path) {
@@ -395,6 +479,7 @@ fn model_key(path: &Path, context_length: usize) -> String {
 /// backend (the only sender) is dropped.
 fn engine_thread(
     model: Arc<LlamaModel>,
+    mut adapter: Option<LlamaLoraAdapter>,
     context_length: usize,
     threads: usize,
     state_dir: Option<PathBuf>,
@@ -416,13 +501,20 @@ fn engine_thread(
             // context at 38 tok/s, off at 68; Qwen2.5-1.5B is the same
             // either way.
             .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED);
-        let ctx = model.new_context(backend, params).map_err(|e| {
+        let mut ctx = model.new_context(backend, params).map_err(|e| {
             let why = last_engine_error();
             ModelError::Load(format!(
                 "llama.cpp could not create a context of {context_length} tokens ({}); try a smaller context_tokens",
                 if why.is_empty() { e.to_string() } else { why }
             ))
         })?;
+        // The adapter lives as long as the model (llama.cpp frees it
+        // with the model); its scales are already in its weights.
+        if let Some(adapter) = adapter.as_mut() {
+            ctx.lora_adapter_set(adapter, 1.0).map_err(|e| {
+                ModelError::Load(format!("llama.cpp could not apply the LoRA adapter: {e}"))
+            })?;
+        }
         // The vocabulary walk takes a few hundred milliseconds: once per model.
         let tok_env = LlamaSampler::llguidance_tok_env(&model);
         let factory = llguidance::ParserFactory::new_simple(&tok_env)
@@ -521,6 +613,15 @@ impl Engine<'_> {
             }
         }
         self.decode(&prompt[start..], true, job)?;
+        if job.logits {
+            // -1: the last token decoded, the only one asked for logits.
+            let logits = self.ctx.get_logits_ith(-1).to_vec();
+            let _ = job.out.send(Reply::Logits(logits));
+            return Ok(Usage {
+                prompt_tokens: prompt.len() as u64,
+                completion_tokens: 0,
+            });
+        }
 
         let model: &LlamaModel = self.model;
         let vocab = model.vocab();
@@ -850,15 +951,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn model_keys_change_with_the_file_and_the_context() {
+    fn model_keys_change_with_the_file_the_adapter_and_the_context() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m v1.gguf");
         std::fs::write(&p, b"GGUF one").unwrap();
-        let a = model_key(&p, 8192);
+        let a = model_key(&p, None, 8192);
         assert!(a.starts_with("m_v1-"), "{a}");
-        assert_ne!(a, model_key(&p, 4096));
+        assert_ne!(a, model_key(&p, None, 4096));
+        assert_ne!(a, model_key(&p, Some(Path::new("lora/ab12.gguf")), 8192));
         std::fs::write(&p, b"GGUF two, longer").unwrap();
-        assert_ne!(a, model_key(&p, 8192));
+        assert_ne!(a, model_key(&p, None, 8192));
     }
 
     #[test]

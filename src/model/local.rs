@@ -88,7 +88,13 @@ pub struct LocalOptions {
     /// Where the llama.cpp engine keeps prompt-prefix states between
     /// processes (`None`: it does not).
     pub state_dir: Option<PathBuf>,
+    /// A GGUF LoRA file (made by [`super::lora::prepare`]) applied at
+    /// scale 1 on top of the model.
+    pub lora: Option<PathBuf>,
 }
+
+/// Why a run with adapters does not use mistral.rs (see `super::lora`).
+pub const NO_MISTRALRS_LORA: &str = "LoRA adapters run on the llama.cpp engine: mistral.rs 0.8.1 drops a GGUF adapter's merged weights, so it would run without the adapter; use --engine llama.cpp";
 
 /// Load the GGUF at `path` with the engine `options` choose.
 pub async fn load(
@@ -98,6 +104,9 @@ pub async fn load(
     progress: &dyn ModelProgress,
 ) -> Result<Arc<dyn ModelBackend>, ModelError> {
     Ok(match options.engine.resolve(options.force_cpu) {
+        Engine::MistralRs if options.lora.is_some() => {
+            return Err(ModelError::Load(NO_MISTRALRS_LORA.into()));
+        }
         Engine::MistralRs => Arc::new(MistralRsBackend::load(path, name, options, progress).await?),
         Engine::LlamaCpp | Engine::Auto => {
             Arc::new(LlamaCppBackend::load(path, name, options, progress).await?)

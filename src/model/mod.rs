@@ -10,6 +10,7 @@
 pub mod gguf;
 pub mod llamacpp;
 pub mod local;
+pub mod lora;
 pub mod mistralrs;
 pub mod open;
 pub mod openai;

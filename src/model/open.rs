@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::local::{Engine, LocalOptions};
+use super::lora::LoraUse;
 use super::openai::{OpenAiBackend, OpenAiConfig};
 use super::progress::ModelProgress;
 use super::pull::{PullError, Puller};
@@ -19,7 +20,7 @@ use super::{ModelBackend, ModelError};
 use crate::paths::Dirs;
 
 /// Which model to open and how. Plain data, filled from config and flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendOptions {
     /// A model reference, or the server's model id with `endpoint`.
     pub model: String,
@@ -35,6 +36,8 @@ pub struct BackendOptions {
     pub force_cpu: bool,
     /// The engine for local models.
     pub engine: Engine,
+    /// LoRA adapters on a local model, as the run records them.
+    pub lora: Vec<LoraUse>,
 }
 
 impl Default for BackendOptions {
@@ -47,6 +50,7 @@ impl Default for BackendOptions {
             context_tokens: None,
             force_cpu: false,
             engine: Engine::Auto,
+            lora: Vec::new(),
         }
     }
 }
@@ -58,6 +62,14 @@ pub async fn open_backend(
     dirs: &Dirs,
     progress: &dyn ModelProgress,
 ) -> Result<Arc<dyn ModelBackend>, ModelError> {
+    if !opts.lora.is_empty() {
+        lora_applies(
+            &opts.model,
+            opts.endpoint.as_deref(),
+            opts.engine,
+            opts.force_cpu,
+        )?;
+    }
     if let Some(endpoint) = &opts.endpoint {
         if opts.model.trim().is_empty() {
             return Err(ModelError::ModelNotFound(format!(
@@ -79,13 +91,50 @@ pub async fn open_backend(
         .resolve_or_pull(&reference, &dirs.models(), progress)
         .await
         .map_err(pull_error)?;
+    let lora = if opts.lora.is_empty() {
+        None
+    } else {
+        // Checked against the model's header and written before any
+        // weights are loaded.
+        let (uses, base, cache) = (opts.lora.clone(), path.clone(), dirs.lora());
+        Some(
+            tokio::task::spawn_blocking(move || super::lora::prepare(&uses, &base, &cache))
+                .await
+                .map_err(|e| ModelError::Load(format!("the adapter thread stopped: {e}")))?
+                .map_err(|e| ModelError::Load(e.to_string()))?,
+        )
+    };
     let options = LocalOptions {
         context_tokens: opts.context_tokens,
         force_cpu: opts.force_cpu,
         engine: opts.engine,
         state_dir: Some(dirs.prefix_states()),
+        lora,
     };
     super::local::load(&path, reference.label(), &options, progress).await
+}
+
+/// Whether LoRA adapters can go on `model`: a local GGUF model run by
+/// llama.cpp (not a server's model, a script, or mistral.rs).
+pub fn lora_applies(
+    model: &str,
+    endpoint: Option<&str>,
+    engine: Engine,
+    force_cpu: bool,
+) -> Result<(), ModelError> {
+    let refuse = |why: &str| Err(ModelError::Load(why.to_string()));
+    if endpoint.is_some() {
+        return refuse(
+            "LoRA adapters apply to local GGUF models; a model behind --endpoint is served with whatever adapters its server loaded",
+        );
+    }
+    if model.trim_start().starts_with("scripted:") {
+        return refuse("LoRA adapters apply to local GGUF models, not to a scripted model");
+    }
+    if engine.resolve(force_cpu) == Engine::MistralRs {
+        return refuse(super::local::NO_MISTRALRS_LORA);
+    }
+    Ok(())
 }
 
 /// Map a pull failure to the model error the agent reports.
