@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::approval::ApprovalConfig;
 use crate::memory::settings::{MemoryLayer, MemorySettings};
 use crate::model::local::Engine;
+use crate::model::lora::LoraSpec;
 use crate::model::roles::{ModelRole, RoleEntry, RoleSpec};
 use crate::plugin::policy::PluginPolicy;
 
@@ -66,6 +67,10 @@ pub struct ConfigLayer {
     /// Name of the environment variable that holds the endpoint's API key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// LoRA adapters on the local model: `PATH` or `PATH:SCALE` (PEFT
+    /// folders), one or a list. A later layer replaces the list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<OneOrMany>,
     /// Most steps a run may take.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u32>,
@@ -140,9 +145,32 @@ pub struct ConfigLayer {
     pub mcp: Option<Vec<crate::mcp::ServerConfig>>,
 }
 
+/// One string or a list of them (`lora: a` or `lora: [a, b]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings, in order.
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
 /// Serialise a value by its `Display` form.
 fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+/// Serialise a list by its items' `Display` forms.
+fn display_all<T: fmt::Display, S: serde::Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(ToString::to_string))
 }
 
 /// The resolved configuration.
@@ -153,6 +181,9 @@ pub struct Config {
     #[serde(serialize_with = "display")]
     pub engine: Engine,
     pub api_key_env: String,
+    /// LoRA adapters on the local default model.
+    #[serde(serialize_with = "display_all")]
+    pub lora: Vec<LoraSpec>,
     pub max_steps: u32,
     pub max_tokens: u64,
     pub step_tokens: u32,
@@ -226,6 +257,7 @@ const KEYS: &[&str] = &[
     "endpoint",
     "engine",
     "api_key_env",
+    "lora",
     "max_steps",
     "max_tokens",
     "step_tokens",
@@ -257,6 +289,7 @@ impl ConfigLayer {
             endpoint: None,
             engine: Some("auto".into()),
             api_key_env: Some("OPENAI_API_KEY".into()),
+            lora: None,
             max_steps: Some(20),
             max_tokens: Some(200_000),
             step_tokens: Some(512),
@@ -320,7 +353,7 @@ impl ConfigLayer {
             let Some(value) = get(&var) else { continue };
             // Strings stay strings even when they look like numbers or bools.
             let parsed = match key {
-                "model" | "endpoint" | "engine" | "api_key_env" | "workspace" => {
+                "model" | "endpoint" | "engine" | "api_key_env" | "workspace" | "lora" => {
                     serde_yaml::Value::String(value.clone())
                 }
                 _ => {
@@ -391,6 +424,7 @@ fn overlay(
         endpoint,
         engine,
         api_key_env,
+        lora,
         max_steps,
         max_tokens,
         step_tokens,
@@ -503,6 +537,15 @@ impl Config {
                 .parse()
                 .map_err(|message: String| invalid("engine", &message))?,
             api_key_env: merged.api_key_env.unwrap_or_default(),
+            lora: merged
+                .lora
+                .as_ref()
+                .map(OneOrMany::items)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.parse::<LoraSpec>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid("lora", &e.to_string()))?,
             max_steps: merged.max_steps.unwrap_or(20),
             max_tokens: merged.max_tokens.unwrap_or(200_000),
             step_tokens: merged.step_tokens.unwrap_or(512),

@@ -34,6 +34,8 @@
 //!      │ uses
 //!      │   prompt   templates from prompts/*.yaml (user overrides win)
 //!      │   model    ModelBackend: llama.cpp | mistral.rs GGUF | OpenAI-compatible | scripted;
+//!      │            lora: PEFT adapters checked against the GGUF, written as
+//!      │            one GGUF LoRA for llama.cpp (q/k rows permuted for llama);
 //!      │            roles: a model per role, each call metered into the
 //!      │            run's CostAccount (react escalates to smart after a
 //!      │            bad step; plan asks smart; summaries ask fast)

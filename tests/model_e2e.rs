@@ -316,3 +316,114 @@ fn the_small_local_model_answers_a_chain_step_in_its_json_schema() {
     assert_eq!(parsed + invalid, 3, "{votes}\n{raw}");
     assert!(parsed >= 2, "{votes}\n{raw}");
 }
+
+/// A PEFT adapter for SmolLM2-135M (hidden size 576) on layer 0's q and v
+/// projections, rank 2, with small fixed values; `width` other than 576
+/// makes one that does not fit the model.
+fn small_adapter(dir: &std::path::Path, width: usize) -> std::path::PathBuf {
+    use candle_core::{Device, Tensor};
+    std::fs::create_dir_all(dir).unwrap();
+    let config = json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "bias": "none",
+                        "target_modules": ["q_proj", "v_proj"]});
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+    let m = |r: usize, c: usize| {
+        let v: Vec<f32> = (0..r * c).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+        Tensor::from_vec(v, (r, c), &Device::Cpu).unwrap()
+    };
+    let mut map = std::collections::HashMap::new();
+    for (proj, out) in [("q_proj", width), ("v_proj", 192)] {
+        let p = format!("base_model.model.model.layers.0.self_attn.{proj}");
+        map.insert(format!("{p}.lora_A.weight"), m(2, 576));
+        map.insert(format!("{p}.lora_B.weight"), m(out, 2));
+    }
+    candle_core::safetensors::save(&map, dir.join("adapter_model.safetensors")).unwrap();
+    dir.canonicalize().unwrap()
+}
+
+/// A LoRA adapter through the binary: `agent model info --lora` checks it
+/// against the cached model, a run with `--lora` records it with its
+/// sha256, and resuming that run after the adapter changed is refused.
+#[test]
+fn a_run_with_a_lora_adapter_records_it_and_a_changed_adapter_stops_its_resume() {
+    let _alone = one_model_at_a_time();
+    let env = TestEnv::new();
+    let adapter = small_adapter(&env.root.path().join("tone"), 576);
+    let spec = format!("{}:0.5", adapter.display());
+    let run = run_json(
+        &env,
+        &[
+            "--model",
+            "smollm2-135m",
+            "--lora",
+            &spec,
+            "--max-steps",
+            "1",
+            "Write the word hello to a.txt",
+        ],
+        Duration::from_secs(900),
+    );
+    let end = run.end();
+    assert!(end["run_id"].is_string(), "{end}\n{}", run.stderr);
+    let id = end["run_id"].as_str().unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&run_stdout(&env, &["runs", "show", id, "--json"], 0)).unwrap();
+    let lora = &shown["run"]["settings"]["lora"];
+    assert_eq!(lora[0]["path"], adapter.display().to_string(), "{shown}");
+    assert_eq!(lora[0]["scale"], 0.5);
+    assert_eq!(lora[0]["sha256"].as_str().unwrap().len(), 64);
+
+    let info = String::from_utf8(run_stdout(
+        &env,
+        &["model", "info", "smollm2-135m", "--lora", &spec],
+        0,
+    ))
+    .unwrap();
+    assert!(
+        info.contains("rank 2") && info.contains("attn_q, attn_v"),
+        "{info}"
+    );
+    assert!(info.contains("fits this model"), "{info}");
+    let wrong = small_adapter(&env.root.path().join("wrong"), 100);
+    let info = String::from_utf8(run_stdout(
+        &env,
+        &[
+            "model",
+            "info",
+            "smollm2-135m",
+            "--lora",
+            &wrong.display().to_string(),
+        ],
+        0,
+    ))
+    .unwrap();
+    assert!(
+        info.contains("does not fit this model") && info.contains("100×576"),
+        "{info}"
+    );
+    let out = env
+        .agent()
+        .args(["run", "--model", "smollm2-135m", "--lora"])
+        .arg(&wrong)
+        .arg("Say hi")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("100×576"), "{err}");
+
+    std::fs::write(
+        adapter.join("adapter_config.json"),
+        json!({"peft_type": "LORA", "r": 2, "lora_alpha": 8, "bias": "none",
+               "target_modules": ["q_proj", "v_proj"]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = env
+        .agent()
+        .args(["runs", "resume", id, "--max-steps", "3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("changed since the run started"), "{err}");
+}

@@ -5,7 +5,7 @@
 //!   token accounting, parsing, schema checks, loop guards, events and the
 //!   durable journal commit. Reported with and without the commit's flush
 //!   (an fsync, which depends on the disk more than on our code).
-//! - `agent bench model [--model REF] [--messages FILE] [--json]`: load
+//! - `agent bench model [--model REF] [--lora PATH] [--messages FILE] [--json]`: load
 //!   time, decode tokens/s and seconds per constrained ReAct step of a real
 //!   model, in a fresh process (so step 1 is what `agent run`'s first step
 //!   costs). `--messages` takes the first step's messages from `agent run
@@ -51,6 +51,11 @@ pub enum BenchCommand {
         /// Engine for a local model: auto, llama.cpp, mistral.rs.
         #[arg(long)]
         engine: Option<String>,
+        /// A LoRA adapter on the model (PATH[:SCALE]); repeatable. The load
+        /// time then includes converting it (once; later loads find it
+        /// cached).
+        #[arg(long, value_name = "PATH[:SCALE]")]
+        lora: Vec<String>,
         /// Constrained steps to time.
         #[arg(long, default_value_t = 5)]
         steps: u32,
@@ -206,12 +211,19 @@ pub async fn execute(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Model {
             model,
             engine,
+            lora,
             steps,
             messages,
             free_tokens,
             json,
         } => {
-            let report = model_speed(model, engine, steps, messages, free_tokens, json).await?;
+            let flags = super::flags::ModelFlags {
+                model,
+                engine,
+                lora,
+                ..Default::default()
+            };
+            let report = model_speed(flags, steps, messages, free_tokens, json).await?;
             if json {
                 println!("{report}");
             }
@@ -244,8 +256,7 @@ pub async fn execute(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
 /// re-process only new tokens), then a free generation for decode speed.
 /// Steps come first so that step 1 is a fresh process's first step.
 async fn model_speed(
-    model: Option<String>,
-    engine: Option<String>,
+    model: super::flags::ModelFlags,
     steps: u32,
     messages: Option<std::path::PathBuf>,
     free_tokens: usize,
@@ -259,13 +270,7 @@ async fn model_speed(
         }
     };
     let options = super::flags::RunOptions {
-        model: super::flags::ModelFlags {
-            model,
-            engine,
-            endpoint: None,
-            samples: None,
-            ..Default::default()
-        },
+        model,
         ..Default::default()
     };
     let session = super::context::Session::open(&options)?;
@@ -274,7 +279,7 @@ async fn model_speed(
         max_tokens: u64::MAX,
         timeout_secs: 3600,
         temperature: 0.0,
-        ..session.run_settings(false)
+        ..session.run_settings(false)?
     };
     let (mut messages, schema) = match messages {
         Some(path) => {
@@ -403,6 +408,7 @@ async fn model_speed(
     Ok(json!({
         "model": backend.name(),
         "engine": session.config.engine.to_string(),
+        "lora": settings.lora,
         "load_s": load_s,
         "steps": step_reports,
         "free": {

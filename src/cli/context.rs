@@ -24,7 +24,7 @@ use crate::agent::{
 use crate::config::Config;
 use crate::memory::journal::RunSettings;
 use crate::memory::{RunJournal, Store};
-use crate::model::open::{BackendOptions, open_backend};
+use crate::model::open::{BackendOptions, lora_applies, open_backend};
 use crate::model::progress::{ModelEvent, ModelProgress};
 use crate::model::reference::ModelRef;
 use crate::model::roles::{Lazy, ModelRole, RoleModels, RoleSpec, check_fit, estimate_bytes};
@@ -303,9 +303,16 @@ impl Session {
             .unwrap_or_else(|| Resident::new(self.memory_limit()));
         Arc::new(move |model: &str| {
             let spec = RoleSpec::named(model.to_string());
-            lazy_model(&dirs, &config, ModelRole::Default, &spec, &resident)
-                .map(|l| Arc::new(l) as Arc<dyn ModelBackend>)
-                .map_err(|e| format!("{e:#}"))
+            lazy_model(
+                &dirs,
+                &config,
+                ModelRole::Default,
+                &spec,
+                &resident,
+                Vec::new(),
+            )
+            .map(|l| Arc::new(l) as Arc<dyn ModelBackend>)
+            .map_err(|e| format!("{e:#}"))
         })
     }
 
@@ -325,6 +332,14 @@ impl Session {
         settings: &RunSettings,
         skip_responses: usize,
     ) -> anyhow::Result<Arc<dyn ModelBackend>> {
+        if !settings.lora.is_empty() {
+            lora_applies(
+                &settings.model,
+                settings.endpoint.as_deref(),
+                self.config.engine,
+                false,
+            )?;
+        }
         if settings.endpoint.is_none()
             && let Some(path) = settings.model.strip_prefix("scripted:")
         {
@@ -340,6 +355,7 @@ impl Session {
             context_tokens: Some(self.config.context_tokens as usize),
             force_cpu: false,
             engine: self.config.engine,
+            lora: settings.lora.clone(),
         };
         let progress = PullProgress(ProgressBars::new());
         let backend = open_backend(&options, &self.dirs, &progress).await;
@@ -401,6 +417,7 @@ impl Session {
             ModelRole::Default,
             &spec,
             &resident,
+            settings.lora.clone(),
         )?;
         self.with_roles(settings, Arc::new(default), &resident)
     }
@@ -473,14 +490,23 @@ impl Session {
 
     /// The backend of `role`, opened on its first call.
     fn lazy(&self, role: ModelRole, spec: &RoleSpec, resident: &Resident) -> anyhow::Result<Lazy> {
-        lazy_model(&self.dirs, &self.config, role, spec, resident)
+        lazy_model(&self.dirs, &self.config, role, spec, resident, Vec::new())
     }
     /// The settings a new run records, from the resolved configuration,
     /// `--approve`/`--yes`, and the grants of the plugins [`Session::tools`]
     /// loaded (call it first).
-    pub fn run_settings(&self, interactive: bool) -> RunSettings {
+    /// Fails when a LoRA adapter the settings name cannot be read.
+    pub fn run_settings(&self, interactive: bool) -> anyhow::Result<RunSettings> {
         let c = &self.config;
-        RunSettings {
+        if !c.lora.is_empty() {
+            lora_applies(&c.model, c.endpoint.as_deref(), c.engine, false)?;
+        }
+        let lora = c
+            .lora
+            .iter()
+            .map(crate::model::lora::LoraUse::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RunSettings {
             model: c.model.clone(),
             endpoint: c.endpoint.clone(),
             max_steps: c.max_steps,
@@ -510,7 +536,8 @@ impl Session {
             roles: c.models.clone(),
             recipe: None,
             mcp: None,
-        }
+            lora,
+        })
     }
 
     /// The agent's limits for `settings`.
@@ -551,6 +578,7 @@ fn lazy_model(
     role: ModelRole,
     spec: &RoleSpec,
     resident: &Resident,
+    lora: Vec<crate::model::lora::LoraUse>,
 ) -> anyhow::Result<Lazy> {
     let name = match &spec.endpoint {
         Some(endpoint) => format!("{}@{endpoint}", spec.model.trim()),
@@ -569,6 +597,7 @@ fn lazy_model(
         context_tokens: Some(config.context_tokens as usize),
         force_cpu: false,
         engine: config.engine,
+        lora,
     };
     let dirs = dirs.clone();
     let resident = resident.clone();

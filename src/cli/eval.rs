@@ -116,7 +116,7 @@ pub async fn execute(args: EvalArgs) -> anyhow::Result<ExitCode> {
     };
     let session = Session::open(&run_options)?;
     // Each attempt gets its own workspace; the runner sets it.
-    let mut settings = session.run_settings(false);
+    let mut settings = session.run_settings(false)?;
     settings.workspace = String::new();
     if let Some(name) = &args.judge {
         settings

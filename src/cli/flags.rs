@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::agent::Strategy;
 use crate::agent::approval::Policy;
-use crate::config::ConfigLayer;
+use crate::config::{ConfigLayer, OneOrMany};
 use crate::model::roles::{RoleEntry, RoleSpec};
 
 /// Which model answers.
@@ -27,6 +27,11 @@ pub struct ModelFlags {
     /// Engine for local models: auto, llama.cpp or mistral.rs.
     #[arg(long, value_name = "ENGINE")]
     pub engine: Option<String>,
+    /// A LoRA adapter on the local model: a PEFT folder (adapter_config.json
+    /// and adapter_model.safetensors), with an optional scale (default 1).
+    /// Repeatable; replaces the config's `lora:` list.
+    #[arg(long, value_name = "PATH[:SCALE]")]
+    pub lora: Vec<String>,
     /// Sample N candidate actions per step (at `sample_temperature`, 0.7 by
     /// default) and take the one more than half agree on, else the greedy
     /// one; N model calls per step. 1 (the default) is greedy alone.
@@ -110,6 +115,7 @@ impl RunOptions {
         note("model", m.model.is_some(), "--model");
         note("endpoint", m.endpoint.is_some(), "--endpoint");
         note("engine", m.engine.is_some(), "--engine");
+        note("lora", !m.lora.is_empty(), "--lora");
         note("samples", m.samples.is_some(), "--samples");
         let roles: BTreeMap<String, RoleEntry> = [("smart", &m.smart), ("fast", &m.fast)]
             .into_iter()
@@ -131,6 +137,7 @@ impl RunOptions {
             model: m.model.clone(),
             endpoint: m.endpoint.clone(),
             engine: m.engine.clone(),
+            lora: (!m.lora.is_empty()).then(|| OneOrMany::Many(m.lora.clone())),
             samples: m.samples,
             models: (!roles.is_empty()).then_some(roles),
             max_steps: b.max_steps,

@@ -293,7 +293,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(l) => l.url(),
         None => "stdio".to_string(),
     };
-    let mut settings = session.run_settings(false);
+    let mut settings = session.run_settings(false)?;
     settings.mcp = Some(Served {
         transport: transport.clone(),
         clients: Vec::new(),

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::model::gguf::GgufMetadata;
+use crate::model::lora::{self, LoraSpec, LoraUse};
 use crate::model::progress::{ModelEvent, ModelProgress};
 use crate::model::pull::{self, Puller};
 use crate::model::reference::ModelRef;
@@ -42,6 +43,11 @@ pub enum ModelCommand {
         /// A short name, hf:OWNER/NAME/FILE.gguf, or a path to a .gguf file.
         #[arg(default_value = DEFAULT_MODEL)]
         reference: String,
+        /// A LoRA adapter to show (and check against the model, when it is
+        /// cached); repeatable. Without it, the config's `lora:` adapters
+        /// are shown for the configured model.
+        #[arg(long, value_name = "PATH[:SCALE]")]
+        lora: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -73,7 +79,29 @@ pub async fn execute(cmd: ModelCommand, dirs: &Dirs) -> anyhow::Result<ExitCode>
             println!("{} is ready: {} ({size})", r.label(), path.display());
             Ok(ExitCode::SUCCESS)
         }
-        ModelCommand::Info { reference, json } => info(&reference, &models, json),
+        ModelCommand::Info {
+            reference,
+            lora,
+            json,
+        } => {
+            let adapters = if lora.is_empty() {
+                let (_, config) = super::user_config()?;
+                let configured = ModelRef::parse(&config.model)
+                    .map(|r| r.label())
+                    .unwrap_or_default();
+                let asked = ModelRef::parse(&reference)?.label();
+                if config.endpoint.is_none() && configured == asked {
+                    config.lora
+                } else {
+                    Vec::new()
+                }
+            } else {
+                lora.iter()
+                    .map(|s| s.parse::<LoraSpec>())
+                    .collect::<Result<_, _>>()?
+            };
+            info(&reference, &models, &adapters, json)
+        }
         ModelCommand::Rm { reference } => {
             let r = ModelRef::parse(&reference)?;
             if let ModelRef::File(p) = &r {
@@ -163,7 +191,12 @@ fn list(models: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn info(reference: &str, models: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+fn info(
+    reference: &str,
+    models: &Path,
+    adapters: &[LoraSpec],
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     let r = ModelRef::parse(reference)?;
     if let ModelRef::Scripted(p) = &r {
         println!("{}: scripted replay of {}", r.label(), p.display());
@@ -206,6 +239,14 @@ fn info(reference: &str, models: &Path, as_json: bool) -> anyhow::Result<ExitCod
     let name = metadata.as_ref().and_then(|m| m.name().map(str::to_string));
     let size = cached.as_ref().map(|c| c.bytes).or(expected.size);
     let stops = metadata.as_ref().map(GgufMetadata::stop_token_ids);
+    let base = cached.as_ref().map(|c| c.path.as_path());
+    let lora = adapters
+        .iter()
+        .map(|spec| {
+            let use_ = LoraUse::of(spec)?;
+            lora::summarize(&use_, base)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if as_json {
         let v = json!({
             "reference": r.label(),
@@ -219,6 +260,7 @@ fn info(reference: &str, models: &Path, as_json: bool) -> anyhow::Result<ExitCod
             "quantisation": quant,
             "name": name,
             "stop_token_ids": stops,
+            "lora": lora,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -255,6 +297,23 @@ fn info(reference: &str, models: &Path, as_json: bool) -> anyhow::Result<ExitCod
             println!("name          {n}");
         }
         println!("stop tokens   {:?}", m.stop_token_ids());
+    }
+    for a in &lora {
+        println!(
+            "lora          {} (scale {}; rank {}, B·A × {:.4}; {} in {} layers)",
+            a.path,
+            a.scale,
+            a.rank,
+            a.effective_scale,
+            a.modules.join(", "),
+            a.layers
+        );
+        println!("  sha256      {}", a.sha256);
+        match (&a.problem, base) {
+            (Some(p), _) => println!("  does not fit this model: {p}"),
+            (None, Some(_)) => println!("  fits this model"),
+            (None, None) => println!("  not checked against the model (not cached yet)"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

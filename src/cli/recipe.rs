@@ -51,7 +51,7 @@ pub enum RecipeCommand {
         dir: Option<PathBuf>,
     },
     /// Run a recipe: an agent run toward its prompt, or a chain's steps.
-    Run(RecipeRunArgs),
+    Run(Box<RecipeRunArgs>),
 }
 
 /// `agent recipe run`.
@@ -181,7 +181,7 @@ pub async fn execute(cmd: RecipeCommand, global: &GlobalArgs) -> anyhow::Result<
             );
             Ok(ExitCode::SUCCESS)
         }
-        RecipeCommand::Run(args) => run(args, global).await,
+        RecipeCommand::Run(args) => run(*args, global).await,
     }
 }
 
@@ -386,7 +386,7 @@ async fn run(args: RecipeRunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
         Kind::Agent => session.tools(interactive).await?,
         Kind::Chain => crate::tools::ToolRegistry::new(),
     };
-    let settings = session.run_settings(interactive);
+    let settings = session.run_settings(interactive)?;
     let models = session.models(&settings, 0).await?;
     drive_run(
         &session,

@@ -55,7 +55,7 @@ pub async fn execute(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     session.approve = args.approvals.approve;
     let interactive = interactive(args.approvals.yes, args.json);
     let tools = session.tools(interactive).await?;
-    let settings = session.run_settings(interactive);
+    let settings = session.run_settings(interactive)?;
 
     if args.dry_run {
         return dry_run(&session, &args.goal, tools, &settings, args.json);

@@ -242,6 +242,14 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
                     .unwrap_or_default()
             );
             println!("model    {}", run.settings.model);
+            for lora in &run.settings.lora {
+                println!(
+                    "lora     {} (scale {}, sha256 {})",
+                    strip_terminal_escapes(&lora.path),
+                    lora.scale,
+                    &lora.sha256[..lora.sha256.len().min(16)]
+                );
+            }
             println!("created  {}   updated {}", run.created_at, run.updated_at);
             println!(
                 "usage    {} steps, {} prompt + {} completion tokens, {:.1} s",

@@ -149,6 +149,10 @@ pub struct RunSettings {
     /// step is a client's call. Such a run is not resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<crate::mcp::serve::Served>,
+    /// The LoRA adapters on the default model, with their sha256; a
+    /// resume refuses an adapter whose files changed since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lora: Vec<crate::model::lora::LoraUse>,
 }
 
 fn one() -> u32 {

@@ -13,6 +13,7 @@ mod agent_run;
 mod eval;
 mod export;
 mod kb;
+mod lora;
 mod mcp;
 mod mcp_serve;
 mod memory;

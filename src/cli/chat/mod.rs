@@ -469,7 +469,7 @@ pub async fn execute(args: ChatArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         None => SavedSession::new(),
     };
     let tools = session.tools(terminal && !args.approvals.yes).await?;
-    let settings = session.run_settings(terminal && !args.approvals.yes);
+    let settings = session.run_settings(terminal && !args.approvals.yes)?;
     let plugins = session
         .plugins
         .lock()
