@@ -500,6 +500,9 @@ impl ReactAgent {
                         ToolClass::Read | ToolClass::Network | ToolClass::Execute
                     )
                 });
+            // Except a read that returns exactly what this run wrote: those
+            // are the model's own words (the README's haiku, read back).
+            let reads_outside = reads_outside && !self.own_words(&done, &step.observation);
             if ran && reads_outside {
                 taint.mark(untrusted_label(&step));
             }
@@ -527,6 +530,25 @@ impl ReactAgent {
                 return Ok(ending);
             }
         }
+    }
+
+    /// `observation` is, whole, the `content` of a write this run made
+    /// (a write-class tool that ran): nothing in it came from outside.
+    fn own_words(&self, done: &[StepRecord], observation: &str) -> bool {
+        let observation = observation.trim();
+        !observation.is_empty()
+            && done.iter().any(|s| {
+                s.outcome == StepOutcome::Ok
+                    && s.tool
+                        .as_deref()
+                        .and_then(|t| self.parts.tools.get(t))
+                        .is_some_and(|t| t.spec().class == ToolClass::Write)
+                    && s.args
+                        .as_ref()
+                        .and_then(|a| a.get("content"))
+                        .and_then(|c| c.as_str())
+                        .is_some_and(|c| c.trim() == observation)
+            })
     }
 
     /// The messages of one step: system, the conversation so far, the goal
