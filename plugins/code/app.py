@@ -42,7 +42,11 @@ STANDARD_MODULES = (
     "pprint queue random re secrets shlex shutil statistics string struct "
     "tempfile textwrap time timeit tomllib types typing unicodedata unittest "
     "urllib.parse uuid warnings xml.dom.minidom xml.etree.ElementTree zipfile "
-    "zlib"
+    "zlib "
+    # Imported lazily by the modules above, so they must be in the snapshot
+    # too: datetime.strptime and time.strptime need _strptime (measured: the
+    # 1.5B model's strptime call failed with "No module named '_strptime'").
+    "_strptime locale"
 ).split()
 
 
@@ -62,7 +66,7 @@ def import_standard_modules():
 
 AVAILABLE = import_standard_modules()
 # The top-level names, as a model would write them in `import ...`.
-AVAILABLE_TOP = sorted({name.split(".")[0] for name in AVAILABLE})
+AVAILABLE_TOP = sorted({name.split(".")[0] for name in AVAILABLE if not name.startswith("_")})
 
 WORKSPACE = "/workspace"
 # Characters of output kept from the start and from the end of a long run.
@@ -137,6 +141,70 @@ class CappedOutput:
 PRELUDE = ("csv", "json", "math", "os", "re", "statistics")
 
 
+def escape_broken_strings(code):
+    """`code` with each line break inside a one-line string literal written
+    as the escape `\\n`, or None when there is none.
+
+    A model writes code inside a JSON string, where `\\n` is a line break:
+    its `'\\n'.join(names)` arrives as a quote, a real line break and a
+    quote, which Python rejects ("unterminated string literal"; measured
+    with the 1.5B model on OlderPeople). A line break can never stand inside
+    a one-line literal, so the escape is the only thing it can have meant.
+    """
+    out = []
+    i, n = 0, len(code)
+    quote = None
+    changed = False
+    while i < n:
+        c = code[i]
+        if quote is None:
+            if c == "#":
+                end = code.find("\n", i)
+                end = n if end < 0 else end
+                out.append(code[i:end])
+                i = end
+            elif c in "'\"":
+                quote = code[i : i + 3] if code[i : i + 3] in ("'''", '"""') else c
+                out.append(quote)
+                i += len(quote)
+            else:
+                out.append(c)
+                i += 1
+        elif c == "\\":
+            out.append(code[i : i + 2])
+            i += 2
+        elif code.startswith(quote, i):
+            out.append(quote)
+            i += len(quote)
+            quote = None
+        elif c == "\n" and len(quote) == 1:
+            out.append("\\n")
+            i += 1
+            changed = True
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out) if changed else None
+
+
+def repaired(code):
+    """(code to run, a note for the model or None): `code` itself, or where it
+    does not parse and escape_broken_strings makes it parse, the repaired code."""
+    try:
+        ast.parse(code, filename="<code>", mode="exec")
+        return code, None
+    except SyntaxError:
+        pass
+    fixed = escape_broken_strings(code)
+    if fixed is None:
+        return code, None
+    try:
+        ast.parse(fixed, filename="<code>", mode="exec")
+    except SyntaxError:
+        return code, None
+    return fixed, "(A line break inside a quoted string was run as \\n.)"
+
+
 def run(code):
     """Runs `code`; returns (output, error text or None)."""
     if os.path.isdir(WORKSPACE):
@@ -175,9 +243,42 @@ def run(code):
     return out.getvalue(), error
 
 
+# What a run that printed nothing returns.
+NO_OUTPUT = (
+    "(no output: the code ran and printed nothing. Print what you want to see; "
+    "nothing it defined is kept for the next call.)"
+)
+
 # A compound statement after `;` (`import csv; with open(...) as f: ...`),
 # which small models write to keep code on one line.
 COMPOUND_AFTER_SEMICOLON = re.compile(r";\s*(with|for|if|while|def|try|class)\b")
+
+
+NOT_A_NUMBER = re.compile(
+    r"(invalid literal for int\(\) with base 10|could not convert string to float): "
+    r"'([A-Za-z_][A-Za-z0-9_ ]*?)(?:\\[nrt])*'"
+)
+
+
+def dict_holding_a_list(e):
+    """(name, its keys as text, key) for a dict among the variables of the
+    code that raised `e` which holds a list under `key`; None if none does."""
+    tb = e.__traceback__
+    dicts = {}
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_filename == "<code>":
+            for scope in (frame.f_locals, frame.f_globals):
+                for name, value in scope.items():
+                    if isinstance(value, dict) and not name.startswith("__"):
+                        dicts.setdefault(name, value)
+        tb = tb.tb_next
+    for name, value in dicts.items():
+        for key, inner in value.items():
+            if isinstance(inner, list):
+                keys = ", ".join(repr(k) for k in list(value)[:5])
+                return name, keys, key
+    return None
 
 
 def advice(e, code):
@@ -196,6 +297,41 @@ def advice(e, code):
             "read_file showed, is defined here. Read the data in this code (for example "
             "json.load(open('data.json')) or csv.DictReader(open('table.csv')))."
         )
+    if isinstance(e, TypeError) and "indices must be integers" in str(e):
+        # Seen: `orders = json.load(open('orders.json'))` and a loop over
+        # `orders`, whose top level is {"orders": [...]}, written again and
+        # again until the guard stopped the run, even after printing it.
+        found = dict_holding_a_list(e)
+        if found is not None:
+            name, keys, key = found
+            return (
+                f"\n`{name}` is a dict (keys: {keys}), so looping over it gives its keys, "
+                f"which are strings; the list is {name}[{key!r}]: loop over that."
+            )
+        return (
+            "\nThe data is not shaped as this code assumed: a string or a list was indexed "
+            "by a key (looping over a dict gives its keys; a JSON file may hold an object "
+            "around its list). Print its shape first (print(type(data), str(data)[:300])) "
+            "or read the file with read_file, then index it as it is."
+        )
+    if isinstance(e, json.JSONDecodeError):
+        # Seen: json.load(open('contacts.txt')) on a letter of prose, and
+        # then the letter overwritten with made-up JSON to make it load.
+        return (
+            "\nWhat was loaded is not JSON. Do not rewrite the file to make it JSON: look at it "
+            "with read_file and parse it as what it is (text: open(name).read() with str "
+            "methods or re; CSV: csv.DictReader)."
+        )
+    if isinstance(e, ValueError):
+        # Seen: int('population'), the header row of a CSV split by hand.
+        m = NOT_A_NUMBER.search(str(e))
+        if m is not None:
+            return (
+                f"\n{m.group(2)!r} is a word, not a number: convert only the values that hold "
+                "numbers; if it is a column name, the code read the header row as data (use "
+                "csv.DictReader, each row a dict by column name with the header skipped, or "
+                "skip the first line)."
+            )
     if not isinstance(e, SyntaxError):
         return ""
     if any(line.lstrip().startswith(("!", "%", "$ ")) for line in code.splitlines()):
@@ -249,7 +385,12 @@ class Tools(exports.Tools):
         code = args.get("code")
         if not isinstance(code, str) or not code.strip():
             raise Err("run_python needs `code`: the Python source to run")
+        code, note = repaired(code)
         output, error = run(code)
+        if note is not None:
+            output = f"{output}{'' if not output or output.endswith(chr(10)) else chr(10)}{note}"
         if error is not None:
             raise Err(f"{output}{'' if not output or output.endswith(chr(10)) else chr(10)}{error}")
-        return output if output else "(no output)"
+        # Measured: `orders = json.load(...)` printed nothing, and the model
+        # went looking for an error; it also expected `orders` next call.
+        return output if output else NO_OUTPUT

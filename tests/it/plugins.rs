@@ -1078,7 +1078,7 @@ with open('scores.csv', newline='') as f:
     rows = list(csv.DictReader(f))
 mean = statistics.mean(int(r['score']) for r in rows)
 Path('mean.json').write_text(json.dumps({'mean': mean}))
-print(mean, datetime.date(2026, 12, 1).isoformat(), Counter('aab')['a'], ET.fromstring('<a>x</a>').text)
+print(mean, datetime.datetime.strptime('1 Dec 2026', '%d %b %Y').date().isoformat(), Counter('aab')['a'], ET.fromstring('<a>x</a>').text)
 "#;
     let out = env.call("code", "run_python", json!({"code": code}));
     assert!(
@@ -1128,6 +1128,119 @@ print(mean, datetime.date(2026, 12, 1).isoformat(), Counter('aab')['a'], ET.from
     let out = env.call("code", "run_python", json!({"code": code}));
     assert!(
         out.code == 0 && out.stdout.contains("4.0 2"),
+        "{}",
+        out.all()
+    );
+}
+
+/// Code written inside a JSON string: the model's `'\n'.join(...)` arrives
+/// with a real line break inside the quotes. That can only have meant the
+/// escape, so it runs as one, and the result says so; a line break in a
+/// triple-quoted string, or after a backslash, is left as it is. Code that
+/// prints nothing says so, and that nothing it defined is kept.
+#[test]
+fn the_code_plugin_reads_a_json_line_break_inside_quotes_as_the_escape() {
+    let env = Env::new();
+    std::fs::write(
+        env.ws.join("people.csv"),
+        "name,age\nZoe,34\nAva,52\nEd,17\n",
+    )
+    .unwrap();
+    let code = "import csv\nrows = csv.DictReader(open('people.csv'))\nnames = sorted(r['name'] for r in rows if int(r['age']) > 30)\nopen('older.txt', 'w').write('\n'.join(names))\nprint(\"\"\"a\nb\"\"\", 'c\\\nd')";
+    let out = env.call("code", "run_python", json!({"code": code}));
+    assert!(
+        out.code == 0
+            && out.stdout.contains("a\nb cd")
+            && out
+                .stdout
+                .contains("A line break inside a quoted string was run as \\n"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.ws.join("older.txt")).unwrap(),
+        "Ava\nZoe"
+    );
+    // Broken in another way too: the error is the code's own, unrepaired.
+    let out = env.call("code", "run_python", json!({"code": "print('a\nb') +"}));
+    assert!(
+        out.code == 1 && out.stderr.contains("SyntaxError") && !out.stderr.contains("was run as"),
+        "{}",
+        out.all()
+    );
+    // Data indexed as if it had another shape is told to look at it first.
+    std::fs::write(
+        env.ws.join("orders.json"),
+        r#"{"orders": [{"quantity": 2}]}"#,
+    )
+    .unwrap();
+    let out = env.call(
+        "code",
+        "run_python",
+        json!({"code": "print(sum(o['quantity'] for o in json.load(open('orders.json'))))"}),
+    );
+    assert!(
+        out.code == 1
+            && out
+                .stderr
+                .contains("TypeError: string indices must be integers")
+            && out
+                .stderr
+                .contains("a JSON file may hold an object around its list"),
+        "{}",
+        out.all()
+    );
+    // With the data in a variable, the fix is named.
+    let out = env.call(
+        "code",
+        "run_python",
+        json!({"code": "orders = json.load(open('orders.json'))\nprint(sum(o['quantity'] for o in orders))"}),
+    );
+    assert!(
+        out.code == 1
+            && out.stderr.contains("`orders` is a dict (keys: 'orders')")
+            && out
+                .stderr
+                .contains("the list is orders['orders']: loop over that"),
+        "{}",
+        out.all()
+    );
+    // A CSV's header row split by hand.
+    let out = env.call(
+        "code",
+        "run_python",
+        json!({"code": "for line in open('people.csv'):\n    print(int(line.split(',')[1]))"}),
+    );
+    assert!(
+        out.code == 1
+            && out.stderr.contains("'age' is a word, not a number")
+            && out.stderr.contains("csv.DictReader"),
+        "{}",
+        out.all()
+    );
+    // Prose loaded as JSON is told to be read as what it is.
+    std::fs::write(env.ws.join("contacts.txt"), "Write to jo@example.org.\n").unwrap();
+    let out = env.call(
+        "code",
+        "run_python",
+        json!({"code": "print(json.load(open('contacts.txt')))"}),
+    );
+    assert!(
+        out.code == 1
+            && out.stderr.contains("JSONDecodeError")
+            && out
+                .stderr
+                .contains("What was loaded is not JSON. Do not rewrite the file"),
+        "{}",
+        out.all()
+    );
+    let out = env.call("code", "run_python", json!({"code": "total = 2 + 2"}));
+    assert!(
+        out.code == 0
+            && out.stdout.contains("printed nothing")
+            && out
+                .stdout
+                .contains("nothing it defined is kept for the next call"),
         "{}",
         out.all()
     );
@@ -2152,6 +2265,28 @@ fn list_inspect_and_call_work_on_the_builtin_plugins() {
     let out = env.call("files", "search_files", json!({"pattern": "absent words"}));
     assert!(
         out.code == 0 && out.stdout.contains("no matches") && !out.stdout.contains("condition"),
+        "{}",
+        out.all()
+    );
+    // Regular-expression marks around plain text: the text is searched,
+    // and the result says so.
+    let out = env.call(
+        "files",
+        "search_files",
+        json!({"pattern": ".*PLUGIN$", "ignore_case": true}),
+    );
+    assert!(
+        out.code == 0
+            && out.stdout.contains("notes/a.txt:1: hello plugin")
+            && out.stdout.starts_with(
+                "Searched for `plugin` (search_files takes plain text, not a regular expression like `.*PLUGIN$`):\n"
+            ),
+        "{}",
+        out.all()
+    );
+    let out = env.call("files", "search_files", json!({"pattern": ".*absent.*"}));
+    assert!(
+        out.code == 0 && out.stdout.contains("no matches for `.*absent.*`"),
         "{}",
         out.all()
     );

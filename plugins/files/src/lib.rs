@@ -440,42 +440,17 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
     }
     files.sort_by(|a, b| a.1.cmp(&b.1));
 
-    let mut hits = Vec::new();
-    let mut more = false;
-    for (full, shown) in &files {
-        let Ok(meta) = fs::metadata(full) else {
-            continue;
-        };
-        // Listed as a regular file, but it may have been swapped since.
-        if !meta.is_file() || meta.len() > SEARCH_FILE_MAX {
-            continue;
-        }
-        let Ok(bytes) = fs::read(full) else { continue };
-        if bytes.iter().take(8192).any(|&b| b == 0) {
-            continue;
-        }
-        let text = String::from_utf8_lossy(&bytes);
-        for (number, line) in text.lines().enumerate() {
-            let found = if ignore_case {
-                line.to_lowercase().contains(&needle)
-            } else {
-                line.contains(&needle)
-            };
-            if !found {
-                continue;
-            }
-            if hits.len() == SEARCH_MAX {
-                more = true;
-                break;
-            }
-            hits.push(format!(
-                "{shown}:{}: {}",
-                number + 1,
-                clip(line.trim(), LINE_MAX)
-            ));
-        }
-        if more {
-            break;
+    let (mut hits, mut more) = scan(&files, &needle, ignore_case);
+    // `.*ERROR` or `^ERROR$`: the text inside the regular-expression marks
+    // is what the model looks for (measured: the 1.5B model searched logs
+    // for `.*ERROR`, took "no matches" as the answer, and lost the run).
+    let mut read_as = None;
+    if hits.is_empty()
+        && let Some(core) = plain_core(&needle)
+    {
+        (hits, more) = scan(&files, &core, ignore_case);
+        if !hits.is_empty() {
+            read_as = Some(core);
         }
     }
     if hits.is_empty() {
@@ -503,12 +478,19 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
         }
         return Ok(out);
     }
-    let matched: std::collections::BTreeSet<&str> = hits
-        .iter()
-        .filter_map(|h| h.split(':').next())
-        .collect();
+    let matched: std::collections::BTreeSet<&str> =
+        hits.iter().filter_map(|h| h.split(':').next()).collect();
     let count = hits.len();
-    let mut out = hits.join("\n");
+    // Said first, and as what was found: after "no line holds ..." the
+    // model read the hits below as "none found".
+    let mut out = match &read_as {
+        Some(core) => format!(
+            "Searched for `{core}` (search_files takes plain text, not a regular expression like `{}`):\n",
+            args.pattern
+        ),
+        None => String::new(),
+    };
+    out.push_str(&hits.join("\n"));
     if more {
         out.push_str(&format!(
             "\n[... stopped after {SEARCH_MAX} matches; search a narrower path or a more specific pattern]"
@@ -525,15 +507,82 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
     Ok(out)
 }
 
+/// The lines of `files` that hold `needle` (lower-cased already when
+/// `ignore_case`), as `path:line: text`, and whether there were more than
+/// [`SEARCH_MAX`].
+fn scan(files: &[(PathBuf, String)], needle: &str, ignore_case: bool) -> (Vec<String>, bool) {
+    let mut hits = Vec::new();
+    let mut more = false;
+    for (full, shown) in files {
+        let Ok(meta) = fs::metadata(full) else {
+            continue;
+        };
+        // Listed as a regular file, but it may have been swapped since.
+        if !meta.is_file() || meta.len() > SEARCH_FILE_MAX {
+            continue;
+        }
+        let Ok(bytes) = fs::read(full) else { continue };
+        if bytes.iter().take(8192).any(|&b| b == 0) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        for (number, line) in text.lines().enumerate() {
+            let found = if ignore_case {
+                line.to_lowercase().contains(needle)
+            } else {
+                line.contains(needle)
+            };
+            if !found {
+                continue;
+            }
+            if hits.len() == SEARCH_MAX {
+                more = true;
+                break;
+            }
+            hits.push(format!(
+                "{shown}:{}: {}",
+                number + 1,
+                clip(line.trim(), LINE_MAX)
+            ));
+        }
+        if more {
+            break;
+        }
+    }
+    (hits, more)
+}
+
+/// The plain text inside regular-expression marks at the ends of
+/// `pattern` (`.*ERROR`, `^ERROR$`, `*.log*`), when that is all that makes
+/// it read as one; `None` otherwise.
+fn plain_core(pattern: &str) -> Option<String> {
+    let mut core = pattern;
+    loop {
+        let before = core;
+        for mark in [".*", ".+", "^", "*"] {
+            core = core.strip_prefix(mark).unwrap_or(core);
+        }
+        for mark in [".*", ".+", "$", "*"] {
+            core = core.strip_suffix(mark).unwrap_or(core);
+        }
+        if core == before {
+            break;
+        }
+    }
+    let plain = !core.trim().is_empty()
+        && core != pattern
+        && !looks_like_a_query(core)
+        && !core.contains('*');
+    plain.then(|| core.to_string())
+}
+
 /// Whether a pattern reads as a condition or a regular expression rather
 /// than text (`age>30`, `price >= 10`, `ERROR|WARN`, `\\d+`, `.*`): a model
 /// that writes one expects a filter this plain-text search cannot apply, and
 /// "no matches" alone would read as "there are none" (measured: the 1.5B
 /// model searched `age>30` and finished with "no one is older than 30").
 fn looks_like_a_query(pattern: &str) -> bool {
-    let comparison = ["<", ">", "==", "!="]
-        .iter()
-        .any(|op| pattern.contains(op));
+    let comparison = ["<", ">", "==", "!="].iter().any(|op| pattern.contains(op));
     let regex = ["|", ".*", ".+", "\\d", "\\w", "\\s", "[0-9]", "^", "$"]
         .iter()
         .any(|m| pattern.contains(m));
