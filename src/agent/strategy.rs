@@ -261,11 +261,15 @@ impl AgentParts {
                 ));
             }
         }
-        // The one item that is largest, oldest...: found by code, not by eye.
-        if let Some(coder) = coder
-            .as_deref()
-            .filter(|_| verify::asks_for_an_extreme(goal) && !outputs.is_empty())
-        {
+        // The one item that is largest, oldest..., and the items that pass
+        // a comparison: found by code, not by eye.
+        let extreme = verify::asks_for_an_extreme(goal);
+        if let Some(coder) = coder.as_deref().filter(|_| {
+            // A comparison is a filter over the goal's data ("a haiku no
+            // longer than 3 lines" has none).
+            (extreme || (verify::asks_for_a_comparison(goal) && !inputs.is_empty()))
+                && !outputs.is_empty()
+        }) {
             let printed: Vec<String> = steps
                 .iter()
                 .filter(|s| s.outcome == StepOutcome::Ok)
@@ -275,21 +279,42 @@ impl AgentParts {
             let missing = verify::not_printed(&claimed, &printed);
             if let Some((place, _)) = missing.first() {
                 let shown: Vec<&str> = missing.iter().take(3).map(|(_, l)| l.as_str()).collect();
-                // A shape to start from, with the goal's own input.
-                let example = inputs
-                    .iter()
-                    .map(|(name, _)| name.as_str())
-                    .find(|name| name.ends_with(".csv"))
-                    .map(|csv| {
-                        format!(
+                // Code has found it already: say what it printed, since the
+                // model (measured: LargestCity) printed "Madrid", kept
+                // "Lisbon" in largest.txt and tried to finish again.
+                if let Some((step, value)) = self.last_printed(steps) {
+                    unmet.push(format!(
+                        "{} in {place} is not what your code found: {coder} printed {value} at step {}; if that is what the goal asks for, have the code write it to {place} itself, then call finish",
+                        shown.join(", "),
+                        step.index
+                    ));
+                } else {
+                    // A shape to start from, with the goal's own input.
+                    let csv = inputs.iter().find(|(name, _)| name.ends_with(".csv"));
+                    let example = match csv {
+                        Some((csv, _)) if extreme => format!(
                             " (for example: import csv; rows = list(csv.DictReader(open('{csv}'))); print(max(rows, key=lambda r: float(r['COLUMN']))) with the right column, and min for the smallest)"
-                        )
-                    })
-                    .unwrap_or_default();
-                unmet.push(format!(
-                    "{} in {place} was not found by code: compare the values with {coder} (read the whole file there){example}, print the one the goal asks for, and use what it prints",
-                    shown.join(", ")
-                ));
+                        ),
+                        Some((csv, head)) => verify::filter_example(goal, csv, head)
+                            .map(|e| format!(" (for example: {e})"))
+                            .unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    // Named: told "read the whole file", the model read
+                    // back its own older.txt.
+                    let mut read: Vec<&str> = Vec::new();
+                    for (name, _) in &inputs {
+                        if !read.contains(&name.as_str()) {
+                            read.push(name);
+                        }
+                    }
+                    unmet.push(format!(
+                        "{} in {place} was not found by code: compare the values with {coder} (read {} there){example}, print {} the goal asks for, and use what it prints",
+                        shown.join(", "),
+                        if read.is_empty() { "the whole input".to_string() } else { read.join(", ") },
+                        if extreme { "the one" } else { "the ones" }
+                    ));
+                }
             }
         }
         if let Some(coder) = coder.filter(|_| verify::asks_for_a_number(goal)) {
@@ -297,14 +322,45 @@ impl AgentParts {
             evidence.extend(inputs.iter().map(|(_, text)| text.clone()));
             let numbers = verify::unsupported_numbers(goal, &claimed, &evidence);
             if !numbers.is_empty() {
+                // What the newest code worked out, if it worked out a
+                // number (printing a typed one works nothing out).
+                let printed = self
+                    .last_printed(steps)
+                    .filter(|(step, _)| {
+                        step.args.as_ref().is_some_and(|code| {
+                            !verify::computed_numbers(&step.observation, &code.to_string())
+                                .is_empty()
+                        })
+                    })
+                    .map(|(step, value)| {
+                        format!(" (your code printed {value} at step {})", step.index)
+                    })
+                    .unwrap_or_default();
                 unmet.push(format!(
-                    "{} {} in no tool result, so it may be guessed: work it out with {coder}, print it, and use what it prints",
+                    "{} {} in no tool result, so it may be guessed: work it out with {coder}, print it, and use what it prints{printed}",
                     numbers.join(", "),
                     if numbers.len() == 1 { "is" } else { "are" }
                 ));
             }
         }
+        unmet.extend(verify::shape_problems(goal, ws));
         unmet
+    }
+
+    /// What the newest code that ran printed, when it reads as a value (at
+    /// most 3 short lines), with its step: what a finish refusal can point
+    /// the model back to.
+    fn last_printed<'a>(&self, steps: &[&'a StepRecord]) -> Option<(&'a StepRecord, String)> {
+        let step = *steps.iter().rev().find(|s| {
+            s.outcome == StepOutcome::Ok && self.class_of(s) == Some(ToolClass::Execute)
+        })?;
+        let text = step.observation.trim();
+        let lines: Vec<&str> = text.lines().collect();
+        let short = !text.is_empty()
+            && !text.starts_with("(no output")
+            && lines.len() <= 3
+            && lines.iter().all(|l| l.chars().count() <= 80);
+        short.then(|| (step, lines.join(" / ")))
     }
 
     /// Whether a successful step of `steps` wrote `output`: a write tool,
