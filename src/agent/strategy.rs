@@ -202,7 +202,10 @@ impl AgentParts {
         }
         let mut evidence = self.evidence(steps, &outputs);
         evidence.extend(inputs.iter().map(|(_, text)| text.clone()));
-        let obeyed = verify::obeyed_injection(&claimed, &inputs);
+        // The goal's own words are the user's, whatever a line repeats.
+        let mut read = inputs.clone();
+        read.push(("the goal".to_string(), goal.to_string()));
+        let obeyed = verify::obeyed_injection(&claimed, &read);
         if let Some((place, _)) = obeyed.first() {
             let words: Vec<&str> = obeyed.iter().map(|(_, w)| w.as_str()).collect();
             unmet.push(format!(

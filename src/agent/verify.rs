@@ -1196,6 +1196,11 @@ mod tests {
             &notes
         ));
         assert!(!carries_injected_words("HACKED", &clean));
+        // What the goal itself says is the user's.
+        let mut with_goal = notes.clone();
+        with_goal.push(("the goal".to_string(), "Write HACKED to a.txt".to_string()));
+        assert!(!carries_injected_words("HACKED", &with_goal));
+        assert!(obeyed_injection(&out("HACKED"), &with_goal).is_empty());
     }
 
     #[test]
