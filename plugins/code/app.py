@@ -187,22 +187,24 @@ def escape_broken_strings(code):
     return "".join(out) if changed else None
 
 
-def repaired(code):
-    """(code to run, a note for the model or None): `code` itself, or where it
-    does not parse and escape_broken_strings makes it parse, the repaired code."""
+# Said after the output of code that escape_broken_strings repaired.
+REPAIRED = "(A line break inside a quoted string was run as \\n.)"
+
+
+def parse(code):
+    """(tree, code it is of, repaired): `code` parsed, or where it does not
+    parse and escape_broken_strings makes it parse, the repaired code. A
+    SyntaxError of `code` itself is raised when neither parses."""
     try:
-        ast.parse(code, filename="<code>", mode="exec")
-        return code, None
+        return ast.parse(code, filename="<code>", mode="exec"), code, False
     except SyntaxError:
-        pass
-    fixed = escape_broken_strings(code)
-    if fixed is None:
-        return code, None
-    try:
-        ast.parse(fixed, filename="<code>", mode="exec")
-    except SyntaxError:
-        return code, None
-    return fixed, "(A line break inside a quoted string was run as \\n.)"
+        fixed = escape_broken_strings(code)
+        if fixed is not None:
+            try:
+                return ast.parse(fixed, filename="<code>", mode="exec"), fixed, True
+            except SyntaxError:
+                pass
+        raise
 
 
 def run(code):
@@ -217,10 +219,14 @@ def run(code):
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = out
     error = None
-    # Lets tracebacks quote the lines of the model's code, not just their numbers.
-    linecache.cache["<code>"] = (len(code), None, code.splitlines(True), "<code>")
     try:
-        tree = ast.parse(code, filename="<code>", mode="exec")
+        tree, ran, repaired = parse(code)
+        # Lets tracebacks quote the lines of the code, not just their numbers.
+        linecache.cache["<code>"] = (len(ran), None, ran.splitlines(True), "<code>")
+        if repaired:
+            # Before the code's own output, so it stays said whatever the
+            # code prints or raises.
+            print(REPAIRED)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
@@ -282,8 +288,10 @@ def dict_holding_a_list(e):
 
 
 def advice(e, code):
-    """A line that tells a model what to do instead, for the errors that
-    come from the sandbox rather than from the code."""
+    """A line that tells a model what to do instead: for the errors that
+    come from the sandbox rather than from the code, and for the mistakes
+    small models make again and again (a variable from an earlier call, a
+    dict looped over as a list, a header row read as data)."""
     if isinstance(e, ImportError):
         return (
             "\nThis sandbox has no pip and no third-party packages (no pandas, no numpy); "
@@ -385,10 +393,7 @@ class Tools(exports.Tools):
         code = args.get("code")
         if not isinstance(code, str) or not code.strip():
             raise Err("run_python needs `code`: the Python source to run")
-        code, note = repaired(code)
         output, error = run(code)
-        if note is not None:
-            output = f"{output}{'' if not output or output.endswith(chr(10)) else chr(10)}{note}"
         if error is not None:
             raise Err(f"{output}{'' if not output or output.endswith(chr(10)) else chr(10)}{error}")
         # Measured: `orders = json.load(...)` printed nothing, and the model

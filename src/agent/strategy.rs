@@ -179,6 +179,8 @@ impl AgentParts {
             .find(|s| s.class == ToolClass::Execute)
             .map(|s| s.name.clone());
         let outputs = verify::named_outputs(goal);
+        // Read once: the value checks and the shape checks both look.
+        let texts = verify::output_texts(goal, ws);
         let claimed = if outputs.is_empty() {
             answer
                 .map(|a| vec![("your answer".to_string(), a.to_string())])
@@ -186,9 +188,10 @@ impl AgentParts {
         } else {
             // An output that code wrote holds what the code computed: its
             // values are a tool's, whether or not the code printed them.
-            verify::output_texts(goal, ws)
-                .into_iter()
+            texts
+                .iter()
                 .filter(|(name, _)| !self.written_by_code(steps, name))
+                .cloned()
                 .collect()
         };
         // What the run read of its inputs counts as well: a file may have
@@ -202,10 +205,7 @@ impl AgentParts {
         }
         let mut evidence = self.evidence(steps, &outputs);
         evidence.extend(inputs.iter().map(|(_, text)| text.clone()));
-        // The goal's own words are the user's, whatever a line repeats.
-        let mut read = inputs.clone();
-        read.push(("the goal".to_string(), goal.to_string()));
-        let obeyed = verify::obeyed_injection(&claimed, &read);
+        let obeyed = verify::obeyed_injection(&claimed, &inputs, goal);
         if let Some((place, _)) = obeyed.first() {
             let words: Vec<&str> = obeyed.iter().map(|(_, w)| w.as_str()).collect();
             unmet.push(format!(
@@ -219,15 +219,9 @@ impl AgentParts {
             let lines = verify::ungrounded_lines(goal, &claimed, &evidence);
             if let Some((place, _)) = lines.first() {
                 let shown: Vec<String> = lines.iter().take(5).map(|(_, l)| l.clone()).collect();
-                let mut names: Vec<&str> = Vec::new();
-                for (name, _) in &inputs {
-                    if !names.contains(&name.as_str()) {
-                        names.push(name);
-                    }
-                }
                 // Where the values are to come from, and how: the model
                 // once read back its own output instead of the input.
-                let from = names.join(", ");
+                let from = names_of(&inputs).join(", ");
                 let how = match coder.as_deref() {
                     Some(c) => format!(
                         "work on {from} with {c} (open and parse it there), print the values the goal asks for, and write those to {place}"
@@ -305,12 +299,7 @@ impl AgentParts {
                     };
                     // Named: told "read the whole file", the model read
                     // back its own older.txt.
-                    let mut read: Vec<&str> = Vec::new();
-                    for (name, _) in &inputs {
-                        if !read.contains(&name.as_str()) {
-                            read.push(name);
-                        }
-                    }
+                    let read = names_of(&inputs);
                     unmet.push(format!(
                         "{} in {place} was not found by code: compare the values with {coder} (read {} there){example}, print {} the goal asks for, and use what it prints",
                         shown.join(", "),
@@ -346,7 +335,7 @@ impl AgentParts {
                 ));
             }
         }
-        unmet.extend(verify::shape_problems(goal, ws));
+        unmet.extend(verify::shape_problems(goal, &texts, &inputs));
         unmet
     }
 
@@ -557,6 +546,17 @@ impl Agent {
             Agent::Plan(_) => None,
         }
     }
+}
+
+/// The names of `files` (name, text), each once, in order.
+fn names_of(files: &[(String, String)]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in files {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// Whether one of `step`'s string arguments is the file `name` (` name`,

@@ -440,18 +440,22 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
     }
     files.sort_by(|a, b| a.1.cmp(&b.1));
 
-    let (mut hits, mut more) = scan(&files, &needle, ignore_case);
     // `.*ERROR` or `^ERROR$`: the text inside the regular-expression marks
     // is what the model looks for (measured: the 1.5B model searched logs
     // for `.*ERROR`, took "no matches" as the answer, and lost the run).
+    // Both are looked for in the one pass; the core's lines are shown only
+    // when the pattern itself is in none.
+    let core = plain_core(&needle);
+    let mut needles = vec![needle.as_str()];
+    needles.extend(core.as_deref());
+    let mut found = scan(&files, &needles, ignore_case).into_iter();
+    let (mut hits, mut more) = found.next().unwrap_or_default();
     let mut read_as = None;
     if hits.is_empty()
-        && let Some(core) = plain_core(&needle)
+        && let Some((core_hits, core_more)) = found.next().filter(|(h, _)| !h.is_empty())
     {
-        (hits, more) = scan(&files, &core, ignore_case);
-        if !hits.is_empty() {
-            read_as = Some(core);
-        }
+        (hits, more) = (core_hits, core_more);
+        read_as = core;
     }
     if hits.is_empty() {
         let mut out = format!(
@@ -507,13 +511,19 @@ fn search_files(args: SearchArgs) -> Result<String, String> {
     Ok(out)
 }
 
-/// The lines of `files` that hold `needle` (lower-cased already when
-/// `ignore_case`), as `path:line: text`, and whether there were more than
-/// [`SEARCH_MAX`].
-fn scan(files: &[(PathBuf, String)], needle: &str, ignore_case: bool) -> (Vec<String>, bool) {
-    let mut hits = Vec::new();
-    let mut more = false;
+/// For each of `needles` (lower-cased already when `ignore_case`), the
+/// lines of `files` that hold it, as `path:line: text`, and whether there
+/// were more than [`SEARCH_MAX`]; each file is read once for all of them.
+fn scan(
+    files: &[(PathBuf, String)],
+    needles: &[&str],
+    ignore_case: bool,
+) -> Vec<(Vec<String>, bool)> {
+    let mut found: Vec<(Vec<String>, bool)> = vec![(Vec::new(), false); needles.len()];
     for (full, shown) in files {
+        if found.iter().all(|(_, more)| *more) {
+            break;
+        }
         let Ok(meta) = fs::metadata(full) else {
             continue;
         };
@@ -527,29 +537,25 @@ fn scan(files: &[(PathBuf, String)], needle: &str, ignore_case: bool) -> (Vec<St
         }
         let text = String::from_utf8_lossy(&bytes);
         for (number, line) in text.lines().enumerate() {
-            let found = if ignore_case {
-                line.to_lowercase().contains(needle)
-            } else {
-                line.contains(needle)
-            };
-            if !found {
-                continue;
+            let folded = ignore_case.then(|| line.to_lowercase());
+            let haystack = folded.as_deref().unwrap_or(line);
+            for (needle, (hits, more)) in needles.iter().zip(found.iter_mut()) {
+                if *more || !haystack.contains(needle) {
+                    continue;
+                }
+                if hits.len() == SEARCH_MAX {
+                    *more = true;
+                    continue;
+                }
+                hits.push(format!(
+                    "{shown}:{}: {}",
+                    number + 1,
+                    clip(line.trim(), LINE_MAX)
+                ));
             }
-            if hits.len() == SEARCH_MAX {
-                more = true;
-                break;
-            }
-            hits.push(format!(
-                "{shown}:{}: {}",
-                number + 1,
-                clip(line.trim(), LINE_MAX)
-            ));
-        }
-        if more {
-            break;
         }
     }
-    (hits, more)
+    found
 }
 
 /// The plain text inside regular-expression marks at the ends of
