@@ -169,15 +169,19 @@ impl AgentParts {
             .map(|name| format!("{name} has not been written in this run"))
             .collect();
         unmet.extend(untouched);
+        let coder = self.coder();
         if !unmet.is_empty() {
+            // An output still missing, where the goal's words give its code
+            // away: the line to start from (measured: ReplaceWord's five
+            // steps of strptime left letter_new.txt empty).
+            if let (Some(coder), Some(hint)) = (&coder, self.code_hint(goal)) {
+                unmet.push(format!(
+                    "{coder} with {} {hint}",
+                    super::hints::DOES_THE_WORK
+                ));
+            }
             return unmet;
         }
-        let coder = self
-            .tools
-            .specs()
-            .into_iter()
-            .find(|s| s.class == ToolClass::Execute)
-            .map(|s| s.name.clone());
         let outputs = verify::named_outputs(goal);
         // Read once: the value checks and the shape checks both look.
         let texts = verify::output_texts(goal, ws);
@@ -197,6 +201,7 @@ impl AgentParts {
         // What the run read of its inputs counts as well: a file may have
         // changed or gone since (an injected line can ask for that).
         let mut inputs = verify::input_texts(goal, ws);
+        let on_disk = inputs.len();
         inputs.extend(self.inputs_read(goal, steps));
         if let Some((lost, how)) = self.lost_inputs(goal, ws, steps).first() {
             unmet.push(format!(
@@ -205,7 +210,9 @@ impl AgentParts {
         }
         let mut evidence = self.evidence(steps, &outputs);
         evidence.extend(inputs.iter().map(|(_, text)| text.clone()));
-        let obeyed = verify::obeyed_injection(&claimed, &inputs, goal);
+        // Every output, whoever wrote it: code can obey a line as well.
+        let written = if outputs.is_empty() { &claimed } else { &texts };
+        let obeyed = verify::obeyed_injection(written, &inputs, goal);
         if let Some((place, _)) = obeyed.first() {
             let words: Vec<&str> = obeyed.iter().map(|(_, w)| w.as_str()).collect();
             unmet.push(format!(
@@ -222,9 +229,12 @@ impl AgentParts {
                 // Where the values are to come from, and how: the model
                 // once read back its own output instead of the input.
                 let from = names_of(&inputs).join(", ");
+                let start = super::hints::code_hint(goal, &inputs)
+                    .map(|h| format!(" ({} {h})", super::hints::DOES_THE_WORK))
+                    .unwrap_or_default();
                 let how = match coder.as_deref() {
                     Some(c) => format!(
-                        "work on {from} with {c} (open and parse it there), print the values the goal asks for, and write those to {place}"
+                        "work on {from} with {c} (open and parse it there), print the values the goal asks for, and write those to {place}{start}"
                     ),
                     None => {
                         format!("read {from} and write the values the goal asks for to {place}")
@@ -276,27 +286,22 @@ impl AgentParts {
             let missing = verify::not_printed(&claimed, &printed);
             if let Some((place, _)) = missing.first() {
                 let shown: Vec<&str> = missing.iter().take(3).map(|(_, l)| l.as_str()).collect();
+                // Code that does it all, where the goal's words give it
+                // away (measured: told to have the code write the names,
+                // the model typed them into older.txt again).
+                let example = super::hints::code_hint(goal, &inputs)
+                    .map(|e| format!(" (for example: {e})"))
+                    .unwrap_or_default();
                 // Code has found it already: say what it printed, since the
                 // model (measured: LargestCity) printed "Madrid", kept
                 // "Lisbon" in largest.txt and tried to finish again.
                 if let Some((step, value)) = self.last_printed(steps) {
                     unmet.push(format!(
-                        "{} in {place} is not what your code found: {coder} printed {value} at step {}; if that is what the goal asks for, have the code write it to {place} itself, then call finish",
+                        "{} in {place} is not what your code found: {coder} printed {value} at step {}; if that is what the goal asks for, have the code write it to {place} itself{example}, then call finish",
                         shown.join(", "),
                         step.index
                     ));
                 } else {
-                    // A shape to start from, with the goal's own input.
-                    let csv = inputs.iter().find(|(name, _)| name.ends_with(".csv"));
-                    let example = match csv {
-                        Some((csv, _)) if extreme => format!(
-                            " (for example: import csv; rows = list(csv.DictReader(open('{csv}'))); print(max(rows, key=lambda r: float(r['COLUMN']))) with the right column, and min for the smallest)"
-                        ),
-                        Some((csv, head)) => verify::filter_example(goal, csv, head)
-                            .map(|e| format!(" (for example: {e})"))
-                            .unwrap_or_default(),
-                        None => String::new(),
-                    };
                     // Named: told "read the whole file", the model read
                     // back its own older.txt.
                     let read = names_of(&inputs);
@@ -310,8 +315,10 @@ impl AgentParts {
             }
         }
         if let Some(coder) = coder.filter(|_| verify::asks_for_a_number(goal)) {
-            let mut evidence = self.number_evidence(steps, &outputs);
-            evidence.extend(inputs.iter().map(|(_, text)| text.clone()));
+            // A number worked out is not one that an input shows: neither
+            // the inputs nor a read that returned one back it (measured:
+            // plan mode wrote 0 to count.txt, "backed" by a timestamp's 00).
+            let evidence = self.number_evidence(steps, &outputs, &inputs[..on_disk]);
             let numbers = verify::unsupported_numbers(goal, &claimed, &evidence);
             if !numbers.is_empty() {
                 // What the newest code worked out, if it worked out a
@@ -337,6 +344,23 @@ impl AgentParts {
         }
         unmet.extend(verify::shape_problems(goal, &texts, &inputs));
         unmet
+    }
+
+    /// The tool that runs code, if the run has one.
+    fn coder(&self) -> Option<String> {
+        self.tools
+            .specs()
+            .into_iter()
+            .find(|s| s.class == ToolClass::Execute)
+            .map(|s| s.name.clone())
+    }
+
+    /// Code to start from for `goal` over its inputs in the workspace
+    /// ([`super::hints`]), when the run has a workspace and runs code.
+    pub(crate) fn code_hint(&self, goal: &str) -> Option<String> {
+        let ws = self.settings.workspace.as_ref()?;
+        self.coder()?;
+        super::hints::code_hint(goal, &super::verify::input_texts(goal, ws))
     }
 
     /// What the newest code that ran printed, when it reads as a value (at
@@ -436,21 +460,41 @@ impl AgentParts {
             .iter()
             .rev()
             .filter(|s| s.outcome == StepOutcome::Ok)
+            // A finish that names the output wrote nothing (measured:
+            // CsvToJson's finish after the code wrote products.json).
+            .filter(|s| {
+                matches!(
+                    self.class_of(s),
+                    Some(ToolClass::Write | ToolClass::Execute)
+                )
+            })
             .find(|s| {
                 s.args
                     .as_ref()
                     .is_some_and(|a| a.to_string().contains(output))
             })
-            .and_then(|s| s.tool.as_deref())
-            .and_then(|t| self.tools.get(t))
-            .is_some_and(|t| t.spec().class == ToolClass::Execute)
+            .is_some_and(|s| self.class_of(s) == Some(ToolClass::Execute))
     }
 
     /// [`Self::evidence`], with what code printed kept only where the code
-    /// did not hold it literally ([`super::verify::computed_numbers`]).
-    fn number_evidence(&self, steps: &[&StepRecord], outputs: &[String]) -> Vec<String> {
+    /// did not hold it literally ([`super::verify::computed_numbers`]), and
+    /// without reads that returned (part of) one of the input files'
+    /// `inputs` as they are (a search's listing is a tool's work).
+    fn number_evidence(
+        &self,
+        steps: &[&StepRecord],
+        outputs: &[String],
+        inputs: &[(String, String)],
+    ) -> Vec<String> {
+        let copies_an_input = |step: &StepRecord| {
+            let seen = step.observation.trim();
+            self.class_of(step) == Some(ToolClass::Read)
+                && !seen.is_empty()
+                && inputs.iter().any(|(_, text)| text.contains(seen))
+        };
         self.evidence_steps(steps, outputs)
             .into_iter()
+            .filter(|step| !copies_an_input(step))
             .map(|step| {
                 let ran_code = step
                     .tool

@@ -284,7 +284,6 @@ fn a_replanner_that_finishes_before_the_goals_outputs_exist_is_kept_going() {
             // Too early: b.txt is not written yet.
             &done("both written"),
             &action("write_file", json!({"path": "b.txt", "content": "bye"})),
-            &done("a.txt holds hi and b.txt holds bye"),
         ],
     );
     let out = run_stdout(
@@ -314,7 +313,14 @@ fn a_replanner_that_finishes_before_the_goals_outputs_exist_is_kept_going() {
     );
     let end = finished(&ev);
     assert_eq!(end["status"], "finished", "{end}");
-    assert_eq!(end["answer"], "a.txt holds hi and b.txt holds bye");
+    // Both outputs there: the plan ends without asking the replanner again.
+    assert!(
+        end["answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("a.txt, b.txt exist as the goal asks. Done (b.txt holds bye)."),
+        "{end}"
+    );
     // Each step ended when its file existed, without a `finish` of its own.
     assert_eq!(end["steps"], 2);
     assert_eq!(
@@ -338,7 +344,6 @@ fn a_plan_that_would_finish_with_the_goals_output_missing_gets_a_step_for_it() {
             // Too early: out.txt is not written, and no step is left.
             &done("done"),
             &action("write_file", json!({"path": "out.txt", "content": "hi"})),
-            &done("out.txt holds hi"),
         ],
     );
     let out = run_stdout(
@@ -370,4 +375,104 @@ fn a_plan_that_would_finish_with_the_goals_output_missing_gets_a_step_for_it() {
         std::fs::read_to_string(env.workspace.join("out.txt")).unwrap(),
         "hi"
     );
+}
+
+/// WriteFile as plan mode ran it on 2026-12-02: step 1 wrote output.txt,
+/// and steps 2 and 3 went on until the time ran out. Once the goal's
+/// outputs are there and pass their checks, the plan ends; a goal that
+/// asks for more after them ("then read it back") goes on.
+#[test]
+fn a_plan_ends_when_the_goals_outputs_are_done() {
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            &plan(&[
+                "write Washington to output.txt",
+                "check output.txt",
+                "report",
+            ]),
+            &action(
+                "write_file",
+                json!({"path": "output.txt", "content": "Washington"}),
+            ),
+        ],
+    );
+    let goal = "Write the word Washington to a file called output.txt";
+    let ev = plan_run(&env, &model, goal);
+    assert_eq!(of_type(&ev, "plan_step_started").len(), 1, "{ev:?}");
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished", "{end}");
+    assert!(
+        end["answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("output.txt exists as the goal asks."),
+        "{end}"
+    );
+
+    let env = TestEnv::new();
+    let model = env.script(
+        "s",
+        &[
+            &plan(&["write hi to a.txt", "read a.txt back"]),
+            &action("write_file", json!({"path": "a.txt", "content": "hi"})),
+            &keep(),
+            &finish("a.txt holds hi"),
+            &done("a.txt holds hi"),
+        ],
+    );
+    let goal = "Write hi to a.txt, then read it back";
+    let ev = plan_run(&env, &model, goal);
+    assert_eq!(of_type(&ev, "plan_step_started").len(), 2, "{ev:?}");
+    assert_eq!(finished(&ev)["answer"], "a.txt holds hi");
+}
+
+/// A plan that ran out of steps with the goal's output still wrong gets a
+/// step for what is missing, as a finish does, while revisions remain.
+#[test]
+fn a_plan_that_runs_out_with_the_output_wrong_gets_a_step_for_it() {
+    let env = TestEnv::new();
+    std::fs::write(env.workspace.join("in.txt"), "Hello World!\n").unwrap();
+    let model = env.script(
+        "s",
+        &[
+            &plan(&["think it through"]),
+            &action(
+                "write_file",
+                json!({"path": "out.txt", "content": ">>> content <<<"}),
+            ),
+            &finish("wrote it"),
+            // The plan is out of steps: keep would end it.
+            &keep(),
+            &action(
+                "write_file",
+                json!({"path": "out.txt", "content": "Hello World!"}),
+            ),
+        ],
+    );
+    let goal = "Read the file called in.txt and write its content to a file called out.txt";
+    let ev = plan_run(&env, &model, goal);
+    let revised = of_type(&ev, "plan_revised");
+    assert_eq!(revised.len(), 1, "{ev:?}");
+    assert!(
+        revised[0]["steps"][1]["description"]
+            .as_str()
+            .unwrap()
+            .contains("out.txt does not hold the text of in.txt"),
+        "{}",
+        revised[0]
+    );
+    assert_eq!(finished(&ev)["status"], "finished");
+}
+
+/// The events of `agent run --agent plan --json` of `goal` with `model`,
+/// which must exit 0.
+fn plan_run(env: &TestEnv, model: &str, goal: &str) -> Vec<Value> {
+    let out = run_stdout(
+        env,
+        &["run", "--agent", "plan", "--json", "--model", model, goal],
+        0,
+    );
+    events(&out)
 }

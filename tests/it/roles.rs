@@ -151,7 +151,8 @@ fn planning_goes_to_smart_and_the_steps_to_default() {
             &default,
             "--smart",
             &smart,
-            "Write hi to a.txt",
+            // More after the output: the replanner is asked at the end.
+            "Write hi to a.txt, then tell me what it holds",
         ],
         0,
     );

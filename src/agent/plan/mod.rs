@@ -219,6 +219,15 @@ impl PlanAgent {
         self.parts.unmet(&run.goal, &steps, answer)
     }
 
+    /// Whether the goal names outputs, asks for nothing after them, and
+    /// every check of them passes with the plan's steps as the evidence.
+    fn outputs_done(&self, run: &RunRecord, state: &PlanState) -> bool {
+        self.parts.settings.workspace.is_some()
+            && !super::verify::named_outputs(&run.goal).is_empty()
+            && !super::verify::asks_for_more_after_outputs(&run.goal)
+            && self.unmet(run, state, None).is_empty()
+    }
+
     /// Every step of the plan's step runs, in order.
     fn child_steps(&self, run: &RunRecord, state: &PlanState) -> Vec<StepRecord> {
         state
@@ -331,6 +340,34 @@ impl PlanAgent {
                         StepEnd::Stop(ending) => return Ok(ending),
                         StepEnd::Done(result) => {
                             state.results.push(result);
+                            // Knowing when it is done: the goal's outputs
+                            // all there and passing every check leave the
+                            // plan's other steps nothing to do (measured:
+                            // WriteFile's plan wrote output.txt in step 1,
+                            // wrote it again in step 2 and ran out of time
+                            // in step 3). Not when the goal asks for more
+                            // after them ("then read it back").
+                            if self.outputs_done(run, state) {
+                                let outputs = super::verify::named_outputs(&run.goal);
+                                let answer = format!(
+                                    "{} {} as the goal asks. {}",
+                                    outputs.join(", "),
+                                    if outputs.len() == 1 {
+                                        "exists"
+                                    } else {
+                                        "exist"
+                                    },
+                                    state
+                                        .results
+                                        .last()
+                                        .map(|r| r.result.as_str())
+                                        .unwrap_or("")
+                                );
+                                return Ok(Ending::finished(
+                                    answer,
+                                    "the goal's outputs are done and pass their checks",
+                                ));
+                            }
                             state.phase = Phase::Replanning;
                             self.save(run, state)?;
                         }
@@ -363,9 +400,14 @@ impl PlanAgent {
                                 Decision::Keep
                             }
                         }
-                        // No step left to go on with: the missing work
-                        // becomes one more step, while revisions remain.
-                        Decision::Finish(_) if state.replans < self.limits.max_replans => {
+                        // No step left to go on with (a finish, or a plan
+                        // that ran out): the missing work becomes one more
+                        // step, while revisions remain.
+                        Decision::Finish(_) | Decision::Keep
+                            if state.replans < self.limits.max_replans
+                                && (matches!(decision, Decision::Finish(_))
+                                    || state.current + 1 >= state.steps.len()) =>
+                        {
                             let unmet = self.unmet(run, state, None);
                             if unmet.is_empty() {
                                 decision

@@ -36,7 +36,16 @@ impl ReactAgent {
     ) -> Result<HistoryEntry, AgentError> {
         let assistant = sanitize::cap_head_tail(step.raw_output.trim(), RAW_IN_HISTORY);
         let max_tokens = (history_budget / 2).max(64);
-        let mut observation_text = step.observation.clone();
+        // Outside data is shown without its lines that give orders
+        // (measured, 2026-12-02: told beside the line that it is data, the
+        // 1.5B model still tried to write HACKED and delete the notes, four
+        // times, and gave up on the summary). The journal keeps it whole.
+        let shown = step
+            .untrusted
+            .then(|| crate::agent::verify::withhold_injected(&step.observation))
+            .flatten()
+            .unwrap_or_else(|| step.observation.clone());
+        let mut observation_text = shown.clone();
         for _ in 0..4 {
             let observation = self.prompt.render(
                 "observation",
@@ -60,7 +69,7 @@ impl ReactAgent {
             }
             let chars = observation_text.chars().count();
             let keep = (chars as f64 * max_tokens as f64 / tokens as f64 * 0.85) as usize;
-            observation_text = sanitize::cap_head_tail(&step.observation, keep.max(200));
+            observation_text = sanitize::cap_head_tail(&shown, keep.max(200));
         }
         let observation = sanitize::cap_head_tail(&observation_text, 200);
         let tokens = max_tokens;
