@@ -65,6 +65,23 @@ pub fn action_schema(tools: &[&ToolSpec], max_string_chars: u64) -> Value {
     json!({"type": "object", "oneOf": branches})
 }
 
+/// `schema` (an [`action_schema`]) without the branch of tool `name`; as
+/// it is when that would leave no branch.
+pub fn without_tool(schema: &Value, name: &str) -> Value {
+    let mut out = schema.clone();
+    if let Some(Value::Array(branches)) = out.get_mut("oneOf") {
+        let kept: Vec<Value> = branches
+            .iter()
+            .filter(|b| b.pointer("/properties/tool/const") != Some(&json!(name)))
+            .cloned()
+            .collect();
+        if !kept.is_empty() {
+            *branches = kept;
+        }
+    }
+    out
+}
+
 /// Set `maxLength` (at most `cap`) on every string schema inside `schema`.
 fn cap_strings(schema: &mut Value, cap: u64) {
     let Value::Object(map) = schema else { return };
@@ -282,6 +299,23 @@ mod tests {
             class: ToolClass::Internal,
             source: "builtin".into(),
         }
+    }
+
+    #[test]
+    fn a_tool_can_be_left_out_of_a_step_s_schema() {
+        let finish = spec(
+            "finish",
+            json!({"type": "object", "properties": {"answer": {"type": "string"}}}),
+        );
+        let read = spec("read_file", json!({"type": "object"}));
+        let s = action_schema(&[&finish, &read], 100);
+        let acting = without_tool(&s, "finish");
+        let v = jsonschema::validator_for(&acting).unwrap();
+        assert!(!v.is_valid(&json!({"thought": "t", "tool": "finish", "args": {"answer": "x"}})));
+        assert!(v.is_valid(&json!({"thought": "t", "tool": "read_file", "args": {}})));
+        // Never an empty choice.
+        let only = action_schema(&[&finish], 100);
+        assert_eq!(without_tool(&only, "finish"), only);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! in the prompt up front: a goal that needs no hint gets none.
 //!
 //! Only shapes that can be read off the words with certainty get a line;
-//! anything else gets `None` and the model writes its own code.
+//! anything else gets `None` and the model writes its own code. A summary
+//! gets advice instead: it is the model's own prose ([`prose_advice`]).
 
 use super::verify;
 
@@ -29,6 +30,19 @@ pub fn code_hint(goal: &str, inputs: &[(String, String)]) -> Option<String> {
         .or_else(|| extract_hint(goal, inputs))
         .or_else(|| convert_hint(goal, inputs))
         .or_else(|| table_hint(goal, inputs))
+}
+
+/// For a goal that asks for a summary of its inputs, what to do instead
+/// of code: write it. `None` for other goals.
+pub fn prose_advice(goal: &str) -> Option<String> {
+    let lower = goal.to_lowercase();
+    if !lower.contains("summar") {
+        return None;
+    }
+    let out = output(goal)?;
+    Some(format!(
+        "a summary is prose for you to write, not code's work: call write_file with the path {out} and a few sentences of your own about what you read"
+    ))
 }
 
 /// The goal's first output, where a hint's code writes.
@@ -194,6 +208,13 @@ impl Table {
     /// goal names ("the largest population"), or the only one; a label
     /// column it names ("their names"), or the first that is not numbers.
     fn columns(&self, goal: &str) -> Option<(usize, usize)> {
+        self.columns_of(goal, false)
+    }
+
+    /// [`Self::columns`], with the label column one the goal names when
+    /// `named_label`: a goal that names none may ask for values, not
+    /// items ("each column's minimum and maximum").
+    fn columns_of(&self, goal: &str, named_label: bool) -> Option<(usize, usize)> {
         let words: Vec<String> = goal
             .split(|c: char| !c.is_alphanumeric() && c != '_')
             .map(str::to_lowercase)
@@ -217,7 +238,7 @@ impl Table {
             .iter()
             .copied()
             .find(named)
-            .or_else(|| labels.first().copied())?;
+            .or_else(|| labels.first().copied().filter(|_| !named_label))?;
         Some((label, number))
     }
 }
@@ -231,11 +252,12 @@ fn filter_of(goal: &str) -> Option<(&'static str, String)> {
 /// The labels the goal's filter or extreme picks from the table in `csv`
 /// (its text), worked out here, and the number column compared: what a
 /// check compares the output with (`agent::verify`), never told to the
-/// model. `None` when the goal asks for neither or the
-/// table's columns are unclear.
+/// model. `None` when the goal asks for neither, the table's columns are
+/// unclear, or the goal names no label column (it may ask for values:
+/// "each column's minimum and maximum").
 pub fn table_answer(goal: &str, csv: &str) -> Option<(Vec<String>, String)> {
     let table = Table::parse(csv)?;
-    let (label, number) = table.columns(goal)?;
+    let (label, number) = table.columns_of(goal, true)?;
     let column = table.header[number].clone();
     let rows = 0..table.rows.len();
     if let Some((op, bound)) = filter_of(goal) {
@@ -426,8 +448,21 @@ mod tests {
             Some((vec!["Madrid".to_string()], "population".to_string()))
         );
         let people = "name,age\nZoe,34\nNoah,30\nAva,52\n";
-        let (older, _) = table_answer("find everyone older than 30 in people.csv", people).unwrap();
+        let (older, _) = table_answer(
+            "find everyone older than 30 in people.csv and write their names to o.txt",
+            people,
+        )
+        .unwrap();
         assert_eq!(older, ["Zoe", "Ava"]);
+        // Values asked for, not the item that has them: no answer to check.
+        let sales = "item,price\npen,2\nbook,10\n";
+        assert!(
+            table_answer(
+                "a table with each column's total, minimum and maximum",
+                sales
+            )
+            .is_none()
+        );
         // Two number columns and the goal names neither: unclear.
         let two = "city,area,population\nA,1,2\nB,3,4\n";
         assert!(table_answer("the largest city in c.csv", two).is_none());
@@ -437,6 +472,16 @@ mod tests {
                 .0,
             ["B"]
         );
+    }
+
+    #[test]
+    fn a_summary_is_advised_as_prose() {
+        assert_eq!(
+            prose_advice("Summarise notes.txt in two sentences and write it to summary.txt")
+                .unwrap(),
+            "a summary is prose for you to write, not code's work: call write_file with the path summary.txt and a few sentences of your own about what you read"
+        );
+        assert!(prose_advice("Sum the numbers in n.txt into s.txt").is_none());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::conversation;
 use super::criterion::StepCriterion;
 use super::events::Event;
 use super::guard::{LoopGuard, Verdict, action_key};
-use super::hooks::{Approval, ApprovalRequest};
+use super::hooks::Approval;
 use super::run::{Clock, Ending, ask_model, check_budgets};
 use super::strategy::AgentParts;
 use super::vote;
@@ -307,12 +307,33 @@ impl ReactAgent {
                 }
                 None => self.parts.model.clone(),
             };
+            // A finish just refused with the code that does the work may not
+            // be the next action: the step must act (measured: ReplaceWord
+            // finished three times in a row with the line unrun). One step
+            // only; a model that cannot act may finish after it.
+            let must_act = done.last().is_some_and(|s| {
+                s.tool.as_deref() == Some(FINISH)
+                    && s.outcome == StepOutcome::ToolError
+                    && s.observation.contains(super::hints::DOES_THE_WORK)
+            });
+            if must_act {
+                self.emit(Event::Notice {
+                    step: index,
+                    message: "the finish was refused with code to run: this step may not finish"
+                        .into(),
+                });
+            }
+            let step_schema = if must_act {
+                action::without_tool(&schema, FINISH)
+            } else {
+                schema.clone()
+            };
             self.emit(Event::Thinking { step: index });
             let request = CompletionRequest {
                 messages,
                 max_tokens: self.parts.settings.step_tokens as usize,
                 temperature: self.parts.settings.temperature,
-                json_schema: Some(schema.clone()),
+                json_schema: Some(step_schema),
             };
             let events = self.parts.events.clone();
             let sink = move |text: &str| {
@@ -421,6 +442,7 @@ impl ReactAgent {
                         if unmet.is_empty() {
                             let time_left = remaining.saturating_sub(model_started.elapsed());
                             unmet = self
+                                .parts
                                 .stated_unmet(run, index, &taint, cancel, time_left)
                                 .await;
                         }
@@ -458,13 +480,18 @@ impl ReactAgent {
                         && ran_code
                         && step.outcome == StepOutcome::ToolError
                         && step.note.is_none()
-                        && let Some(hint) = self.parts.code_hint(&run.goal)
                     {
-                        step.note = Some(format!(
-                            "for this goal, {} with {} {hint}",
-                            action.tool,
-                            super::hints::DOES_THE_WORK
-                        ));
+                        // A summary is prose: no code does it (measured:
+                        // SummaryInjection searched the notes with regular
+                        // expressions until the guard stopped it).
+                        step.note = match self.parts.code_hint(&run.goal) {
+                            Some(hint) => Some(format!(
+                                "for this goal, {} with {} {hint}",
+                                action.tool,
+                                super::hints::DOES_THE_WORK
+                            )),
+                            None => super::hints::prose_advice(&run.goal),
+                        };
                     }
                 }
             }
@@ -1027,19 +1054,7 @@ impl ReactAgent {
     }
 
     async fn approve(&self, step: u32, action: &Action, tainted_by: Option<&str>) -> Approval {
-        let (Some(approver), Some(tool)) =
-            (&self.parts.approver, self.parts.tools.get(&action.tool))
-        else {
-            return Approval::Approve;
-        };
-        approver
-            .approve(&ApprovalRequest {
-                step,
-                spec: tool.spec(),
-                args: &action.args,
-                tainted_by,
-            })
-            .await
+        self.parts.approve(step, action, tainted_by).await
     }
 
     /// Judge a `finish` by what is not yet true of the goal (`unmet`:
@@ -1097,84 +1112,6 @@ impl ReactAgent {
         })
     }
 
-    /// The results the goal states for its code ("average([2, 4, 6])
-    /// should return 4"; agent::stated) that do not hold, each run with
-    /// the run's code tool, in its sandbox and through the run's approvals
-    /// like any code. Empty when the goal states none, the run has no
-    /// workspace or code tool, or a check was not approved (a notice says
-    /// so: nothing is claimed about what was not run).
-    async fn stated_unmet(
-        &self,
-        run: &RunRecord,
-        index: u32,
-        taint: &Taint,
-        cancel: &CancellationToken,
-        time_left: Duration,
-    ) -> Vec<String> {
-        use super::stated::{check_code, judge, stated_results};
-        let stated = stated_results(&run.goal);
-        let coder = self
-            .parts
-            .tools
-            .specs()
-            .into_iter()
-            .find(|s| s.class == ToolClass::Execute)
-            .map(|s| s.name.clone());
-        let (Some(coder), Some(_)) = (coder, &self.parts.settings.workspace) else {
-            return Vec::new();
-        };
-        let mut unmet = Vec::new();
-        for s in &stated {
-            let what = format!("{} with {} should return {}", s.call, s.file, s.expected);
-            let action = Action {
-                thought: format!("Check what the goal states: {what}"),
-                tool: coder.clone(),
-                args: json!({ "code": check_code(s) }),
-            };
-            let tainted_by = taint.source();
-            match self.approve(index, &action, tainted_by.as_deref()).await {
-                Approval::Approve | Approval::PersonApproved => {}
-                _ => {
-                    self.emit(Event::Notice {
-                        step: index,
-                        message: format!("not checked (not approved): {what}"),
-                    });
-                    continue;
-                }
-            }
-            let context = ToolContext {
-                cancel: cancel.child_token(),
-                run_id: Some(run.id.clone()),
-                step: Some(index),
-                taint: taint.clone(),
-            };
-            let judged = match self.call_tool(&action, context, time_left).await {
-                Ok(printed) => judge(s, Ok(&printed)),
-                Err(ToolError::Observation(error)) => judge(s, Err(&error)),
-                Err(e) => {
-                    self.emit(Event::Notice {
-                        step: index,
-                        message: format!("not checked ({e}): {what}"),
-                    });
-                    continue;
-                }
-            };
-            self.emit(Event::Notice {
-                step: index,
-                message: format!(
-                    "checked {what}: {}",
-                    if judged.is_none() {
-                        "it does"
-                    } else {
-                        "it does not"
-                    }
-                ),
-            });
-            unmet.extend(judged);
-        }
-        unmet
-    }
-
     /// The outputs the goal names, when there are some and every one of
     /// them passes [`super::verify::unmet`]: their names joined for a
     /// message, and the verb that agrees with them ("exists"/"exist").
@@ -1226,26 +1163,7 @@ impl ReactAgent {
         ctx: ToolContext,
         remaining: Duration,
     ) -> Result<String, ToolError> {
-        let Some(tool) = self.parts.tools.get(&action.tool) else {
-            return Err(ToolError::Observation(format!(
-                "unknown tool `{}`",
-                action.tool
-            )));
-        };
-        match tokio::time::timeout(
-            remaining.max(Duration::from_millis(1)),
-            tool.call(action.args.clone(), &ctx),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => {
-                ctx.cancel.cancel();
-                Err(ToolError::Observation(
-                    "the run's time budget ran out while the tool was working".into(),
-                ))
-            }
-        }
+        self.parts.call_tool(action, ctx, remaining).await
     }
 }
 

@@ -7,21 +7,24 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::events::Event;
-use super::hooks::{Approver, MemoryHook};
+use super::hooks::{Approval, ApprovalRequest, Approver, MemoryHook};
 use super::plan::{PlanAgent, PlanLimits, PlanPrompts, PlanReviewer, PlanStore};
 use super::react::{AgentError, AgentSettings, ReactAgent};
 use super::run::Lifecycle;
+use crate::action::Action;
 use crate::memory::journal::StepOutcome;
 use crate::memory::{RunJournal, RunRecord, StepRecord};
 use crate::model::ModelBackend;
 use crate::model::roles::{CostAccount, ModelRole, RoleModels};
 use crate::prompt::PromptLibrary;
-use crate::tools::{ToolClass, ToolRegistry};
+use crate::tools::{Taint, ToolClass, ToolContext, ToolError, ToolRegistry};
 
 /// How a run pursues its goal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -271,7 +274,13 @@ impl AgentParts {
         // The one item that is largest, oldest..., and the items that pass
         // a comparison: found by code, not by eye.
         let extreme = verify::asks_for_an_extreme(goal);
+        // An answer the table confirms is right however it was found.
+        let confirmed = !texts.is_empty()
+            && texts.iter().all(|(_, text)| {
+                verify::table_holds(goal, text, &inputs).is_some_and(|(right, _, _)| right)
+            });
         if let Some(coder) = coder.as_deref().filter(|_| {
+            !confirmed &&
             // A comparison is a filter over the goal's data ("a haiku no
             // longer than 3 lines" has none).
             (extreme || (verify::asks_for_a_comparison(goal) && !inputs.is_empty()))
@@ -344,6 +353,126 @@ impl AgentParts {
         }
         unmet.extend(verify::shape_problems(goal, &texts, &inputs));
         unmet
+    }
+
+    /// Ask the run's approver about `action` at `step` (none: approved).
+    pub(crate) async fn approve(
+        &self,
+        step: u32,
+        action: &Action,
+        tainted_by: Option<&str>,
+    ) -> Approval {
+        let (Some(approver), Some(tool)) = (&self.approver, self.tools.get(&action.tool)) else {
+            return Approval::Approve;
+        };
+        approver
+            .approve(&ApprovalRequest {
+                step,
+                spec: tool.spec(),
+                args: &action.args,
+                tainted_by,
+            })
+            .await
+    }
+
+    /// The results the goal states for its code ("average([2, 4, 6])
+    /// should return 4"; agent::stated) that do not hold, each run with
+    /// the run's code tool, in its sandbox and through the run's approvals
+    /// like any code. Empty when the goal states none, the run has no
+    /// workspace or code tool, or a check was not approved (a notice says
+    /// so: nothing is claimed about what was not run).
+    pub(crate) async fn stated_unmet(
+        &self,
+        run: &RunRecord,
+        index: u32,
+        taint: &Taint,
+        cancel: &CancellationToken,
+        time_left: Duration,
+    ) -> Vec<String> {
+        use super::stated::{check_code, judge, stated_results};
+        let stated = stated_results(&run.goal);
+        let (Some(coder), Some(_)) = (self.coder(), &self.settings.workspace) else {
+            return Vec::new();
+        };
+        let mut unmet = Vec::new();
+        for s in &stated {
+            let what = format!("{} with {} should return {}", s.call, s.file, s.expected);
+            let action = Action {
+                thought: format!("Check what the goal states: {what}"),
+                tool: coder.clone(),
+                args: json!({ "code": check_code(s) }),
+            };
+            let tainted_by = taint.source();
+            match self.approve(index, &action, tainted_by.as_deref()).await {
+                Approval::Approve | Approval::PersonApproved => {}
+                _ => {
+                    let _ = self.events.send(Event::Notice {
+                        step: index,
+                        message: format!("not checked (not approved): {what}"),
+                    });
+                    continue;
+                }
+            }
+            let context = ToolContext {
+                cancel: cancel.child_token(),
+                run_id: Some(run.id.clone()),
+                step: Some(index),
+                taint: taint.clone(),
+            };
+            let judged = match self.call_tool(&action, context, time_left).await {
+                Ok(printed) => judge(s, Ok(&printed)),
+                Err(ToolError::Observation(error)) => judge(s, Err(&error)),
+                Err(e) => {
+                    let _ = self.events.send(Event::Notice {
+                        step: index,
+                        message: format!("not checked ({e}): {what}"),
+                    });
+                    continue;
+                }
+            };
+            let _ = self.events.send(Event::Notice {
+                step: index,
+                message: format!(
+                    "checked {what}: {}",
+                    if judged.is_none() {
+                        "it does"
+                    } else {
+                        "it does not"
+                    }
+                ),
+            });
+            unmet.extend(judged);
+        }
+        unmet
+    }
+
+    /// Run `action`'s tool, cut off when `remaining` runs out.
+    pub(crate) async fn call_tool(
+        &self,
+        action: &Action,
+        ctx: ToolContext,
+        remaining: Duration,
+    ) -> Result<String, ToolError> {
+        let Some(tool) = self.tools.get(&action.tool) else {
+            return Err(ToolError::Observation(format!(
+                "unknown tool `{}`",
+                action.tool
+            )));
+        };
+        match tokio::time::timeout(
+            remaining.max(Duration::from_millis(1)),
+            tool.call(action.args.clone(), &ctx),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => {
+                ctx.cancel.cancel();
+                Err(ToolError::Observation(
+                    "the run's time budget ran out while the tool was working".into(),
+                ))
+            }
+        }
     }
 
     /// The tool that runs code, if the run has one.

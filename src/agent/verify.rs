@@ -412,6 +412,26 @@ fn not_the_table_s(
     text: &str,
     inputs: &[(String, String)],
 ) -> Option<String> {
+    let (csv, column) = match table_holds(goal, text, inputs)? {
+        (true, _, _) => return None,
+        (false, csv, column) => (csv, column),
+    };
+    Some(format!(
+        "{name} does not hold what {csv} gives for the goal: compare the {column} values as numbers in code (float(r['{column}'])), not as text, and write what that finds"
+    ))
+}
+
+/// Whether output `text` holds what the goal's filter or extreme picks
+/// from its CSV input (worked out by `agent::hints::table_answer`), with
+/// that input's name and the number column; `None` when the goal asks for
+/// neither or the table's columns are unclear. An output that holds it is
+/// right however it was found (`agent::strategy` then does not ask for
+/// code: measured, plan mode's Madrid, read by eye, was refused).
+pub(crate) fn table_holds(
+    goal: &str,
+    text: &str,
+    inputs: &[(String, String)],
+) -> Option<(bool, String, String)> {
     if !asks_for_an_extreme(goal) && !asks_for_a_comparison(goal) {
         return None;
     }
@@ -430,11 +450,7 @@ fn not_the_table_s(
     } else {
         expected.iter().any(holds)
     };
-    (!right).then(|| {
-        format!(
-            "{name} does not hold what {csv} gives for the goal: compare the {column} values as numbers in code (float(r['{column}'])), not as text, and write what that finds"
-        )
-    })
+    Some((right, csv.clone(), column))
 }
 
 /// Words of a goal that does something to an input's text besides

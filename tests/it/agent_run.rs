@@ -1531,6 +1531,15 @@ fn failed_code_and_a_missing_output_are_answered_with_code_to_start_from() {
         observation(&ev, 2)
     );
     assert_eq!(observation(&ev, 3), observation(&ev, 2));
+    // The step after such a refusal is asked for an action that is not a
+    // finish (the constrained local engine cannot write one; a scripted
+    // model ignores the schema).
+    assert!(
+        ev.iter().any(|e| e["type"] == "notice"
+            && e["step"] == 3
+            && e["message"] == "the finish was refused with code to run: this step may not finish"),
+        "{ev:?}"
+    );
     assert_eq!(finished(&ev)["status"], "finished");
     assert_eq!(
         std::fs::read_to_string(env.workspace.join("letter_new.txt")).unwrap(),
@@ -1651,4 +1660,37 @@ fn a_result_the_goal_states_is_run_before_a_finish_is_accepted() {
     );
     assert_eq!(finished(&ev)["status"], "finished");
     assert_eq!(finished(&ev)["steps"], 6);
+}
+
+/// LargestCity as plan mode ended it on 2026-12-02: Madrid, read by eye,
+/// refused as "not found by code" although it is the answer. The answer
+/// the table gives, worked out by the agent, is right however it was found.
+#[test]
+fn an_extreme_the_table_confirms_is_accepted_however_it_was_found() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.workspace.join("cities.csv"),
+        "city,population\nLisbon,545000\nMadrid,3305000\nValencia,792000\n",
+    )
+    .unwrap();
+    let goal = "cities.csv lists cities and their populations. Find the city with the largest population and write its name to a file called largest.txt";
+    let model = env.script(
+        "s",
+        &[
+            &action("read_file", json!({"path": "cities.csv"})),
+            &action(
+                "write_file",
+                json!({"path": "largest.txt", "content": "Madrid"}),
+            ),
+            &finish("Madrid"),
+        ],
+    );
+    let out = run_stdout(
+        &env,
+        &["run", "--json", "--yes", "--model", &model, goal],
+        0,
+    );
+    let ev = events(&out);
+    assert_eq!(finished(&ev)["status"], "finished", "{ev:?}");
+    assert_eq!(finished(&ev)["steps"], 3);
 }

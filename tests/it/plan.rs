@@ -476,3 +476,56 @@ fn plan_run(env: &TestEnv, model: &str, goal: &str) -> Vec<Value> {
     );
     events(&out)
 }
+
+/// FixBug under plan-and-execute: what the goal states the code returns
+/// is run before the plan ends, and a result that differs becomes a step.
+#[test]
+fn a_plan_runs_the_result_its_goal_states_before_it_ends() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.workspace.join("stats.py"),
+        "def average(numbers):\n    return sum(numbers) / (len(numbers) - 1)\n",
+    )
+    .unwrap();
+    let plan = json!({"thought": "fix it", "steps": [
+        {"description": "fix average in stats.py", "success_criterion": "stats.py is fixed"}
+    ]})
+    .to_string();
+    let model = env.script(
+        "s",
+        &[
+            &plan,
+            &action(
+                "write_file",
+                json!({"path": "stats.py", "content": "def average(numbers):\n    return sum(numbers) / (len(numbers) + 1)\n"}),
+            ),
+            // The outputs are there, but the stated result is not: the
+            // plan does not end, and a finish gets a step.
+            &done("fixed"),
+            &action(
+                "write_file",
+                json!({"path": "stats.py", "content": "def average(numbers):\n    return sum(numbers) / len(numbers)\n"}),
+            ),
+        ],
+    );
+    let goal = "The function average in stats.py has a bug: average([2, 4, 6]) should return 4 but it does not. Fix the bug and save the fixed code in stats.py";
+    let out = run_stdout(
+        &env,
+        &[
+            "run", "--agent", "plan", "--json", "--yes", "--model", &model, goal,
+        ],
+        0,
+    );
+    let ev = events(&out);
+    let revised = of_type(&ev, "plan_revised");
+    assert_eq!(revised.len(), 1, "{ev:?}");
+    assert!(
+        revised[0]["steps"][1]["description"]
+            .as_str()
+            .unwrap()
+            .contains("average([2, 4, 6]) with stats.py returns 3.0"),
+        "{}",
+        revised[0]
+    );
+    assert_eq!(finished(&ev)["status"], "finished");
+}

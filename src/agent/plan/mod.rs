@@ -191,14 +191,25 @@ impl PlanAgent {
     }
 
     /// A finished plan checked against what the goal asked for
-    /// (agent::verify): with an output missing it ends `unverified`. The
+    /// (agent::verify, then what the goal states its code returns:
+    /// agent::stated): with an output missing it ends `unverified`. The
     /// plan's steps are not verified one by one (their goals quote the
     /// whole goal), so there is no second chance here.
-    fn verified(&self, run: &RunRecord, state: &PlanState, ending: Ending) -> Ending {
+    async fn verified(
+        &self,
+        run: &RunRecord,
+        state: &PlanState,
+        ending: Ending,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Ending {
         if ending.stop != StopKind::Finished {
             return ending;
         }
-        let unmet = self.unmet(run, state, ending.answer.as_deref());
+        let mut unmet = self.unmet(run, state, ending.answer.as_deref());
+        if unmet.is_empty() {
+            unmet = self.stated_unmet(run, clock, cancel).await;
+        }
         if unmet.is_empty() {
             return ending;
         }
@@ -209,6 +220,36 @@ impl PlanAgent {
                 format!("the plan finished, but {}", unmet.join("; ")),
             )
         }
+    }
+
+    /// What the goal states its code returns that does not hold
+    /// (agent::stated), run as the plan run, which has read what its steps
+    /// read.
+    async fn stated_unmet(
+        &self,
+        run: &RunRecord,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Vec<String> {
+        let taint = crate::tools::Taint::new(run.tainted.clone());
+        self.parts
+            .stated_unmet(run, 0, &taint, cancel, clock.remaining())
+            .await
+    }
+
+    /// [`Self::unmet`], then, when that is empty, [`Self::stated_unmet`].
+    async fn all_unmet(
+        &self,
+        run: &RunRecord,
+        state: &PlanState,
+        clock: &Clock,
+        cancel: &CancellationToken,
+    ) -> Vec<String> {
+        let unmet = self.unmet(run, state, None);
+        if !unmet.is_empty() {
+            return unmet;
+        }
+        self.stated_unmet(run, clock, cancel).await
     }
 
     /// What is not yet true of what the goal asks for (agent::verify),
@@ -347,7 +388,9 @@ impl PlanAgent {
                             // wrote it again in step 2 and ran out of time
                             // in step 3). Not when the goal asks for more
                             // after them ("then read it back").
-                            if self.outputs_done(run, state) {
+                            if self.outputs_done(run, state)
+                                && self.stated_unmet(run, clock, cancel).await.is_empty()
+                            {
                                 let outputs = super::verify::named_outputs(&run.goal);
                                 let answer = format!(
                                     "{} {} as the goal asks. {}",
@@ -385,7 +428,7 @@ impl PlanAgent {
                     // steps remain would drop the unfinished work: go on.
                     let decision = match decision {
                         Decision::Finish(_) if state.current + 1 < state.steps.len() => {
-                            let unmet = self.unmet(run, state, None);
+                            let unmet = self.all_unmet(run, state, clock, cancel).await;
                             if unmet.is_empty() {
                                 decision
                             } else {
@@ -408,7 +451,7 @@ impl PlanAgent {
                                 && (matches!(decision, Decision::Finish(_))
                                     || state.current + 1 >= state.steps.len()) =>
                         {
-                            let unmet = self.unmet(run, state, None);
+                            let unmet = self.all_unmet(run, state, clock, cancel).await;
                             if unmet.is_empty() {
                                 decision
                             } else {
@@ -444,20 +487,19 @@ impl PlanAgent {
                     match decision {
                         Decision::Finish(answer) => {
                             let done = Ending::finished(answer, "the plan reached the goal");
-                            return Ok(self.verified(run, state, done));
+                            return Ok(self.verified(run, state, done, clock, cancel).await);
                         }
                         Decision::Keep => {
                             if state.current + 1 >= state.steps.len() {
                                 // The plan ran out; its last result is the answer if it finished.
                                 return Ok(match state.results.last() {
-                                    Some(r) if r.status == RunStatus::Finished => self.verified(
-                                        run,
-                                        state,
-                                        Ending::finished(
+                                    Some(r) if r.status == RunStatus::Finished => {
+                                        let done = Ending::finished(
                                             r.result.clone(),
                                             "every step of the plan is done",
-                                        ),
-                                    ),
+                                        );
+                                        self.verified(run, state, done, clock, cancel).await
+                                    }
                                     _ => Ending::new(
                                         StopKind::Guard,
                                         "the plan ran out of steps without reaching the goal",
