@@ -10,7 +10,10 @@
 //! and not be empty ("sum.txt holds the total"); a file that already existed
 //! must have been named in one of the step's successful actions ("the
 //! listing shows numbers.txt", "numbers.txt has been read"), or shown by a
-//! listing of the workspace root. A criterion that names no file is left to
+//! listing of the workspace root. A step that ends this way goes on to the
+//! plan's next step without a replanner call. A step that works on files,
+//! folders or pages may not make `finish` its first action (its schema
+//! leaves `finish` out): only a tool can show what such a step finds. A criterion that names no file is left to
 //! the step's model, which ends the step with `finish` as before: asking it
 //! a yes/no question after every action would cost a model call per action
 //! (seconds each on a CPU), and the planner is asked to name the file a
@@ -24,11 +27,52 @@ use crate::confined::Confined;
 use crate::memory::StepRecord;
 use crate::memory::journal::StepOutcome;
 
+/// The stop reason of a step that ended because its criterion was checked
+/// and met; the plan goes on from such a step without asking the
+/// replanner (`agent::plan`).
+pub const MET: &str = "the step's success criterion is met";
+
+/// Words that make a step's description or criterion about the
+/// workspace or the web, besides a file's name.
+const WORKSPACE_WORDS: &[&str] = &[
+    "file",
+    "files",
+    "directory",
+    "directories",
+    "folder",
+    "folders",
+    "page",
+    "url",
+];
+
+/// Whether a step described by `description`, done when `criterion`,
+/// works on files, folders or pages: then only a tool can show its result.
+pub fn works_on_files(description: &str, criterion: &str) -> bool {
+    [description, criterion]
+        .iter()
+        .flat_map(|t| t.split_whitespace())
+        .any(|word| {
+            file_name(word).is_some() || word.contains("://") || {
+                let w = word
+                    .trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase();
+                WORKSPACE_WORDS.contains(&w.as_str())
+            }
+        })
+}
+
 /// One plan step's criterion, as its ReAct loop checks it.
 #[derive(Debug, Clone)]
 pub struct StepCriterion {
     /// When it is done (the plan's `success_criterion`).
     pub text: String,
+    /// The step works on files, folders or pages ([`works_on_files`]), so
+    /// its first action may not be `finish`: measured (2026-12-02, plan
+    /// mode with the 1.5B model), steps finished at once with the result
+    /// they were to find made up ("The file 'numbers.txt' does not exist",
+    /// "output.txt should exist.", "The directory 'vowels' exists") and the
+    /// plan built on it.
+    pub acts_first: bool,
     /// The plan's workspace, where named files are looked for.
     pub workspace: Option<PathBuf>,
     /// The files the criterion names that existed when the step began.
@@ -57,8 +101,9 @@ fn usable(dir: &Confined, name: &str) -> bool {
 }
 
 impl StepCriterion {
-    /// The criterion of a step starting now in `workspace`.
-    pub fn new(text: String, workspace: Option<PathBuf>) -> Self {
+    /// The criterion of a step starting now in `workspace`, described by
+    /// `description`.
+    pub fn new(description: &str, text: String, workspace: Option<PathBuf>) -> Self {
         let existed = match workspace.as_deref().map(Confined::open) {
             Some(Ok(dir)) => named_files(&text)
                 .into_iter()
@@ -67,6 +112,7 @@ impl StepCriterion {
             _ => Vec::new(),
         };
         Self {
+            acts_first: works_on_files(description, &text),
             text,
             workspace,
             existed,
@@ -123,6 +169,7 @@ mod tests {
         let ws = tempfile::tempdir().unwrap();
         std::fs::write(ws.path().join("numbers.txt"), "1\n2\n").unwrap();
         let c = StepCriterion::new(
+            "add them up",
             "sum.txt holds the total of numbers.txt".into(),
             Some(ws.path().to_path_buf()),
         );
@@ -145,7 +192,51 @@ mod tests {
         let listing = step("list_files", json!({}), StepOutcome::Ok);
         assert_eq!(c.check_files(&[&listing]), Some(true));
         // No file named: the step's model decides.
-        let vague = StepCriterion::new("the total is known".into(), Some(ws.path().to_path_buf()));
+        let vague = StepCriterion::new(
+            "add them up",
+            "the total is known".into(),
+            Some(ws.path().to_path_buf()),
+        );
         assert_eq!(vague.check_files(&[&read]), None);
+    }
+
+    /// The steps plan mode finished at once with a made-up result
+    /// (2026-12-02) must act first; a step of thought need not.
+    #[test]
+    fn a_step_on_files_folders_or_pages_acts_before_it_finishes() {
+        for (description, criterion) in [
+            (
+                "Read the numbers from 'numbers.txt' into a list.",
+                "The list 'numbers' contains all the numbers.",
+            ),
+            (
+                "Create a new directory named 'vowels' in the workspace.",
+                "The directory 'vowels' exists.",
+            ),
+            ("Create the file `output.txt`.", "It should exist."),
+            (
+                "Read the page",
+                "the price from http://127.0.0.1:18765/ is known",
+            ),
+            ("Look in the Folder.", "done"),
+        ] {
+            assert!(
+                StepCriterion::new(description, criterion.into(), None).acts_first,
+                "{description} / {criterion}"
+            );
+        }
+        for (description, criterion) in [
+            (
+                "Sum the numbers in the list.",
+                "The variable 'total' holds the sum.",
+            ),
+            ("Report the answer to the user", "the user has the answer"),
+            ("Profile the data", "the profile is known"),
+        ] {
+            assert!(
+                !StepCriterion::new(description, criterion.into(), None).acts_first,
+                "{description} / {criterion}"
+            );
+        }
     }
 }

@@ -311,19 +311,30 @@ impl ReactAgent {
             // be the next action: the step must act (measured: ReplaceWord
             // finished three times in a row with the line unrun). One step
             // only; a model that cannot act may finish after it.
-            let must_act = done.last().is_some_and(|s| {
+            let refused_with_code = done.last().is_some_and(|s| {
                 s.tool.as_deref() == Some(FINISH)
                     && s.outcome == StepOutcome::ToolError
                     && s.observation.contains(super::hints::DOES_THE_WORK)
             });
-            if must_act {
+            // A plan step on files, folders or pages acts before it may
+            // finish (agent::criterion): only a tool can show its result.
+            let must_act = if refused_with_code {
+                Some("the finish before was refused with code to run")
+            } else if done.is_empty() && self.criterion.as_ref().is_some_and(|c| c.acts_first) {
+                Some(
+                    "this plan step works on files, folders or pages, and only a tool can show its result",
+                )
+            } else {
+                None
+            };
+            if refused_with_code {
                 self.emit(Event::Notice {
                     step: index,
                     message: "the finish was refused with code to run: this step may not finish"
                         .into(),
                 });
             }
-            let step_schema = if must_act {
+            let step_schema = if must_act.is_some() {
                 action::without_tool(&schema, FINISH)
             } else {
                 schema.clone()
@@ -389,7 +400,17 @@ impl ReactAgent {
             };
             let mut ending = None;
 
-            let checked = self.check_action(&completion.text).map_err(|error| {
+            // The schema leaves `finish` out where the step must act; a
+            // backend that does not follow schemas is told the same.
+            let checked = self
+                .check_action(&completion.text)
+                .and_then(|action| match must_act {
+                    Some(why) if action.tool == FINISH => Err(format!(
+                        "`finish` is not offered at this step: {why}. Act with one of the tools first"
+                    )),
+                    _ => Ok(action),
+                });
+            let checked = checked.map_err(|error| {
                 // Output that stops at the token limit is cut, not malformed:
                 // say so, so the model writes less instead of the same again.
                 if completion.usage.completion_tokens >= self.parts.settings.step_tokens as u64 {
@@ -512,7 +533,7 @@ impl ReactAgent {
                             step.tool.as_deref().unwrap_or("a tool"),
                             sanitize::cap_head_tail(&step.observation, 600)
                         ),
-                        "the step's success criterion is met",
+                        super::criterion::MET,
                     ));
                 }
             }

@@ -1510,8 +1510,8 @@ fn failed_code_and_a_missing_output_are_answered_with_code_to_start_from() {
                 json!({"code": "import datetime\nprint(datetime.datetime.strptime('Dear', '%A'))"}),
             ),
             &finish("It cannot be done."),
-            // As the 1.5B model did: finish again at once. A refusal that
-            // gives the code is told twice.
+            // As the 1.5B model did: finish again at once. The step after a
+            // refusal that gives the code may not finish.
             &finish("It cannot be done."),
             &action("run_python", json!({"code": hint})),
             &finish("letter_new.txt has Thursday"),
@@ -1530,10 +1530,16 @@ fn failed_code_and_a_missing_output_are_answered_with_code_to_start_from() {
         "{}",
         observation(&ev, 2)
     );
-    assert_eq!(observation(&ev, 3), observation(&ev, 2));
     // The step after such a refusal is asked for an action that is not a
-    // finish (the constrained local engine cannot write one; a scripted
-    // model ignores the schema).
+    // finish: the constrained local engine cannot write one, and a model
+    // that ignores the schema (this scripted one) is told so.
+    assert!(
+        observation(&ev, 3).contains(
+            "`finish` is not offered at this step: the finish before was refused with code to run"
+        ),
+        "{}",
+        observation(&ev, 3)
+    );
     assert!(
         ev.iter().any(|e| e["type"] == "notice"
             && e["step"] == 3

@@ -48,10 +48,15 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
         &[
             &plan(&["write hi to a.txt", "say what a.txt holds"]),
             // The first step's criterion names a.txt, which did not exist:
-            // writing it ends the step, with no `finish` from its loop.
+            // writing it ends the step, with no `finish` from its loop, and
+            // the plan goes on to step 2 without asking the replanner (a
+            // replanner call here would take the next answer as its own).
             &action("write_file", json!({"path": "a.txt", "content": "hi"})),
-            &keep(),
+            // Step 2 is about a file: its first action may not be `finish`
+            // (the result would be made up), so it reads a.txt, which ends
+            // it; the last step goes to the replanner.
             &finish("a.txt holds hi"),
+            &action("read_file", json!({"path": "a.txt"})),
             &done("a.txt now holds: hi"),
         ],
     );
@@ -81,7 +86,17 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
         "{}",
         ended[0]
     );
-    assert_eq!(ended[1]["steps"], 1);
+    assert_eq!(ended[1]["steps"], 2);
+    let refused = of_type(&ev, "invalid_output");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("`finish` is not offered at this step: this plan step works on files"),
+        "{}",
+        refused[0]
+    );
     // The steps' own ReAct events are there, but only one run start and end.
     assert_eq!(of_type(&ev, "run_started").len(), 1);
     assert_eq!(of_type(&ev, "run_finished").len(), 1);
@@ -89,7 +104,7 @@ fn a_plan_is_followed_to_the_end_and_each_step_is_a_journaled_run() {
     let end = finished(&ev);
     assert_eq!(end["status"], "finished");
     assert_eq!(end["answer"], "a.txt now holds: hi");
-    assert_eq!(end["steps"], 2, "the run counts every step's ReAct steps");
+    assert_eq!(end["steps"], 3, "the run counts every step's ReAct steps");
     assert_eq!(
         std::fs::read_to_string(env.workspace.join("a.txt")).unwrap(),
         "hi"
@@ -271,8 +286,10 @@ fn a_resumed_plan_run_continues_inside_its_current_step() {
 fn a_replanner_that_finishes_before_the_goals_outputs_exist_is_kept_going() {
     let env = TestEnv::new();
     let step = |d: &str, c: &str| json!({"description": d, "success_criterion": c});
+    // The first criterion names no file: the step's model ends it, and the
+    // replanner reviews it.
     let plan = json!({"thought": "two files", "steps": [
-        step("write hi to a.txt", "a.txt holds hi"),
+        step("write hi to a.txt", "the greeting is written"),
         step("write bye to b.txt", "b.txt holds bye"),
     ]})
     .to_string();
@@ -281,6 +298,7 @@ fn a_replanner_that_finishes_before_the_goals_outputs_exist_is_kept_going() {
         &[
             &plan,
             &action("write_file", json!({"path": "a.txt", "content": "hi"})),
+            &finish("wrote the greeting"),
             // Too early: b.txt is not written yet.
             &done("both written"),
             &action("write_file", json!({"path": "b.txt", "content": "bye"})),
@@ -321,8 +339,8 @@ fn a_replanner_that_finishes_before_the_goals_outputs_exist_is_kept_going() {
             .starts_with("a.txt, b.txt exist as the goal asks. Done (b.txt holds bye)."),
         "{end}"
     );
-    // Each step ended when its file existed, without a `finish` of its own.
-    assert_eq!(end["steps"], 2);
+    // The second step ended when its file existed, without a `finish`.
+    assert_eq!(end["steps"], 3);
     assert_eq!(
         std::fs::read_to_string(env.workspace.join("b.txt")).unwrap(),
         "bye"
@@ -417,8 +435,7 @@ fn a_plan_ends_when_the_goals_outputs_are_done() {
         &[
             &plan(&["write hi to a.txt", "read a.txt back"]),
             &action("write_file", json!({"path": "a.txt", "content": "hi"})),
-            &keep(),
-            &finish("a.txt holds hi"),
+            &action("read_file", json!({"path": "a.txt"})),
             &done("a.txt holds hi"),
         ],
     );

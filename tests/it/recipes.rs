@@ -997,16 +997,16 @@ retry:
     );
     let step = |d: &str| json!({"description": d, "success_criterion": format!("{d} is done")});
     let plan = json!({"thought": "plan it", "steps": [step("write hi to a.txt"), step("say what a.txt holds")]}).to_string();
-    let keep = json!({"thought": "on track", "decision": "keep"}).to_string();
     let done =
         json!({"thought": "reached", "decision": "finish", "answer": "a.txt holds hi"}).to_string();
     let model = env.script(
         "m",
         &[
             &plan,
+            // a.txt written meets step 1's criterion: on to step 2, which
+            // reads it (a step about a file acts before it finishes).
             &action("write_file", json!({"path": "a.txt", "content": "hi"})),
-            &keep,
-            &finish("a.txt holds hi"),
+            &action("read_file", json!({"path": "a.txt"})),
             &done,
         ],
     );

@@ -5,6 +5,18 @@
 //! that remain, or finishes with the answer. Revisions are bounded.
 //!
 //! Decisions:
+//! - The replanner reviews a step that ended by its model's word, got
+//!   stuck or ran out of budget, and the plan's last step. A step that
+//!   ended because its "done when" was checked and met
+//!   ([`crate::agent::criterion`]) goes straight on to the next one: after
+//!   such a step a replanner call (seconds of a CPU's time, on a plan whose
+//!   runs already hit their time limits) could only keep the plan, finish
+//!   before the goal's outputs exist (overruled) or redo the work.
+//! - The plan ends as soon as the goal's outputs are all there and pass
+//!   every check, including what the goal states its code returns, unless
+//!   the goal asks for more after them; the end of a plan is checked the
+//!   same way, and what is missing becomes one more step while revisions
+//!   remain.
 //! - Each plan step is a child run in the same [`RunJournal`] (`<parent>.s1`,
 //!   `<parent>.s2`, … numbered by execution, not by plan position), driven by
 //!   an unchanged [`ReactAgent`]. So a step gets the ReAct loop's guards,
@@ -24,7 +36,6 @@
 //!   run with the reason.
 //! - The REPL can show the plan before it runs through a [`PlanReviewer`]
 //!   (approve, edit as text the planner re-reads, or reject).
-
 //!
 //! Layout: [`state`] holds the plan's data and its store, [`schema`] what
 //! the planner may answer, [`step`] the child run of one step; this file is
@@ -260,12 +271,12 @@ impl PlanAgent {
         self.parts.unmet(&run.goal, &steps, answer)
     }
 
-    /// Whether the goal names outputs, asks for nothing after them, and
-    /// every check of them passes with the plan's steps as the evidence.
-    fn outputs_done(&self, run: &RunRecord, state: &PlanState) -> bool {
+    /// Whether the goal names outputs and every check of them passes with
+    /// the plan's steps as the evidence (what the goal states its code
+    /// returns is run apart: [`Self::stated_unmet`]).
+    fn outputs_pass(&self, run: &RunRecord, state: &PlanState) -> bool {
         self.parts.settings.workspace.is_some()
             && !super::verify::named_outputs(&run.goal).is_empty()
-            && !super::verify::asks_for_more_after_outputs(&run.goal)
             && self.unmet(run, state, None).is_empty()
     }
 
@@ -380,38 +391,55 @@ impl PlanAgent {
                     match self.run_step(run, state, &child, clock, cancel).await? {
                         StepEnd::Stop(ending) => return Ok(ending),
                         StepEnd::Done(result) => {
+                            let met = result.criterion_met;
+                            let answer = result.result.clone();
                             state.results.push(result);
+                            let last = state.current + 1 >= state.steps.len();
                             // Knowing when it is done: the goal's outputs
-                            // all there and passing every check leave the
-                            // plan's other steps nothing to do (measured:
-                            // WriteFile's plan wrote output.txt in step 1,
-                            // wrote it again in step 2 and ran out of time
-                            // in step 3). Not when the goal asks for more
-                            // after them ("then read it back").
-                            if self.outputs_done(run, state)
+                            // all there and passing every check (its stated
+                            // results run too) leave the plan's other steps
+                            // nothing to do
+                            // (measured: WriteFile's plan wrote output.txt
+                            // in step 1, wrote it again in step 2 and ran
+                            // out of time in step 3). Not when the goal asks
+                            // for more after them ("then tell me what it
+                            // holds"): the replanner words that answer.
+                            if !super::verify::asks_for_more_after_outputs(&run.goal)
+                                && self.outputs_pass(run, state)
                                 && self.stated_unmet(run, clock, cancel).await.is_empty()
                             {
                                 let outputs = super::verify::named_outputs(&run.goal);
                                 let answer = format!(
-                                    "{} {} as the goal asks. {}",
+                                    "{} {} as the goal asks. {answer}",
                                     outputs.join(", "),
                                     if outputs.len() == 1 {
                                         "exists"
                                     } else {
                                         "exist"
                                     },
-                                    state
-                                        .results
-                                        .last()
-                                        .map(|r| r.result.as_str())
-                                        .unwrap_or("")
                                 );
                                 return Ok(Ending::finished(
                                     answer,
                                     "the goal's outputs are done and pass their checks",
                                 ));
                             }
-                            state.phase = Phase::Replanning;
+                            // A step whose "done when" was checked and met
+                            // (agent::criterion) is on plan: the next step
+                            // goes on without a replanner call, which costs
+                            // seconds of a CPU's time and, after a success,
+                            // could only keep the plan, finish too early
+                            // (overruled below) or redo the work. A step
+                            // that ended any other way, or the last one, is
+                            // reviewed.
+                            if met && !last {
+                                state.current += 1;
+                                state.children += 1;
+                                state.phase = Phase::Executing {
+                                    child: child_id(&run.id, state.children),
+                                };
+                            } else {
+                                state.phase = Phase::Replanning;
+                            }
                             self.save(run, state)?;
                         }
                     }

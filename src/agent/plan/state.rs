@@ -60,6 +60,10 @@ pub struct StepResult {
     pub result: String,
     pub steps: u32,
     pub usage: Usage,
+    /// The step ended because its "done when" was checked and met
+    /// (`agent::criterion`), not by its model's word.
+    #[serde(default)]
+    pub criterion_met: bool,
 }
 
 /// One planner or replanner call, as the model answered it.
@@ -253,6 +257,7 @@ mod tests {
             result: format!("{}\nsecond line", "x".repeat(500)),
             steps: 2,
             usage: Usage::default(),
+            criterion_met: false,
         });
         state.replans = 1;
         let summary = summarize_plan(&state);

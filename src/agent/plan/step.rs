@@ -165,6 +165,7 @@ impl PlanAgent {
         )?;
         // The step ends as soon as its "done when" is met.
         react.criterion = Some(StepCriterion::new(
+            &step.description,
             step.success_criterion.clone(),
             self.parts.settings.workspace.clone(),
         ));
@@ -235,5 +236,7 @@ fn step_result(number: usize, step: &PlanStep, child: &RunRecord, summary: &str)
         result,
         steps: child.steps,
         usage: child.usage,
+        criterion_met: child.status == RunStatus::Finished
+            && child.stop_reason.as_deref() == Some(crate::agent::criterion::MET),
     }
 }
