@@ -185,6 +185,28 @@ impl AgentParts {
             }
             return unmet;
         }
+        // "then read it back": a read of the output after its last write
+        // (measured: the README's example finished with a recalled lesson
+        // as its answer, haiku.txt never read).
+        if let Some(name) = verify::asks_to_read_back(goal) {
+            let last_write = steps.iter().rposition(|s| {
+                s.outcome == StepOutcome::Ok
+                    && self.class_of(s) == Some(ToolClass::Write)
+                    && names_file(s, &name)
+            });
+            let read_after = steps.iter().enumerate().any(|(i, s)| {
+                last_write.is_none_or(|w| i > w)
+                    && s.outcome == StepOutcome::Ok
+                    && self.class_of(s) == Some(ToolClass::Read)
+                    && names_file(s, &name)
+            });
+            if !read_after {
+                unmet.push(format!(
+                    "the goal asks to read {name} back, and it has not been read since it was written: read it and answer with what it holds"
+                ));
+                return unmet;
+            }
+        }
         let outputs = verify::named_outputs(goal);
         // Read once: the value checks and the shape checks both look.
         let texts = verify::output_texts(goal, ws);

@@ -216,6 +216,19 @@ pub fn asks_for_more_after_outputs(goal: &str) -> bool {
         .any(|w| FOLLOW_UPS.contains(&w.to_lowercase().as_str()))
 }
 
+/// The output the goal asks to read back after writing it ("Write a haiku
+/// to haiku.txt, then read it back"): the last output named, when the
+/// words after it say "read" and "back".
+pub fn asks_to_read_back(goal: &str) -> Option<String> {
+    let last = named_outputs(goal).pop()?;
+    let at = goal.rfind(&last)?;
+    let words: Vec<String> = goal[at + last.len()..]
+        .split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .collect();
+    (words.iter().any(|w| w == "read") && words.iter().any(|w| w == "back")).then_some(last)
+}
+
 /// What is not yet true of the goal's outputs in `workspace` ("older.txt
 /// does not exist yet"); empty when every check passes.
 pub fn unmet(goal: &str, workspace: &Path) -> Vec<String> {
@@ -1761,6 +1774,19 @@ mod tests {
 
     #[test]
     fn what_a_goal_asks_after_its_outputs() {
+        assert_eq!(
+            asks_to_read_back("Write a haiku about the sea to haiku.txt, then read it back")
+                .as_deref(),
+            Some("haiku.txt")
+        );
+        assert_eq!(
+            asks_to_read_back("Write hi to a.txt, then tell me what it holds"),
+            None
+        );
+        assert_eq!(
+            asks_to_read_back("Read back.txt and write it to out.txt"),
+            None
+        );
         assert!(asks_for_more_after_outputs(
             "Write a haiku about the sea to haiku.txt, then read it back"
         ));
