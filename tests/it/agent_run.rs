@@ -1700,3 +1700,37 @@ fn an_extreme_the_table_confirms_is_accepted_however_it_was_found() {
     assert_eq!(finished(&ev)["status"], "finished", "{ev:?}");
     assert_eq!(finished(&ev)["steps"], 3);
 }
+
+/// The README's example run a second time (2026-12-02): the model wrote
+/// haiku.txt and finished with a recalled lesson, never reading it back.
+/// A goal that asks to read its output back needs the read.
+#[test]
+fn a_goal_that_asks_to_read_its_output_back_needs_the_read() {
+    let env = TestEnv::new();
+    let haiku = "Waves fold into foam\nsalt wind carries gull voices\nthe tide keeps its time";
+    let model = env.script(
+        "s",
+        &[
+            &action("write_file", json!({"path": "haiku.txt", "content": haiku})),
+            &finish("The lesson is to write and then read back."),
+            &action("read_file", json!({"path": "haiku.txt"})),
+            &finish(&format!("haiku.txt holds:\n{haiku}")),
+        ],
+    );
+    let goal = "Write a haiku about the sea to haiku.txt, then read it back";
+    let out = run_stdout(&env, &["run", "--json", "--model", &model, goal], 0);
+    let ev = events(&out);
+    assert!(
+        observation(&ev, 2).contains(
+            "the goal asks to read haiku.txt back, and it has not been read since it was written"
+        ),
+        "{}",
+        observation(&ev, 2)
+    );
+    let end = finished(&ev);
+    assert_eq!(end["status"], "finished");
+    assert!(
+        end["answer"].as_str().unwrap().contains("salt wind"),
+        "{end}"
+    );
+}
